@@ -1,0 +1,135 @@
+"""The backend contract: what every storage engine must do natively and atomically.
+
+Everything above this layer (``Store``, counters, dicts, locks, caches, sessions) is written only in
+terms of these methods and never branches on the backend's type. Each method is abstract: there is
+no default that fakes atomicity with a get-then-set. A backend that cannot do an operation natively
+and atomically raises :class:`~sharedstate.errors.NotSupportedError` saying what to use instead.
+
+Guarantees every implementation gives (the conformance suite in ``tests/`` checks them):
+
+- Each operation is atomic and linearizable per key, across threads, processes and, for server
+  backends, machines.
+- An expired entry is never returned, and writes treat it as absent. Sweeping is lazy and bounded.
+- Nothing is evicted silently, except where the backend's documentation says so (memcached, and
+  ``memory://`` entries with a TTL when ``max_entries`` is set).
+- A method that returns has been applied by the backend; a method that raises has not, except
+  :class:`~sharedstate.errors.BackendUnavailableError` raised after the request was sent, when the
+  outcome is unknown (the message says so).
+
+Keys are full keys (namespace included), non-empty ``str``. Values are :data:`RawValue`: ``int`` for
+native integers (what ``incr`` works on) and ``bytes`` for everything the codec encoded. A backend
+may hand back an integer it stores as text as ``bytes`` (``b"42"``); the codec reads both. ``ttl`` is
+in seconds, ``None`` means no expiry.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from typing import NamedTuple
+
+RawValue = bytes | int
+"""A value as the backend stores it: codec output (``bytes``) or a native integer."""
+
+Version = int | bytes | str
+"""An opaque token that changes whenever an entry is written.
+
+Compare it only with tokens of the same backend, by passing it back to ``replace_if_version`` or
+``delete_if_version``. A deleted and re-created entry never gets its old token back by design, except
+where a backend documents that versions are value digests (then compare-and-set means "if the value
+is still the one I read").
+"""
+
+
+class Entry(NamedTuple):
+    """One stored entry: its raw value and its version token."""
+
+    value: RawValue
+    version: Version
+
+
+class Backend(abc.ABC):
+    """Storage engine contract. One instance serves every thread of a process.
+
+    Implementations are safe to share between threads. Across ``fork`` they must never share a
+    connection with the parent: the child opens its own on first use.
+    """
+
+    #: URL scheme(s) this backend is registered under; set by subclasses.
+    schemes: tuple[str, ...] = ()
+
+    #: Whether the backend may drop entries without a TTL on its own (memcached may). The store
+    #: warns once when state that is not a cache is kept on such a backend.
+    may_evict: bool = False
+
+    @classmethod
+    @abc.abstractmethod
+    def from_url(cls, url: str) -> Backend:
+        """Open a backend from its URL; options come from the query string."""
+
+    @abc.abstractmethod
+    def get(self, key: str) -> Entry | None:
+        """Return the live entry at ``key``, or ``None`` if absent or expired."""
+
+    @abc.abstractmethod
+    def set(self, key: str, value: RawValue, ttl: float | None = None) -> None:
+        """Store ``value`` at ``key`` unconditionally, replacing any entry and its expiry."""
+
+    @abc.abstractmethod
+    def add(self, key: str, value: RawValue, ttl: float | None = None) -> bool:
+        """Store ``value`` only if ``key`` is absent (or expired). Return whether it was stored."""
+
+    @abc.abstractmethod
+    def replace_if_version(
+        self, key: str, version: Version, value: RawValue, ttl: float | None = None
+    ) -> bool:
+        """Compare-and-set: replace the entry only if its version is still ``version``.
+
+        Returns ``False`` (and changes nothing) if the entry is absent, expired or was written since.
+        """
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> bool:
+        """Remove ``key``. Return whether a live entry was removed."""
+
+    @abc.abstractmethod
+    def delete_if_version(self, key: str, version: Version) -> bool:
+        """Remove ``key`` only if its version is still ``version``. Return whether it was removed."""
+
+    @abc.abstractmethod
+    def incr(self, key: str, by: int = 1, ttl: float | None = None) -> int:
+        """Add ``by`` to the integer at ``key`` and return the new value.
+
+        A missing or expired key starts at 0; ``ttl`` applies only when this call creates the entry
+        (an existing entry keeps its expiry). Raises ``TypeError`` if the stored value is not an
+        integer, leaving it unchanged.
+        """
+
+    @abc.abstractmethod
+    def touch(self, key: str, ttl: float | None) -> bool:
+        """Give a live entry a new expiry (``None``: never expires) without rewriting its value.
+
+        Returns whether the entry existed. The version does not change.
+        """
+
+    @abc.abstractmethod
+    def scan(self, prefix: str = "") -> Iterator[str]:
+        """Yield the live keys that start with ``prefix``, in no particular order.
+
+        Keys written or deleted during the scan may or may not be seen; no key is seen twice.
+        """
+
+    @abc.abstractmethod
+    def sweep(self, limit: int = 1000) -> int:
+        """Remove up to ``limit`` expired entries now; return how many were removed.
+
+        Backends whose server expires entries itself (Redis, memcached) return 0.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections held by this process. The backend may be used again afterwards."""
+
+    def describe(self) -> str:
+        """A one-line description for logs and errors, with any password masked."""
+        return type(self).__name__

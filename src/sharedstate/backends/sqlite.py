@@ -1,0 +1,377 @@
+"""``sqlite://``: one SQLite file shared by every thread and process on a machine. The default.
+
+How it stays correct and fast under contention:
+
+- WAL journal, ``synchronous=NORMAL``: readers never block the writer; a commit is durable against
+  a crash of the app (not of the OS, which NORMAL trades for speed, like diskcache does).
+- Every write runs in ``BEGIN IMMEDIATE``, which takes the write lock before reading, so a
+  read-then-write can never fail half way with "database is locked"; waiting for the lock uses
+  SQLite's busy handler, then a retry loop here, and only after ``timeout`` seconds raises
+  ``BackendUnavailableError`` (never a raw "database is locked").
+- Connections come from a small per-process pool: one connection is used by one thread at a time,
+  and the pool remembers the pid that opened it. After ``fork`` the child never touches the
+  parent's connections (sharing an SQLite connection across fork corrupts locks); it keeps them
+  referenced, unused and unclosed, so garbage collection cannot close file descriptors whose POSIX
+  locks the child's own connections rely on, and opens its own.
+- Expired rows are invisible to every query and swept lazily: a bounded batch now and then.
+
+Integers are stored as SQLite INTEGERs, so ``incr`` is one ``UPSERT ... RETURNING`` statement.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import TypeVar
+
+from sharedstate.backends.base import Backend, Entry, RawValue, Version
+from sharedstate.errors import BackendUnavailableError
+from sharedstate.urls import query_options, split_url
+
+T = TypeVar("T")
+
+# Connections inherited across fork: kept alive and never used or closed in the child (see above).
+_INHERITED: list[sqlite3.Connection] = []
+
+_LIVE = "(expires_at IS NULL OR expires_at > :now)"
+_SWEEP_EVERY_WRITES = 500
+_SWEEP_EVERY_SECONDS = 30.0
+_SWEEP_BATCH = 200
+_SCAN_BATCH = 500
+_MAX_IDLE_CONNECTIONS = 8
+
+
+def _new_version() -> int:
+    # Random, not sequential: a deleted and re-created key must not get an old version back.
+    return secrets.randbits(62) + 1
+
+
+class SQLiteBackend(Backend):
+    """SQLite file storage. URL: ``sqlite:///relative/path.db`` or ``sqlite:////abs/path.db``.
+
+    Options in the query string: ``timeout`` (seconds to wait for the write lock before
+    ``BackendUnavailableError``, default 30), ``table`` (default ``sharedstate``).
+    """
+
+    schemes = ("sqlite",)
+
+    def __init__(self, path: str, *, timeout: float = 30.0, table: str = "sharedstate") -> None:
+        if sqlite3.sqlite_version_info < (3, 35, 0):
+            raise BackendUnavailableError(
+                f"sqlite:// needs SQLite 3.35 or newer (UPSERT ... RETURNING); this Python links "
+                f"SQLite {sqlite3.sqlite_version}"
+            )
+        if not table.isidentifier():
+            raise ValueError(f"table name must be an identifier, got {table!r}")
+        self.path = os.path.abspath(path)
+        self.timeout = timeout
+        self.table = table
+        self._pid = os.getpid()
+        self._pool_lock = threading.Lock()
+        self._idle: list[sqlite3.Connection] = []
+        self._schema_ready = False
+        self._writes = 0
+        self._last_sweep = time.time()
+        self._prepare_sql()
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteBackend:
+        parts = split_url(url)
+        if parts.netloc:
+            raise ValueError(
+                f"malformed sqlite URL {url!r}: use sqlite:///relative/path.db (three slashes) or "
+                "sqlite:////absolute/path.db (four)"
+            )
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if not path or path.endswith("/"):
+            raise ValueError(f"sqlite URL {url!r} names no database file, e.g. sqlite:///state.db")
+        if path == ":memory:":
+            raise ValueError(
+                "sqlite:///:memory: would give every connection its own empty database; "
+                "use memory:// for one process or a file path to share state"
+            )
+        options = query_options(parts, {"timeout": float, "table": str}, url)
+        return cls(path, **options)  # type: ignore[arg-type]
+
+    def describe(self) -> str:
+        return f"sqlite:///{self.path}"
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        directory = os.path.dirname(self.path)
+        if not os.path.isdir(directory):
+            raise BackendUnavailableError(
+                f"cannot open SQLite database {self.path!r}: directory {directory!r} does not exist"
+            )
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            if not self._schema_ready:
+                self._create_schema(conn)
+                self._schema_ready = True
+        except sqlite3.Error as exc:
+            writable = os.access(directory, os.W_OK)
+            hint = "" if writable else f" (directory {directory!r} is not writable)"
+            raise BackendUnavailableError(f"cannot open SQLite database {self.path!r}: {exc}{hint}") from None
+        return conn
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.table} ("
+                " key TEXT PRIMARY KEY NOT NULL,"
+                " value NOT NULL,"  # INTEGER for native ints (what incr works on), else BLOB
+                " version INTEGER NOT NULL,"
+                " expires_at REAL)"  # unix time; NULL: never
+            )
+            conn.execute(
+                f"CREATE INDEX IF NOT EXISTS {self.table}_expires_at ON {self.table}(expires_at)"
+                " WHERE expires_at IS NOT NULL"
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        if os.getpid() != self._pid:
+            self._forget_parent_connections()
+        with self._pool_lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._connect()
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    conn.close()
+                    raise
+            raise
+        with self._pool_lock:
+            if len(self._idle) < _MAX_IDLE_CONNECTIONS:
+                self._idle.append(conn)
+                conn = None
+        if conn is not None:
+            conn.close()
+
+    def _forget_parent_connections(self) -> None:
+        with self._pool_lock:
+            if os.getpid() == self._pid:
+                return
+            _INHERITED.extend(self._idle)
+            self._idle = []
+            self._pool_lock = threading.Lock()  # the parent's lock may have been held at fork
+            self._pid = os.getpid()
+
+    def _run(self, op: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
+        """Run ``op`` on a pooled connection, retrying "locked"/"busy" until ``timeout``."""
+        deadline = time.monotonic() + self.timeout
+        delay = 0.001
+        while True:
+            try:
+                with self._connection() as conn:
+                    result = op(conn)
+                break
+            except sqlite3.OperationalError as exc:
+                message = str(exc)
+                transient = "locked" in message or "busy" in message
+                if not transient or time.monotonic() >= deadline:
+                    raise BackendUnavailableError(
+                        f"SQLite database {self.path!r}: {message}"
+                        + (f" (waited {self.timeout}s for the write lock)" if transient else "")
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+            except sqlite3.DatabaseError as exc:
+                raise BackendUnavailableError(f"SQLite database {self.path!r}: {exc}") from None
+        if write:
+            self._maybe_sweep()
+        return result
+
+    def _write(self, statement: str, params: Mapping[str, object]) -> int:
+        """Run one statement in ``BEGIN IMMEDIATE``; return the number of rows it changed."""
+
+        def op(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            changed = conn.execute(statement, params).rowcount
+            conn.execute("COMMIT")
+            return changed
+
+        return self._run(op, write=True)
+
+    # -- sweeping ----------------------------------------------------------------------------
+
+    def _maybe_sweep(self) -> None:
+        self._writes += 1
+        now = time.time()
+        if self._writes % _SWEEP_EVERY_WRITES == 0 or now - self._last_sweep > _SWEEP_EVERY_SECONDS:
+            self._last_sweep = now
+            self.sweep(_SWEEP_BATCH)
+
+    def sweep(self, limit: int = 1000) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            removed = conn.execute(self._sql_sweep, {"now": time.time(), "limit": limit}).rowcount
+            conn.execute("COMMIT")
+            return removed
+
+        return self._run(op, write=False)
+
+    # -- the contract ------------------------------------------------------------------------
+
+    def _prepare_sql(self) -> None:
+        t = self.table
+        self._sql_get = f"SELECT value, version FROM {t} WHERE key = :key AND {_LIVE}"
+        self._sql_set = (
+            f"INSERT INTO {t} (key, value, version, expires_at)"
+            " VALUES (:key, :value, :version, :expires_at)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value,"
+            " version = excluded.version, expires_at = excluded.expires_at"
+        )
+        self._sql_add = self._sql_set + f" WHERE {t}.expires_at IS NOT NULL AND {t}.expires_at <= :now"
+        self._sql_replace = (
+            f"UPDATE {t} SET value = :value, version = :new_version, expires_at = :expires_at"
+            f" WHERE key = :key AND version = :version AND {_LIVE}"
+        )
+        self._sql_delete = f"DELETE FROM {t} WHERE key = :key AND {_LIVE}"
+        self._sql_delete_if = f"DELETE FROM {t} WHERE key = :key AND version = :version AND {_LIVE}"
+        expired = f"({t}.expires_at IS NOT NULL AND {t}.expires_at <= :now)"
+        self._sql_incr = (
+            f"INSERT INTO {t} (key, value, version, expires_at)"
+            " VALUES (:key, :by, :version, :expires_at)"
+            " ON CONFLICT (key) DO UPDATE SET"
+            f" value = CASE WHEN {expired} THEN :by ELSE {t}.value + :by END,"
+            " version = :version,"
+            f" expires_at = CASE WHEN {expired} THEN :expires_at ELSE {t}.expires_at END"
+            f" WHERE typeof({t}.value) = 'integer' OR {expired}"
+            " RETURNING value"
+        )
+        self._sql_touch = f"UPDATE {t} SET expires_at = :expires_at WHERE key = :key AND {_LIVE}"
+        self._sql_scan = (
+            f"SELECT key FROM {t} WHERE key >= :start AND key < :before AND {_LIVE}"
+            f" ORDER BY key LIMIT {_SCAN_BATCH}"
+        )
+        self._sql_scan_open = (
+            f"SELECT key FROM {t} WHERE key >= :start AND {_LIVE} ORDER BY key LIMIT {_SCAN_BATCH}"
+        )
+        self._sql_sweep = (
+            f"DELETE FROM {t} WHERE rowid IN (SELECT rowid FROM {t} WHERE expires_at <= :now LIMIT :limit)"
+        )
+
+    def get(self, key: str) -> Entry | None:
+        params = {"key": key, "now": time.time()}
+        row = self._run(lambda c: c.execute(self._sql_get, params).fetchone(), write=False)
+        return None if row is None else Entry(row[0], row[1])
+
+    def set(self, key: str, value: RawValue, ttl: float | None = None) -> None:
+        self._write(self._sql_set, _row(key, value, ttl))
+
+    def add(self, key: str, value: RawValue, ttl: float | None = None) -> bool:
+        return self._write(self._sql_add, _row(key, value, ttl)) == 1
+
+    def replace_if_version(
+        self, key: str, version: Version, value: RawValue, ttl: float | None = None
+    ) -> bool:
+        params = _row(key, value, ttl)
+        params["new_version"], params["version"] = params["version"], version
+        return self._write(self._sql_replace, params) == 1
+
+    def delete(self, key: str) -> bool:
+        return self._write(self._sql_delete, {"key": key, "now": time.time()}) == 1
+
+    def delete_if_version(self, key: str, version: Version) -> bool:
+        params = {"key": key, "version": version, "now": time.time()}
+        return self._write(self._sql_delete_if, params) == 1
+
+    def incr(self, key: str, by: int = 1, ttl: float | None = None) -> int:
+        now = time.time()
+        params = {
+            "key": key,
+            "by": by,
+            "version": _new_version(),
+            "expires_at": None if ttl is None else now + ttl,
+            "now": now,
+        }
+
+        def op(conn: sqlite3.Connection) -> object:
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute(self._sql_incr, params).fetchone()
+            if row is None or type(row[0]) is not int:  # not an integer, or overflowed to REAL
+                conn.execute("ROLLBACK")
+                return None if row is None else OverflowError
+            conn.execute("COMMIT")
+            return row[0]
+
+        result = self._run(op, write=True)
+        if result is None:
+            raise TypeError(f"cannot incr key {key!r}: it holds a value that is not an integer")
+        if result is OverflowError:
+            raise OverflowError(f"incr of key {key!r} overflows a signed 64-bit integer")
+        assert isinstance(result, int)
+        return result
+
+    def touch(self, key: str, ttl: float | None) -> bool:
+        now = time.time()
+        params = {"key": key, "now": now, "expires_at": None if ttl is None else now + ttl}
+        return self._write(self._sql_touch, params) == 1
+
+    def scan(self, prefix: str = "") -> Iterator[str]:
+        before = _successor(prefix)
+        sql = self._sql_scan if before is not None else self._sql_scan_open
+        start = prefix
+        while True:  # in batches, so no read transaction stays open between yields
+            params = {"start": start, "before": before, "now": time.time()}
+
+            def op(conn: sqlite3.Connection, p: Mapping[str, object] = params) -> list[tuple[str]]:
+                return conn.execute(sql, p).fetchall()
+
+            batch = self._run(op, write=False)
+            for (key,) in batch:
+                yield key
+            if len(batch) < _SCAN_BATCH:
+                return
+            start = batch[-1][0] + "\0"  # the smallest key after the last one seen
+
+    def close(self) -> None:
+        if os.getpid() != self._pid:
+            self._forget_parent_connections()
+            return
+        with self._pool_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+def _row(key: str, value: RawValue, ttl: float | None) -> dict[str, object]:
+    now = time.time()
+    return {
+        "key": key,
+        "value": value,
+        "version": _new_version(),
+        "expires_at": None if ttl is None else now + ttl,
+        "now": now,
+    }
+
+
+def _successor(prefix: str) -> str | None:
+    """The smallest string greater than every string that starts with ``prefix`` (None: none)."""
+    while prefix:
+        last = ord(prefix[-1])
+        if last < 0x10FFFF:
+            return prefix[:-1] + chr(last + 1)
+        prefix = prefix[:-1]
+    return None

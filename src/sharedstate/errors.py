@@ -1,0 +1,68 @@
+"""Exceptions raised by sharedstate.
+
+Every exception derives from :class:`SharedStateError`, so ``except SharedStateError`` catches all of
+them. Some also derive from the builtin that fits (``TypeError``, ``ValueError``, ``TimeoutError``)
+so code written against the builtins keeps working.
+"""
+
+from __future__ import annotations
+
+
+class SharedStateError(Exception):
+    """Base class of every error raised by sharedstate."""
+
+
+class NotSupportedError(SharedStateError):
+    """The backend cannot do this operation natively and atomically.
+
+    The message says what to use instead. sharedstate never emulates an atomic operation with a
+    get-then-set that could lose updates.
+    """
+
+
+class BackendUnavailableError(SharedStateError):
+    """The backend could not be reached or opened in bounded time.
+
+    The message names the URL with its password masked. Nothing was applied unless the operation
+    says otherwise; the same store works again once the backend is back.
+    """
+
+
+class LockTimeout(SharedStateError, TimeoutError):
+    """A lock (or an ``edit``) could not be acquired within its ``timeout``."""
+
+
+class LockNotOwnedError(SharedStateError):
+    """Released or extended a lock whose lease expired or that another owner now holds."""
+
+
+class ConflictError(SharedStateError):
+    """A write was refused because the stored value changed underneath it.
+
+    Raised by ``Store.edit`` when its lease expired while the body ran and another writer changed
+    the value: the body's changes are not saved rather than silently overwriting the other write.
+    """
+
+
+class SerializationError(SharedStateError, TypeError):
+    """A value cannot be stored or read back.
+
+    Raised before anything is written, naming the key and the unsupported type; or on read, when a
+    stored value fails its signature check or cannot be decoded.
+    """
+
+
+class ValueTooLargeError(SharedStateError, ValueError):
+    """An encoded value is larger than the store's ``max_value_size`` (or the backend's limit)."""
+
+
+__all__ = [
+    "BackendUnavailableError",
+    "ConflictError",
+    "LockNotOwnedError",
+    "LockTimeout",
+    "NotSupportedError",
+    "SerializationError",
+    "SharedStateError",
+    "ValueTooLargeError",
+]

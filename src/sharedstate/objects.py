@@ -1,0 +1,257 @@
+"""The objects users hold: :class:`Counter`, :class:`SharedDict` and :class:`Lock`.
+
+They are thin views over a :class:`~sharedstate.store.Store`: they hold no state of their own beyond
+their name, are cheap to create per request, and use only the backend contract.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterator, MutableMapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sharedstate.backends.base import Version
+from sharedstate.errors import LockNotOwnedError, LockTimeout
+
+if TYPE_CHECKING:
+    from sharedstate.store import Store
+
+T = TypeVar("T")
+_MISSING: Any = object()
+
+
+class Counter:
+    """An integer at key ``name``. ``incr`` is atomic: concurrent callers get distinct values.
+
+    The value is a native integer on every backend, so ``store.get(name)`` reads it too.
+    """
+
+    def __init__(self, store: Store, name: str) -> None:
+        self._store = store
+        self.name = name
+        self._key = store.full_key(name)
+
+    def incr(self, by: int = 1) -> int:
+        """Add ``by`` and return the new value (the counter starts at 0)."""
+        return self._store.incr(self.name, by)
+
+    def decr(self, by: int = 1) -> int:
+        """Subtract ``by`` and return the new value."""
+        return self._store.incr(self.name, -by)
+
+    def get(self) -> int:
+        """The current value (0 if never incremented)."""
+        value = self._store.get(self.name, 0)
+        if type(value) is not int:
+            raise TypeError(f"key {self.name!r} holds a {type(value).__name__}, not a counter")
+        return value
+
+    def reset(self, to: int = 0) -> None:
+        """Set the counter to ``to``."""
+        if type(to) is not int:
+            raise TypeError(f"to must be an int, got {type(to).__name__}")
+        self._store.set(self.name, to)
+
+    def __repr__(self) -> str:
+        return f"<Counter {self.name!r}>"
+
+
+class SharedDict(MutableMapping[str, Any]):
+    """A ``MutableMapping`` whose items live one per key, at ``"{name}:{item}"``.
+
+    Each item operation is atomic on its own; ``setdefault``, ``pop``, ``incr`` and ``update_item``
+    are atomic read-modify-writes. Iteration and ``len`` scan the prefix and see a live, not a
+    frozen, view. Writers of different items never contend.
+    """
+
+    def __init__(self, store: Store, name: str) -> None:
+        self._store = store
+        self.name = name
+        self._item_prefix = store.full_key(name) + ":"
+
+    def _full(self, item: str) -> str:
+        if not isinstance(item, str):
+            raise TypeError(f"SharedDict keys must be str, got {type(item).__name__}: {item!r}")
+        return self._store.full_key(f"{self.name}:{item}")
+
+    def __getitem__(self, item: str) -> Any:
+        full = self._full(item)
+        entry = self._store.backend.get(full)
+        if entry is None:
+            raise KeyError(item)
+        return self._store.decode(full, entry.value)
+
+    def get(self, item: str, default: Any = None) -> Any:
+        try:
+            return self[item]
+        except KeyError:
+            return default
+
+    def __setitem__(self, item: str, value: Any) -> None:
+        full = self._full(item)
+        self._store.backend.set(full, self._store.encode(full, value))
+
+    def __delitem__(self, item: str) -> None:
+        if not self._store.backend.delete(self._full(item)):
+            raise KeyError(item)
+
+    def __contains__(self, item: object) -> bool:
+        return isinstance(item, str) and self._store.backend.get(self._full(item)) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        cut = len(self._item_prefix)
+        return (k[cut:] for k in self._store.backend.scan(self._item_prefix))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._store.backend.scan(self._item_prefix))
+
+    def setdefault(self, item: str, default: Any = None) -> Any:
+        """Store ``default`` if ``item`` is absent, atomically; return the stored value."""
+        full = self._full(item)
+        raw = self._store.encode(full, default)
+        while True:
+            if self._store.backend.add(full, raw):
+                return default
+            entry = self._store.backend.get(full)
+            if entry is not None:  # else deleted between add and get: try again
+                return self._store.decode(full, entry.value)
+
+    def pop(self, item: str, default: Any = _MISSING) -> Any:
+        """Remove ``item`` and return its value, atomically (exactly one popper gets it)."""
+        full = self._full(item)
+        while True:
+            entry = self._store.backend.get(full)
+            if entry is None:
+                if default is _MISSING:
+                    raise KeyError(item)
+                return default
+            if self._store.backend.delete_if_version(full, entry.version):
+                return self._store.decode(full, entry.value)
+
+    def clear(self) -> None:
+        for full in list(self._store.backend.scan(self._item_prefix)):
+            self._store.backend.delete(full)
+
+    def incr(self, item: str, by: int = 1) -> int:
+        """Atomically add ``by`` to the integer item (missing: 0); return the new value."""
+        if type(by) is not int:
+            raise TypeError(f"by must be an int, got {type(by).__name__}")
+        return self._store.backend.incr(self._full(item), by)
+
+    def update_item(self, item: str, fn: Callable[[Any], T], default: Any = None) -> T:
+        """Replace ``item`` with ``fn(current)`` by compare-and-set; ``fn`` may run again on conflict."""
+        return self._store.update_raw(self._full(item), fn, default, ttl=None)
+
+    def __repr__(self) -> str:
+        return f"<SharedDict {self.name!r}>"
+
+
+class Lock:
+    """A lease lock with an owner token, usable across threads, processes and machines.
+
+    Only the holder's token can release or extend it. The lease always expires after ``ttl``
+    seconds, so a holder that crashes frees the lock by itself; a holder that needs longer calls
+    :meth:`extend`. ``acquire`` returns a fencing token that increases with every acquisition, to
+    pass to a resource that should reject writes from a holder whose lease already ran out.
+
+    A ``Lock`` object is one owner: do not share one object between threads that should exclude
+    each other; give each its own ``store.lock(name)``.
+    """
+
+    def __init__(self, store: Store, key: str, *, ttl: float, timeout: float | None) -> None:
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl < float("inf"):
+            raise ValueError(f"lock ttl must be a positive, finite number of seconds, got {ttl!r}")
+        if timeout is not None and not timeout >= 0:
+            raise ValueError(f"lock timeout must be None or >= 0, got {timeout!r}")
+        self._store = store
+        self._key = key
+        self._fence_key = key + ":fence"
+        self.ttl = float(ttl)
+        self.timeout = timeout
+        self._token: str | None = None
+        self._version: Version | None = None
+        self.fencing_token: int | None = None
+
+    @property
+    def locked(self) -> bool:
+        """Whether anyone holds the lock now."""
+        return self._store.backend.get(self._key) is not None
+
+    @property
+    def owned(self) -> bool:
+        """Whether this object holds the lock now (its lease has not run out)."""
+        entry = self._store.backend.get(self._key)
+        return entry is not None and entry.version == self._version
+
+    def acquire(self, timeout: float | None = _MISSING) -> int:
+        """Wait for the lock (at most ``timeout`` seconds; default: the lock's) and take it.
+
+        Returns the fencing token. Raises ``LockTimeout`` if the wait runs out; ``timeout=0`` tries
+        once. Raises ``RuntimeError`` if this object already holds it (locks are not reentrant).
+        """
+        from sharedstate.store import backoff_delays
+
+        if self._token is not None and self.owned:
+            raise RuntimeError(f"lock {self._key!r} is already held by this object")
+        wait = self.timeout if timeout is _MISSING else timeout
+        deadline = None if wait is None else time.monotonic() + wait
+        backend = self._store.backend
+        delays = backoff_delays(first=0.002, cap=0.1)
+        while True:
+            if backend.get(self._key) is None:
+                # Draw the fencing token before taking the lock, so tokens only ever increase in
+                # the order holders got the lock (a stalled attempt can only hold a lower token).
+                fence = backend.incr(self._fence_key, 1)
+                token = secrets.token_hex(16)
+                if backend.add(self._key, token.encode(), self.ttl):
+                    entry = backend.get(self._key)
+                    self._token = token
+                    self._version = entry.version if entry is not None else None
+                    self.fencing_token = fence
+                    return fence
+            delay = next(delays)
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise LockTimeout(f"could not acquire lock {self._key!r} within {wait}s")
+                delay = min(delay, left)
+            time.sleep(delay)
+
+    def release(self) -> None:
+        """Release the lock. Raises ``LockNotOwnedError`` if the lease ran out and was lost."""
+        version, self._version, self._token = self._version, None, None
+        if version is None or not self._store.backend.delete_if_version(self._key, version):
+            raise LockNotOwnedError(
+                f"lock {self._key!r} was not held by this owner any more (its lease expired)"
+            )
+
+    def extend(self, ttl: float | None = None) -> None:
+        """Renew the lease to ``ttl`` (default: the lock's ttl) seconds from now."""
+        token, version = self._token, self._version
+        if token is None or version is None:
+            raise LockNotOwnedError(f"lock {self._key!r} is not held by this owner")
+        new_ttl = self.ttl if ttl is None else float(ttl)
+        if not self._store.backend.replace_if_version(self._key, version, token.encode(), new_ttl):
+            self._token = self._version = None
+            raise LockNotOwnedError(
+                f"lock {self._key!r} was not held by this owner any more (its lease expired)"
+            )
+        entry = self._store.backend.get(self._key)
+        self._version = entry.version if entry is not None else None
+
+    def __enter__(self) -> Lock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"<Lock {self._key!r} ttl={self.ttl}>"

@@ -1,0 +1,307 @@
+"""``Store``: a URL-chosen backend plus a namespace and a codec, and the objects users hold."""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sharedstate.backends import Backend, backend_from_url
+from sharedstate.codecs import Codec, make_codec
+from sharedstate.errors import ConflictError, ValueTooLargeError
+
+if TYPE_CHECKING:
+    from sharedstate.objects import Counter, Lock, SharedDict
+
+T = TypeVar("T")
+
+DEFAULT_FILENAME = "sharedstate.sqlite3"
+DEFAULT_MAX_VALUE_SIZE = 1024 * 1024
+#: Keys the library keeps for itself (locks, fencing counters, caches, sessions) start with this.
+RESERVED_PREFIX = "_ss:"
+
+
+def default_url() -> str:
+    """``$SHAREDSTATE_URL``, else an SQLite file ``sharedstate.sqlite3`` in the working directory."""
+    return os.environ.get("SHAREDSTATE_URL") or f"sqlite:///{DEFAULT_FILENAME}"
+
+
+def backoff_delays(first: float = 0.001, cap: float = 0.05) -> Iterator[float]:
+    """Jittered exponential delays for retry loops (compare-and-set conflicts, lock waits)."""
+    delay = first
+    while True:
+        yield random.uniform(delay / 2, delay)
+        delay = min(cap, delay * 2)
+
+
+class Store:
+    """Shared state for every thread, process and machine that opens the same URL.
+
+    ``Store(url=None, *, namespace="")``. With no URL it reads ``$SHAREDSTATE_URL``, else uses the
+    SQLite file ``sharedstate.sqlite3`` in the working directory. Schemes: ``sqlite:///rel.db``,
+    ``sqlite:////abs/path.db``, ``memory://`` (one process only), ``redis://``, ``rediss://``,
+    ``postgresql://``, ``memcached://``.
+
+    Concurrency contract: every method is atomic per key on every backend, across threads,
+    processes and machines; a method that returns has been applied. A ``Store`` is safe to share
+    between threads and survives ``fork`` (the child opens its own connections).
+
+    Values are JSON data plus datetime, date, UUID, Decimal, bytes, tuple and set (see
+    :mod:`sharedstate.codecs`); anything else raises ``SerializationError`` before any write.
+    ``serializer="pickle"`` is allowed only with a ``secret_key``, and every pickle is then signed.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        namespace: str = "",
+        serializer: str = "json",
+        secret_key: str | bytes | None = None,
+        max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
+    ) -> None:
+        if not isinstance(namespace, str) or "/" in namespace:
+            raise ValueError(f"namespace must be a str without '/', got {namespace!r}")
+        if max_value_size <= 0:
+            raise ValueError("max_value_size must be positive")
+        self.url = url if url is not None else default_url()
+        self.namespace = namespace
+        self.max_value_size = max_value_size
+        self._prefix = f"{namespace}/" if namespace else ""
+        self._codec: Codec = make_codec(serializer, secret_key)
+        self.backend: Backend = backend_from_url(self.url)
+        self._warned_eviction = False
+
+    # -- plumbing shared by the objects ------------------------------------------------------
+
+    def full_key(self, key: str, *, internal: bool = False) -> str:
+        """Validate ``key`` and return it with the namespace prefix."""
+        if not isinstance(key, str):
+            raise TypeError(f"key must be a str, got {type(key).__name__}: {key!r}")
+        if not key:
+            raise ValueError("key must not be empty")
+        if not internal and key.startswith(RESERVED_PREFIX):
+            raise ValueError(f"key {key!r}: keys starting with {RESERVED_PREFIX!r} are reserved")
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"key {key!r} is not valid UTF-8 text") from None
+        return self._prefix + key
+
+    def encode(self, full_key: str, value: Any) -> bytes | int:
+        """Encode ``value`` for ``full_key``; raises before anything is written."""
+        raw = self._codec.dumps(full_key, value)
+        if isinstance(raw, bytes) and len(raw) > self.max_value_size:
+            raise ValueTooLargeError(
+                f"value for key {full_key!r} is {len(raw)} bytes encoded, over this store's "
+                f"max_value_size of {self.max_value_size} bytes"
+            )
+        return raw
+
+    def decode(self, full_key: str, raw: bytes | int) -> Any:
+        return self._codec.loads(full_key, raw)
+
+    def warn_if_evictable(self, what: str) -> None:
+        """Warn once when state that must not vanish is kept on a backend that may evict it."""
+        if self.backend.may_evict and not self._warned_eviction:
+            self._warned_eviction = True
+            warnings.warn(
+                f"{what} is kept on {self.backend.describe()}, which may evict any entry when "
+                "memory runs short: use it for caches, and sqlite://, redis:// or postgresql:// "
+                "for state that must not be lost",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    # -- key-value ---------------------------------------------------------------------------
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value at ``key``, or ``default`` if absent or expired."""
+        full = self.full_key(key)
+        entry = self.backend.get(full)
+        return default if entry is None else self.decode(full, entry.value)
+
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """Store ``value`` at ``key`` (replacing it); it expires after ``ttl`` seconds if given."""
+        full = self.full_key(key)
+        self.backend.set(full, self.encode(full, value), _check_ttl(ttl))
+
+    def add(self, key: str, value: Any, ttl: float | None = None) -> bool:
+        """Store ``value`` only if ``key`` is absent; return whether it was stored. Atomic."""
+        full = self.full_key(key)
+        return self.backend.add(full, self.encode(full, value), _check_ttl(ttl))
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; return whether it existed."""
+        return self.backend.delete(self.full_key(key))
+
+    def incr(self, key: str, by: int = 1, ttl: float | None = None) -> int:
+        """Atomically add ``by`` to the integer at ``key`` (missing: 0) and return the new value.
+
+        ``ttl`` applies only when this call creates the key. Raises ``TypeError`` if the key holds
+        something other than an integer.
+        """
+        if type(by) is not int:
+            raise TypeError(f"by must be an int, got {type(by).__name__}")
+        return self.backend.incr(self.full_key(key), by, _check_ttl(ttl))
+
+    def touch(self, key: str, ttl: float | None) -> bool:
+        """Give ``key`` a new expiry (``None``: never) without rewriting it; whether it existed."""
+        return self.backend.touch(self.full_key(key), _check_ttl(ttl))
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """The live keys starting with ``prefix`` (namespace stripped), sorted.
+
+        Keys the library keeps for itself (``_ss:...``) are listed only when ``prefix`` asks for
+        them. Not a snapshot: keys written during the call may or may not appear.
+        """
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
+        cut = len(self._prefix)
+        found = (k[cut:] for k in self.backend.scan(self._prefix + prefix))
+        if not prefix.startswith(RESERVED_PREFIX):
+            found = (k for k in found if not k.startswith(RESERVED_PREFIX))
+        return sorted(found)
+
+    # -- read-modify-write -------------------------------------------------------------------
+
+    def update(
+        self,
+        name: str,
+        fn: Callable[[Any], T],
+        default: Any = None,
+        *,
+        ttl: float | None = None,
+    ) -> T:
+        """Atomically replace the value at ``name`` with ``fn(current)`` and return the new value.
+
+        Optimistic: ``fn`` gets a private copy of the current value (``default`` if absent) and the
+        result is written by compare-and-set. If another writer got in first, ``fn`` runs again on
+        the newer value, so ``fn`` may run more than once and must have no side effects. No update
+        is ever lost. Use :meth:`edit` when the body must run exactly once.
+        """
+        return self.update_raw(self.full_key(name), fn, default, ttl=_check_ttl(ttl))
+
+    def update_raw(self, full: str, fn: Callable[[Any], T], default: Any, *, ttl: float | None) -> T:
+        """:meth:`update` on an already validated full key (used by the objects)."""
+        delays = backoff_delays()
+        while True:
+            entry = self.backend.get(full)
+            current = copy.deepcopy(default) if entry is None else self.decode(full, entry.value)
+            new = fn(current)
+            raw = self.encode(full, new)
+            if entry is None:
+                done = self.backend.add(full, raw, ttl)
+            else:
+                done = self.backend.replace_if_version(full, entry.version, raw, ttl)
+            if done:
+                return new
+            time.sleep(next(delays))
+
+    @contextmanager
+    def edit(
+        self,
+        name: str,
+        default: Any = None,
+        *,
+        ttl: float | None = None,
+        lease: float = 30.0,
+        timeout: float | None = None,
+    ) -> Iterator[Any]:
+        """Edit the dict or list at ``name`` in place; changes are saved atomically on exit.
+
+        ``with store.edit("global_obj", default={"param": 0}) as obj: obj["param"] += 1``
+
+        The body runs exactly once, holding a lock on ``name`` alone (edits of other names are not
+        blocked). Nothing is saved if the body raises. The lock is a lease of ``lease`` seconds, so a
+        process that dies inside the body frees the name when the lease runs out. If the body
+        outlives its lease and another writer changes the value meanwhile, ``ConflictError`` is
+        raised and this body's changes are not saved: no write is ever silently lost. ``timeout``
+        bounds the wait for the lock (``LockTimeout``).
+        """
+        full = self.full_key(name)
+        with self.lock_for(f"{RESERVED_PREFIX}edit:{full[len(self._prefix) :]}", lease, timeout):
+            entry = self.backend.get(full)
+            value = copy.deepcopy(default) if entry is None else self.decode(full, entry.value)
+            if not isinstance(value, (dict, list)):
+                raise TypeError(
+                    f"edit({name!r}) needs a dict or list value, got {type(value).__name__}; "
+                    "use update() for other values"
+                )
+            yield value
+            raw = self.encode(full, value)
+            if entry is None:
+                saved = self.backend.add(full, raw, _check_ttl(ttl))
+            else:
+                saved = self.backend.replace_if_version(full, entry.version, raw, _check_ttl(ttl))
+            if not saved:
+                raise ConflictError(
+                    f"edit({name!r}) outlived its {lease}s lease and {name!r} was changed by "
+                    "another writer meanwhile; this edit was not saved (raise lease=)"
+                )
+
+    # -- objects -----------------------------------------------------------------------------
+
+    def counter(self, name: str) -> Counter:
+        """An integer counter stored at key ``name``; ``incr()`` returns unique values."""
+        from sharedstate.objects import Counter
+
+        return Counter(self, name)
+
+    def dict(self, name: str) -> SharedDict:
+        """A shared ``MutableMapping`` whose items are stored one per key, at ``name:item``."""
+        from sharedstate.objects import SharedDict
+
+        return SharedDict(self, name)
+
+    def lock(self, name: str, ttl: float = 30.0, timeout: float | None = None) -> Lock:
+        """A lock named ``name`` with an owner token and a lease of ``ttl`` seconds."""
+        return self.lock_for(
+            f"{RESERVED_PREFIX}lock:{self.full_key(name)[len(self._prefix) :]}", ttl, timeout
+        )
+
+    def lock_for(self, key: str, ttl: float, timeout: float | None) -> Lock:
+        from sharedstate.objects import Lock
+
+        return Lock(self, self.full_key(key, internal=True), ttl=ttl, timeout=timeout)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def sweep(self, limit: int = 1000) -> int:
+        """Remove up to ``limit`` expired entries now (backends also do this lazily)."""
+        return self.backend.sweep(limit)
+
+    def close(self) -> None:
+        """Close this process's connections. The store reconnects if used again."""
+        self.backend.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        ns = f", namespace={self.namespace!r}" if self.namespace else ""
+        return f"<Store {self.backend.describe()}{ns}>"
+
+
+def _check_ttl(ttl: float | None) -> float | None:
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+        raise TypeError(f"ttl must be a number of seconds or None, got {type(ttl).__name__}")
+    if not ttl > 0 or ttl == float("inf"):
+        raise ValueError(f"ttl must be a positive, finite number of seconds, got {ttl!r}")
+    return float(ttl)

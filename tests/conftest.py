@@ -1,0 +1,101 @@
+"""Fixtures shared by the whole suite: one parametrization over every backend.
+
+``store_url`` / ``store`` run a test on every backend; ``shared_url`` / ``shared_store`` on the
+backends that processes can share (all but ``memory://``). A server backend plugs in by adding its
+name to ``ALL_BACKENDS`` and a branch to ``_url_for``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sharedstate import Store
+from tests import servers
+
+ALL_BACKENDS = ["memory", "sqlite", "redis", "postgresql", "memcached"]
+SHARED_BACKENDS = [b for b in ALL_BACKENDS if b != "memory"]
+SERVER_BACKENDS = {"redis", "postgresql", "memcached"}
+_BACKEND_MODULES = {
+    "redis": "sharedstate.backends.redis",
+    "postgresql": "sharedstate.backends.postgres",
+    "memcached": "sharedstate.backends.memcached",
+}
+
+
+def _url_for(name: str, tmp_path: Path) -> str:
+    if name == "memory":
+        return "memory://"
+    if name == "sqlite":
+        return f"sqlite:///{tmp_path}/state.sqlite3"
+    try:
+        importlib.import_module(_BACKEND_MODULES[name])
+    except ImportError as exc:
+        servers.unavailable(f"the {name} backend cannot be imported: {exc}")
+    if name == "redis":
+        if not servers.reachable(servers.REDIS_URL, 6379):
+            servers.unavailable(f"Redis is not reachable at {servers.REDIS_URL}")
+        return servers.REDIS_URL
+    if name == "postgresql":
+        if not servers.reachable(servers.POSTGRES_URL, 5432):
+            servers.unavailable(f"PostgreSQL is not reachable at {servers.POSTGRES_URL}")
+        sep = "&" if "?" in servers.POSTGRES_URL else "?"
+        return f"{servers.POSTGRES_URL}{sep}table=sharedstate_test_{servers.RUN_ID}"
+    if name == "memcached":
+        url = servers.MEMCACHED.start()
+        if url is None:
+            servers.unavailable(servers.MEMCACHED.reason)
+        assert url is not None
+        return url
+    raise AssertionError(name)
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return _url_for(request.param, tmp_path)
+
+
+@pytest.fixture(params=SHARED_BACKENDS)
+def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return _url_for(request.param, tmp_path)
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A namespace of its own for each test, so tests on server backends never see each other."""
+    return f"t{servers.RUN_ID}{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def store(store_url: str, namespace: str) -> Iterator[Store]:
+    with Store(store_url, namespace=namespace) as s:
+        yield s
+
+
+@pytest.fixture
+def shared_store(shared_url: str, namespace: str) -> Iterator[Store]:
+    with Store(shared_url, namespace=namespace) as s:
+        yield s
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    servers.MEMCACHED.stop()
+    _drop_postgres_test_table()
+
+
+def _drop_postgres_test_table() -> None:
+    try:
+        import psycopg
+    except ImportError:
+        return
+    if not servers.reachable(servers.POSTGRES_URL, 5432):
+        return
+    try:
+        with psycopg.connect(servers.POSTGRES_URL, connect_timeout=3, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS sharedstate_test_{servers.RUN_ID}")
+    except psycopg.Error:
+        pass
