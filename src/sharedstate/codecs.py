@@ -32,6 +32,9 @@ from sharedstate.errors import SerializationError
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _PICKLE_MARK = b"!p1"  # cannot start a JSON document
+# Every tagged or escaped object is encoded as an object whose first key starts with "$"; inside a
+# JSON string the same characters would read '{\\"$', so their absence proves there is no tag.
+_TAG_MARK = b'{"$'
 _MAC_SIZE = hashlib.sha256().digest_size
 
 SUPPORTED_TYPES = (
@@ -159,9 +162,15 @@ class JSONCodec:
                 "the secret key that wrote it"
             )
         try:
+            if _TAG_MARK not in raw:  # no tagged object inside: skip the per-object hook
+                return json.loads(raw)
             return json.loads(raw, object_hook=_decode_object)
-        except (ValueError, TypeError) as exc:
-            raise SerializationError(f"key {key!r} holds data that is not valid: {exc}") from None
+        # ArithmeticError: decimal.InvalidOperation for a bad "$decimal"; RecursionError: JSON
+        # nested deeper than Python can decode, written by some other tool.
+        except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:
+            raise SerializationError(
+                f"key {key!r} holds data that is not valid: {type(exc).__name__}: {exc}"
+            ) from None
 
 
 class SignedPickleCodec:

@@ -8,18 +8,20 @@ import random
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from sharedstate.backends import Backend, backend_from_url
 from sharedstate.codecs import Codec, make_codec
-from sharedstate.errors import ConflictError, ValueTooLargeError
+from sharedstate.errors import ConflictError, LockNotOwnedError, ValueTooLargeError
 
 if TYPE_CHECKING:
+    from sharedstate.cache import CachedFunction
     from sharedstate.objects import Counter, Lock, SharedDict
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 DEFAULT_FILENAME = "sharedstate.sqlite3"
 DEFAULT_MAX_VALUE_SIZE = 1024 * 1024
@@ -88,10 +90,11 @@ class Store:
             raise ValueError("key must not be empty")
         if not internal and key.startswith(RESERVED_PREFIX):
             raise ValueError(f"key {key!r}: keys starting with {RESERVED_PREFIX!r} are reserved")
-        try:
-            key.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError(f"key {key!r} is not valid UTF-8 text") from None
+        if not key.isascii():
+            try:
+                key.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"key {key!r} is not valid UTF-8 text") from None
         return self._prefix + key
 
     def encode(self, full_key: str, value: Any) -> bytes | int:
@@ -226,7 +229,10 @@ class Store:
         bounds the wait for the lock (``LockTimeout``).
         """
         full = self.full_key(name)
-        with self.lock_for(f"{RESERVED_PREFIX}edit:{full[len(self._prefix) :]}", lease, timeout):
+        ttl = _check_ttl(ttl)  # checked before the body runs, not after it
+        lock = self.lock_for(f"{RESERVED_PREFIX}edit:{full[len(self._prefix) :]}", lease, timeout)
+        lock.acquire()
+        try:
             entry = self.backend.get(full)
             value = copy.deepcopy(default) if entry is None else self.decode(full, entry.value)
             if not isinstance(value, (dict, list)):
@@ -237,14 +243,20 @@ class Store:
             yield value
             raw = self.encode(full, value)
             if entry is None:
-                saved = self.backend.add(full, raw, _check_ttl(ttl))
+                saved = self.backend.add(full, raw, ttl)
             else:
-                saved = self.backend.replace_if_version(full, entry.version, raw, _check_ttl(ttl))
+                saved = self.backend.replace_if_version(full, entry.version, raw, ttl)
             if not saved:
                 raise ConflictError(
                     f"edit({name!r}) outlived its {lease}s lease and {name!r} was changed by "
                     "another writer meanwhile; this edit was not saved (raise lease=)"
                 )
+        finally:
+            # The compare-and-set above decides the outcome. A lease that ran out meanwhile must not
+            # turn a saved edit into an exception (the caller would retry and apply it twice), nor
+            # hide the body's own exception.
+            with suppress(LockNotOwnedError):
+                lock.release()
 
     # -- objects -----------------------------------------------------------------------------
 
@@ -270,6 +282,20 @@ class Store:
         from sharedstate.objects import Lock
 
         return Lock(self, self.full_key(key, internal=True), ttl=ttl, timeout=timeout)
+
+    def cached(
+        self, ttl: float, stale_ttl: float | None = None, *, lease: float = 30.0
+    ) -> Callable[[Callable[P, T]], CachedFunction[P, T]]:
+        """Decorator caching a function's results in this store for ``ttl`` seconds.
+
+        ``@store.cached(ttl=60)``; the function's arguments must be plain data (they are encoded
+        into the key). Across every process, one caller computes a missing entry while the others
+        wait for it; with ``stale_ttl``, callers get the stale value for ``stale_ttl`` more seconds
+        while exactly one recomputes. See :func:`sharedstate.cache.cached` for the full contract.
+        """
+        from sharedstate.cache import cached
+
+        return cached(self, ttl, stale_ttl=stale_ttl, lease=lease)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -1,0 +1,39 @@
+# Two commands matter: `make demo` (the main job) and `make test` (the whole suite). Both build
+# .venv and install what they need on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: install demo test check memcached bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[all,dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+# memcached is not preinstalled anywhere; the test suite starts its own on a free port.
+memcached:
+	@command -v memcached >/dev/null 2>&1 || [ -x /usr/sbin/memcached ] || [ -x /usr/bin/memcached ] \
+	  || { apt-get install -y -q memcached >/dev/null 2>&1 \
+	       || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q memcached >/dev/null 2>&1; } \
+	       || echo "memcached could not be installed: its tests skip (and fail under CI=true)"; }
+
+demo: install
+	$(BIN)/sharedstate demo
+
+test: install memcached
+	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory check
+
+check: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy src
+
+bench: install memcached
+	$(BIN)/python benchmarks/bench_store.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

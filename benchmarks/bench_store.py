@@ -1,0 +1,488 @@
+"""sharedstate backends against their peers, side by side in one run.
+
+    python benchmarks/bench_store.py            # full run (a few minutes on 2 cores)
+    python benchmarks/bench_store.py --quick    # tiny cells, a smoke test
+    python benchmarks/bench_store.py --only sqlite,diskcache
+
+Workloads, the same for every subject:
+- incr: 4 processes increment one key K times each; ops/s over the whole run, and lost updates
+  (expected minus the final value; anything above 0 is a correctness bug of that subject).
+- rmw: 4 processes read-modify-write one small JSON object (``n += 1``) the way a user of that
+  library would write it; ops/s and lost updates.
+- get / set: one process, median latency in microseconds of single operations (warmed up).
+
+Each cell is the median of ``--repeat`` runs. The machine is shared and noisy: read the ratios
+printed under the table (measured in this same run), not the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+PROCESSES = 4
+OBJECT = {"n": 0, "owner": "bench", "tags": ["a", "b", "c"], "ratio": 0.5}
+# Inherited by spawned workers through the environment, so every process uses the same keys.
+RUN = os.environ.setdefault("SHAREDSTATE_BENCH_RUN", uuid.uuid4().hex[:8])
+
+
+# -- subjects: how each library does each workload ------------------------------------------------
+# A subject is (name, opener) where opener(config) runs in the worker process and returns a Client.
+
+
+class Client:
+    def incr(self, key: str) -> None:
+        raise NotImplementedError
+
+    def rmw(self, key: str) -> None:
+        raise NotImplementedError
+
+    def get(self, key: str) -> Any:
+        raise NotImplementedError
+
+    def set(self, key: str, value: Any) -> None:
+        raise NotImplementedError
+
+    def count(self, key: str) -> int:
+        """The final value of an incr key."""
+        raise NotImplementedError
+
+    def object_n(self, key: str) -> int:
+        """The final ``n`` of an rmw key."""
+        raise NotImplementedError
+
+
+class SharedStateClient(Client):
+    def __init__(self, url: str, rmw_with: str = "update") -> None:
+        from sharedstate import Store
+
+        self.store = Store(url, namespace=f"bench{RUN}")
+        self.rmw_with = rmw_with
+
+    def incr(self, key: str) -> None:
+        self.store.incr(key)
+
+    def rmw(self, key: str) -> None:
+        if self.rmw_with == "edit":
+            with self.store.edit(key, default=dict(OBJECT)) as obj:
+                obj["n"] += 1
+        else:
+            self.store.update(key, lambda o: {**o, "n": o["n"] + 1}, default=OBJECT)
+
+    def get(self, key: str) -> Any:
+        return self.store.get(key)
+
+    def set(self, key: str, value: Any) -> None:
+        self.store.set(key, value)
+
+    def count(self, key: str) -> int:
+        return int(self.store.get(key, 0))
+
+    def object_n(self, key: str) -> int:
+        return int(self.store.get(key, OBJECT)["n"])
+
+
+class DiskcacheClient(Client):
+    def __init__(self, directory: str) -> None:
+        import diskcache
+
+        self.cache = diskcache.Cache(directory)
+
+    def incr(self, key: str) -> None:
+        self.cache.incr(key, default=0)
+
+    def rmw(self, key: str) -> None:
+        with self.cache.transact():  # diskcache's documented way to make a read-modify-write atomic
+            obj = self.cache.get(key, default=OBJECT)
+            self.cache.set(key, {**obj, "n": obj["n"] + 1})
+
+    def get(self, key: str) -> Any:
+        return self.cache.get(key)
+
+    def set(self, key: str, value: Any) -> None:
+        self.cache.set(key, value)
+
+    def count(self, key: str) -> int:
+        return int(self.cache.get(key, 0))
+
+    def object_n(self, key: str) -> int:
+        return int(self.cache.get(key, OBJECT)["n"])
+
+
+class ManagerClient(Client):
+    """A multiprocessing.Manager dict guarded by a managed Lock: the stdlib answer."""
+
+    def __init__(self, proxies: tuple[Any, Any]) -> None:
+        self.d, self.lock = proxies
+
+    def incr(self, key: str) -> None:
+        with self.lock:
+            self.d[key] = self.d.get(key, 0) + 1
+
+    def rmw(self, key: str) -> None:
+        with self.lock:
+            obj = self.d.get(key, OBJECT)
+            self.d[key] = {**obj, "n": obj["n"] + 1}
+
+    def get(self, key: str) -> Any:
+        return self.d.get(key)
+
+    def set(self, key: str, value: Any) -> None:
+        self.d[key] = value
+
+    def count(self, key: str) -> int:
+        return int(self.d.get(key, 0))
+
+    def object_n(self, key: str) -> int:
+        return int(self.d.get(key, OBJECT)["n"])
+
+
+class CachelibClient(Client):
+    """cachelib's FileSystemCache: ``inc`` is documented atomic in BaseCache but is get + set."""
+
+    def __init__(self, directory: str) -> None:
+        from cachelib import FileSystemCache
+
+        self.cache = FileSystemCache(directory, threshold=0, default_timeout=0)
+
+    def incr(self, key: str) -> None:
+        self.cache.inc(key)
+
+    def rmw(self, key: str) -> None:
+        obj = self.cache.get(key) or OBJECT
+        self.cache.set(key, {**obj, "n": obj["n"] + 1})
+
+    def get(self, key: str) -> Any:
+        return self.cache.get(key)
+
+    def set(self, key: str, value: Any) -> None:
+        self.cache.set(key, value)
+
+    def count(self, key: str) -> int:
+        return int(self.cache.get(key) or 0)
+
+    def object_n(self, key: str) -> int:
+        return int((self.cache.get(key) or OBJECT)["n"])
+
+
+class RawRedisClient(Client):
+    """redis-py as a user would write it: INCR, and a WATCH/MULTI retry loop for read-modify-write."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.r = redis.Redis.from_url(url)
+        self.prefix = f"rawbench{RUN}:"
+
+    def incr(self, key: str) -> None:
+        self.r.incr(self.prefix + key)
+
+    def rmw(self, key: str) -> None:
+        import redis
+
+        full = self.prefix + key
+        with self.r.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(full)
+                    raw = pipe.get(full)
+                    obj = json.loads(raw) if raw else OBJECT
+                    pipe.multi()
+                    pipe.set(full, json.dumps({**obj, "n": obj["n"] + 1}))
+                    pipe.execute()
+                    return
+                except redis.WatchError:
+                    continue
+
+    def get(self, key: str) -> Any:
+        return self.r.get(self.prefix + key)
+
+    def set(self, key: str, value: Any) -> None:
+        self.r.set(self.prefix + key, json.dumps(value))
+
+    def count(self, key: str) -> int:
+        return int(self.r.get(self.prefix + key) or 0)
+
+    def object_n(self, key: str) -> int:
+        raw = self.r.get(self.prefix + key)
+        return int(json.loads(raw)["n"]) if raw else 0
+
+
+@dataclass
+class Subject:
+    name: str
+    opener: Callable[[Any], Client]
+    config: Any
+    multiprocess: bool = True
+    note: str = ""
+
+
+def open_sharedstate(config: tuple[str, str]) -> Client:
+    return SharedStateClient(*config)
+
+
+# -- running the workloads --------------------------------------------------------------------------
+
+
+def _worker(subject: Subject, workload: str, key: str, ops: int, start: Any, done: Any) -> None:
+    client = subject.opener(subject.config)
+    op = client.incr if workload == "incr" else client.rmw
+    op(key + "-warmup")  # connect before the clock starts
+    start.wait()
+    for _ in range(ops):
+        op(key)
+    done.put(os.getpid())
+
+
+def multiprocess_cell(subject: Subject, workload: str, ops: int) -> tuple[float, int]:
+    """(ops/s, lost updates) for PROCESSES processes doing ``ops`` operations each on one key."""
+    ctx = mp.get_context("spawn")
+    key = f"{workload}-{uuid.uuid4().hex[:8]}"
+    start, done = ctx.Event(), ctx.Queue()
+    procs = [
+        ctx.Process(target=_worker, args=(subject, workload, key, ops, start, done))
+        for _ in range(PROCESSES)
+    ]
+    for p in procs:
+        p.start()
+    time.sleep(0.5)  # let every worker connect and warm up
+    began = time.perf_counter()
+    start.set()
+    for _ in procs:
+        done.get(timeout=300)
+    elapsed = time.perf_counter() - began
+    for p in procs:
+        p.join(30)
+    client = subject.opener(subject.config)
+    final = client.count(key) if workload == "incr" else client.object_n(key)
+    return PROCESSES * ops / elapsed, PROCESSES * ops - final
+
+
+def latency_cell(subject: Subject, ops: int) -> tuple[float, float]:
+    """Median (get, set) latency in microseconds, one process."""
+    client = subject.opener(subject.config)
+    value = {"user": 42, "theme": "dark", "items": [1, 2, 3]}
+    keys = [f"lat-{i}" for i in range(100)]
+    for k in keys:
+        client.set(k, value)
+    sets, gets = [], []
+    clock = time.perf_counter_ns
+    for i in range(ops):
+        k = keys[i % len(keys)]
+        t0 = clock()
+        client.set(k, value)
+        t1 = clock()
+        client.get(k)
+        t2 = clock()
+        sets.append(t1 - t0)
+        gets.append(t2 - t1)
+    return statistics.median(gets) / 1000, statistics.median(sets) / 1000
+
+
+def median_of(repeat: int, fn: Callable[[], tuple[float, float]]) -> tuple[float, float]:
+    runs = [fn() for _ in range(repeat)]
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+
+# -- servers ----------------------------------------------------------------------------------------
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), 1):
+            return True
+    except OSError:
+        return False
+
+
+def start_memcached() -> tuple[subprocess.Popen[bytes] | None, str]:
+    binary = shutil.which("memcached") or "/usr/bin/memcached"
+    if not os.path.exists(binary):
+        return None, "memcached is not installed"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "64", "-u", "root"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(100):
+        if reachable("127.0.0.1", port):
+            return proc, f"memcached://127.0.0.1:{port}"
+        time.sleep(0.05)
+    proc.kill()
+    return None, "memcached did not start"
+
+
+def importable(module: str) -> str | None:
+    try:
+        __import__(module)
+    except ImportError as exc:
+        return str(exc)
+    return None
+
+
+# -- main -------------------------------------------------------------------------------------------
+
+
+def build_subjects(tmp: str, manager: Any, redis_url: str, pg_url: str, mc_url: str | None) -> list[Subject]:
+    subjects = [
+        Subject("sharedstate sqlite://", open_sharedstate, (f"sqlite:///{tmp}/ss.sqlite3", "update")),
+        Subject("sharedstate sqlite:// (edit)", open_sharedstate, (f"sqlite:///{tmp}/ss.sqlite3", "edit")),
+        Subject("sharedstate memory://", open_sharedstate, ("memory://", "update"), multiprocess=False),
+        Subject("diskcache", DiskcacheClient, f"{tmp}/diskcache"),
+        Subject("multiprocessing.Manager", ManagerClient, (manager.dict(), manager.Lock())),
+        Subject("cachelib FileSystemCache", CachelibClient, f"{tmp}/cachelib"),
+    ]
+    if importable("sharedstate.backends.redis") is None and reachable("127.0.0.1", 6379):
+        subjects += [
+            Subject("sharedstate redis://", open_sharedstate, (redis_url, "update")),
+            Subject("redis-py (INCR, WATCH/MULTI)", RawRedisClient, redis_url),
+        ]
+    if importable("sharedstate.backends.postgres") is None and reachable("127.0.0.1", 5432):
+        subjects.append(Subject("sharedstate postgresql://", open_sharedstate, (pg_url, "update")))
+    if importable("sharedstate.backends.memcached") is None and mc_url:
+        subjects.append(Subject("sharedstate memcached://", open_sharedstate, (mc_url, "update")))
+    return subjects
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny cells: a smoke test of the script")
+    parser.add_argument("--only", default="", help="comma-separated substrings of subject names")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per cell; the median is shown")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON too")
+    args = parser.parse_args(argv)
+    incr_ops, rmw_ops, lat_ops = (40, 20, 200) if args.quick else (1000, 300, 3000)
+    repeat = 1 if args.quick else args.repeat
+
+    tmp = tempfile.mkdtemp(prefix="ss-bench-")
+    redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+    pg_url = os.environ.get(
+        "BENCH_POSTGRES_URL", f"postgresql://postgres@127.0.0.1:5432/test?table=sharedstate_bench_{RUN}"
+    )
+    mc_proc, mc_url = start_memcached()
+    manager = mp.get_context("spawn").Manager()
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        subjects = build_subjects(tmp, manager, redis_url, pg_url, mc_url if mc_proc else None)
+        wanted = [s for s in args.only.split(",") if s]
+        subjects = [s for s in subjects if not wanted or any(w in s.name for w in wanted)]
+        for subject in subjects:
+            row: dict[str, Any] = {}
+            print(f"  measuring {subject.name} ...", file=sys.stderr, flush=True)
+            if subject.multiprocess:
+                row["incr_ops"], row["incr_lost"] = median_of(
+                    repeat, lambda s=subject: multiprocess_cell(s, "incr", incr_ops)
+                )
+                row["rmw_ops"], row["rmw_lost"] = median_of(
+                    repeat, lambda s=subject: multiprocess_cell(s, "rmw", rmw_ops)
+                )
+            row["get_us"], row["set_us"] = median_of(repeat, lambda s=subject: latency_cell(s, lat_ops))
+            results[subject.name] = row
+    finally:
+        manager.shutdown()
+        if mc_proc is not None:
+            mc_proc.terminate()
+        shutil.rmtree(tmp, ignore_errors=True)
+        _drop_pg_table(pg_url)
+
+    print_table(results, incr_ops, rmw_ops)
+    print_ratios(results)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 0
+
+
+def _drop_pg_table(pg_url: str) -> None:
+    try:
+        import psycopg
+    except ImportError:
+        return
+    table = pg_url.rsplit("table=", 1)[-1] if "table=" in pg_url else ""
+    if table.isidentifier() and reachable("127.0.0.1", 5432):
+        with psycopg.connect(pg_url.split("?")[0], autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def fmt(value: Any, kind: str) -> str:
+    if value is None:
+        return "n/a (one process)" if kind in ("ops", "lost") else "n/a"
+    if kind == "ops":
+        return f"{value:,.0f}"
+    if kind == "lost":
+        return f"{value:.0f}"
+    return f"{value:,.1f}"
+
+
+def print_table(results: dict[str, dict[str, Any]], incr_ops: int, rmw_ops: int) -> None:
+    header = (
+        f"| subject | incr ops/s ({PROCESSES} proc) | incr lost (of {PROCESSES * incr_ops}) "
+        f"| rmw ops/s ({PROCESSES} proc) | rmw lost (of {PROCESSES * rmw_ops}) | get µs (median) "
+        "| set µs (median) |"
+    )
+    print()
+    print(header)
+    print("|" + "---|" * 7)
+    for name, row in results.items():
+        print(
+            f"| {name} | {fmt(row.get('incr_ops'), 'ops')} | {fmt(row.get('incr_lost'), 'lost')} "
+            f"| {fmt(row.get('rmw_ops'), 'ops')} | {fmt(row.get('rmw_lost'), 'lost')} "
+            f"| {fmt(row['get_us'], 'us')} | {fmt(row['set_us'], 'us')} |"
+        )
+
+
+def print_ratios(results: dict[str, dict[str, Any]]) -> None:
+    checks: list[tuple[str, str, str, str, float, str]] = [
+        # (label, ours, peer, metric, target, direction)
+        ("sqlite:// increments vs diskcache", "sharedstate sqlite://", "diskcache", "incr_ops", 1.5, ">="),
+        ("sqlite:// set latency vs diskcache", "sharedstate sqlite://", "diskcache", "set_us", 0.25, "<="),
+        ("sqlite:// get latency vs diskcache", "sharedstate sqlite://", "diskcache", "get_us", 1.0, "<="),
+        (
+            "redis:// increments vs redis-py INCR",
+            "sharedstate redis://",
+            "redis-py (INCR, WATCH/MULTI)",
+            "incr_ops",
+            0.9,
+            ">=",
+        ),
+        (
+            "redis:// update vs WATCH/MULTI loop",
+            "sharedstate redis://",
+            "redis-py (INCR, WATCH/MULTI)",
+            "rmw_ops",
+            4.0,
+            ">=",
+        ),
+    ]
+    print()
+    print("Ratios measured in this run (ours / peer):")
+    for label, ours, peer, metric, target, direction in checks:
+        if ours not in results or peer not in results:
+            print(f"  {label}: not measured in this run")
+            continue
+        ratio = results[ours][metric] / results[peer][metric]
+        ok = ratio >= target if direction == ">=" else ratio <= target
+        print(f"  {label}: {ratio:.2f}x (target {direction} {target}x) {'PASS' if ok else 'FAIL'}")
+    for name, row in results.items():
+        for metric in ("incr_lost", "rmw_lost"):
+            if name.startswith("sharedstate") and row.get(metric):
+                print(f"  CORRECTNESS: {name} lost {row[metric]:.0f} updates in {metric[:-5]}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
