@@ -189,6 +189,7 @@ class Store:
         the newer value, so ``fn`` may run more than once and must have no side effects. No update
         is ever lost. Use :meth:`edit` when the body must run exactly once.
         """
+        self.warn_if_evictable("an updated value")
         return self.update_raw(self.full_key(name), fn, default, ttl=_check_ttl(ttl))
 
     def update_raw(self, full: str, fn: Callable[[Any], T], default: Any, *, ttl: float | None) -> T:
@@ -230,6 +231,7 @@ class Store:
         """
         full = self.full_key(name)
         ttl = _check_ttl(ttl)  # checked before the body runs, not after it
+        self.warn_if_evictable("an edited value")
         lock = self.lock_for(f"{RESERVED_PREFIX}edit:{full[len(self._prefix) :]}", lease, timeout)
         lock.acquire()
         try:
@@ -264,19 +266,21 @@ class Store:
         """An integer counter stored at key ``name``; ``incr()`` returns unique values."""
         from sharedstate.objects import Counter
 
+        self.warn_if_evictable("a counter")
         return Counter(self, name)
 
     def dict(self, name: str) -> SharedDict:
         """A shared ``MutableMapping`` whose items are stored one per key, at ``name:item``."""
         from sharedstate.objects import SharedDict
 
+        self.warn_if_evictable("a shared dict")
         return SharedDict(self, name)
 
     def lock(self, name: str, ttl: float = 30.0, timeout: float | None = None) -> Lock:
         """A lock named ``name`` with an owner token and a lease of ``ttl`` seconds."""
-        return self.lock_for(
-            f"{RESERVED_PREFIX}lock:{self.full_key(name)[len(self._prefix) :]}", ttl, timeout
-        )
+        self.full_key(name)  # validates the name
+        self.warn_if_evictable("a lock")
+        return self.lock_for(f"{RESERVED_PREFIX}lock:{name}", ttl, timeout)
 
     def lock_for(self, key: str, ttl: float, timeout: float | None) -> Lock:
         from sharedstate.objects import Lock
