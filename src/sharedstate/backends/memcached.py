@@ -1,0 +1,489 @@
+"""``memcached://host:port``: one memcached server, for caches. Memcached may evict anything.
+
+How the contract maps onto memcached (text protocol plus two meta commands, memcached >= 1.6):
+
+- Versions are memcached's CAS unique tokens: ``get`` is ``gets``, ``replace_if_version`` is
+  ``cas``, ``delete_if_version`` is the meta delete ``md <key> C<token>`` (the text protocol has no
+  delete-with-CAS). ``touch`` keeps the token, as the contract asks.
+- ``incr`` by ``by >= 0`` is memcached's native ``incr`` (``add`` creates a missing key; losing
+  that race to another creator just means incrementing again). Memcached's counters are unsigned:
+  ``decr`` floors at 0 and ``incr`` wraps at 2**64, so a negative ``by``, or a counter that holds a
+  negative number, goes through a ``gets``/``cas`` loop instead, which keeps the entry's expiry
+  (read with the meta get ``mg <key> c t``). Both paths are atomic against each other: every
+  native ``incr`` changes the CAS token. A native ``incr`` that carries the counter past the
+  signed 64-bit range is undone by a CAS loop and raises ``OverflowError``; until it is undone,
+  other clients may read the out-of-range value.
+- TTLs: memcached counts whole seconds on a clock that ticks once a second, so an exptime of ``n``
+  lives between ``n - 1`` and ``n`` seconds. A TTL is sent as ``ceil(ttl) + 1`` so that nothing
+  ever expires early; an entry lives up to two seconds past its TTL. Exptimes over 30 days are
+  sent as absolute unix times, which is how memcached reads them.
+- Keys: memcached keys are at most 250 bytes of printable ASCII without spaces. Other keys (and
+  keys starting with ``~``) are stored as ``~`` + base64url(SHA-256(key)) + ``~`` + a readable
+  prefix, a deterministic one-to-one form (see :func:`memcached_key`).
+- Values are bytes; native integers are sent as decimal ASCII (so ``incr`` works) and read back as
+  bytes (``b"42"``), which the codec decodes. A value too large for the server's item size
+  (``item_size_max``, 1 MiB by default, less the item header) raises ``ValueTooLargeError``
+  before anything is sent: a failed ``set`` of an oversized item makes memcached drop the old one.
+- ``scan`` is impossible (memcached cannot list keys) and raises ``NotSupportedError``. Nothing to
+  sweep: the server expires entries itself.
+- Every command waits for the server's reply (``noreply`` is never used), so a method that
+  returns was applied. Connection failures raise ``BackendUnavailableError`` within
+  ``connect_timeout`` + ``timeout`` seconds; the next call reconnects.
+
+Connections: a small per-process pool of pymemcache clients, one client used by one thread at a
+time. After ``fork`` the child never touches the parent's sockets (replies would interleave); it
+keeps them referenced and unused and opens its own. An idle pooled connection that the server
+closed (restart) is noticed before use and replaced, so a restart costs no failed call.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import os
+import random
+import re
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from sharedstate._optional import require
+from sharedstate.backends.base import Backend, Entry, RawValue, Version
+from sharedstate.errors import BackendUnavailableError, NotSupportedError, ValueTooLargeError
+from sharedstate.urls import mask_url, query_options, split_url
+
+T = TypeVar("T")
+
+DEFAULT_PORT = 11211
+DEFAULT_TIMEOUT = 2.0
+#: memcached reads an exptime above 30 days as an absolute unix time.
+RELATIVE_TTL_MAX = 30 * 24 * 3600
+#: memcached's per-item header on 64-bit builds is 59 bytes plus the key (measured on 1.6); the rest
+#: is margin for other builds.
+ITEM_OVERHEAD = 96
+DEFAULT_ITEM_SIZE_MAX = 1024 * 1024
+MAX_KEY_BYTES = 250
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_UINT64 = 2**64
+_MAX_IDLE_CONNECTIONS = 16
+# Connections inherited across fork: kept referenced, never used or closed in the child.
+_INHERITED: list[Any] = []
+
+_SAFE_KEY = re.compile(r"[\x21-\x7d][\x21-\x7e]{0,249}")  # printable ASCII, no space; not "~..."
+_UNSAFE_CHAR = re.compile(r"[^\x21-\x7e]")
+# A JSON integer; memcached pads a number that got shorter in place with trailing spaces.
+_INT_TEXT = re.compile(rb"(-?(?:0|[1-9][0-9]*)) *")
+_UNSIGNED_TEXT = re.compile(rb"([0-9]+) *")
+
+
+def memcached_key(key: str) -> str:
+    """The memcached key for ``key``: itself if it is safe, else a deterministic hashed form.
+
+    Safe means 1-250 printable ASCII characters without spaces, not starting with ``~``. Anything
+    else becomes ``~<43 chars of base64url SHA-256 of the UTF-8 key>~<readable prefix>``; the
+    prefix (unsafe characters shown as ``?``) only helps people reading server dumps.
+    """
+    if _SAFE_KEY.fullmatch(key):
+        return key
+    digest = base64.urlsafe_b64encode(hashlib.sha256(key.encode("utf-8")).digest()).rstrip(b"=")
+    readable = _UNSAFE_CHAR.sub("?", key)
+    return f"~{digest.decode('ascii')}~{readable}"[:MAX_KEY_BYTES]
+
+
+def exptime(ttl: float | None) -> int:
+    """memcached's exptime for a TTL in seconds: rounded up, plus one tick, never early.
+
+    0 means no expiry; above 30 days the exptime is an absolute unix time.
+    """
+    if ttl is None:
+        return 0
+    return _exptime_seconds(math.ceil(ttl) + 1)
+
+
+def _exptime_seconds(seconds: int) -> int:
+    seconds = max(seconds, 1)  # 0 would mean "never expires"
+    if seconds > RELATIVE_TTL_MAX:
+        return math.ceil(time.time()) + seconds
+    return seconds
+
+
+def _is_stale(sock: socket.socket) -> bool:
+    """Whether an idle connection has something to read: the server closed it (or it is out of step)."""
+    try:
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable)
+    except (OSError, ValueError):
+        return True
+
+
+def _delays() -> Iterator[float]:
+    """Jittered exponential back-off for CAS retry loops."""
+    delay = 0.0005
+    while True:
+        yield random.uniform(delay / 2, delay)
+        delay = min(0.02, delay * 2)
+
+
+class MemcachedBackend(Backend):
+    """One memcached server. URL: ``memcached://host[:port]`` (port 11211) or ``memcached:///path.sock``.
+
+    Options in the query string: ``timeout`` (seconds to wait for a reply, default 2) and
+    ``connect_timeout`` (seconds to wait for a connection, default ``timeout``). A single server by
+    design: spreading keys over several servers would move keys to another server when one fails,
+    so two processes could hold two different copies of one counter.
+
+    Memcached may evict any entry when its memory runs short (``may_evict``): keep caches here,
+    not state that must not be lost.
+    """
+
+    schemes = ("memcached",)
+    may_evict = True
+
+    def __init__(
+        self,
+        server: tuple[str, int] | str,
+        *,
+        url: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float | None = None,
+    ) -> None:
+        for value in (timeout, connect_timeout):
+            if value is not None and not 0 < value < math.inf:
+                raise ValueError("memcached timeout and connect_timeout must be positive, finite seconds")
+        self._mc = require("pymemcache.client.base", "memcached")
+        self._errors = require("pymemcache.exceptions", "memcached")
+        self.server = server
+        self.timeout = float(timeout)
+        self.connect_timeout = float(connect_timeout if connect_timeout is not None else timeout)
+        if isinstance(server, tuple):
+            host = f"[{server[0]}]" if ":" in server[0] else server[0]
+            self._describe = f"memcached://{host}:{server[1]}"
+        else:
+            self._describe = f"memcached://{server}"
+        self.url = mask_url(url) if url is not None else self._describe
+        self._pid = os.getpid()
+        self._pool_lock = threading.Lock()
+        self._idle: list[Any] = []
+        self._item_size_max: int | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> MemcachedBackend:
+        if isinstance(url, str) and "," in urlsplit(url).netloc:
+            raise ValueError(
+                f"memcached URL {mask_url(url)!r} names several servers; sharedstate uses one "
+                "memcached server (keys moving between servers on failure would split state)"
+            )
+        parts = split_url(url)
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(
+                f"memcached URL {mask_url(url)!r} has credentials, but memcached's text protocol "
+                "has no authentication: protect the server by network access instead"
+            )
+        options = query_options(parts, {"timeout": float, "connect_timeout": float}, url)
+        server: tuple[str, int] | str
+        if parts.hostname:
+            if parts.path not in ("", "/"):
+                raise ValueError(f"memcached URL {mask_url(url)!r}: expected memcached://host:port")
+            server = (parts.hostname, parts.port or DEFAULT_PORT)
+        elif parts.path not in ("", "/"):
+            server = parts.path  # memcached:///path/to/memcached.sock
+        else:
+            raise ValueError(
+                f"memcached URL {mask_url(url)!r} names no server, e.g. memcached://127.0.0.1:11211"
+            )
+        return cls(server, url=url, **options)  # type: ignore[arg-type]
+
+    def describe(self) -> str:
+        return self._describe
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _new_client(self) -> Any:
+        return self._mc.Client(
+            self.server,
+            connect_timeout=self.connect_timeout,
+            timeout=self.timeout,
+            no_delay=True,
+            default_noreply=False,  # a reply for every command: nothing reports success unapplied
+        )
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        if os.getpid() != self._pid:
+            self._forget_parent_connections()
+        with self._pool_lock:
+            client = self._idle.pop() if self._idle else None
+        if client is None:
+            client = self._new_client()
+        elif client.sock is not None and _is_stale(client.sock):
+            client.close()  # reconnects on the next command
+        try:
+            yield client
+        except BaseException:
+            client.close()  # its state is unknown after an error: never reuse it
+            raise
+        with self._pool_lock:
+            if len(self._idle) < _MAX_IDLE_CONNECTIONS:
+                self._idle.append(client)
+                return
+        client.close()
+
+    def _forget_parent_connections(self) -> None:
+        with self._pool_lock:
+            if os.getpid() == self._pid:
+                return
+            _INHERITED.extend(self._idle)
+            self._idle = []
+            self._pool_lock = threading.Lock()  # the parent's lock may have been held at fork
+            self._pid = os.getpid()
+
+    def _call(self, what: str, op: Callable[[Any], T], *, write: bool) -> T:
+        """Run ``op(client)``, turning connection failures into ``BackendUnavailableError``."""
+        errors = self._errors
+        try:
+            with self._connection() as client:
+                return op(client)
+        except ConnectionRefusedError as exc:
+            raise self._unavailable(what, exc, applied=False) from None
+        except (OSError, errors.MemcacheUnexpectedCloseError, errors.MemcacheUnknownError) as exc:
+            raise self._unavailable(what, exc, applied=None if write else False) from None
+        except errors.MemcacheServerError as exc:
+            message = bytes(exc.args[0] if exc.args else b"").decode("ascii", "replace")
+            if "too large" in message:
+                raise ValueTooLargeError(
+                    f"{self.url}: memcached refused a value as too large during {what} ({message})"
+                ) from None
+            raise self._unavailable(what, exc, applied=None if write else False) from None
+
+    def _unavailable(self, what: str, exc: BaseException, *, applied: bool | None) -> BackendUnavailableError:
+        detail = str(exc) or type(exc).__name__
+        outcome = (
+            "; the request was sent, so whether it was applied is unknown"
+            if applied is None
+            else "; nothing was applied"
+        )
+        return BackendUnavailableError(
+            f"memcached at {self.url} is unavailable ({what}: {detail}) "
+            f"[timeout={self.timeout}s, connect_timeout={self.connect_timeout}s]{outcome}"
+        )
+
+    def _limit(self, client: Any) -> int:
+        """The server's ``item_size_max`` (asked once; 1 MiB if it will not say)."""
+        if self._item_size_max is None:
+            try:
+                size = client.stats("settings").get(b"item_size_max")
+            except self._errors.MemcacheClientError:
+                size = None
+            self._item_size_max = size if isinstance(size, int) and size > 0 else DEFAULT_ITEM_SIZE_MAX
+        return self._item_size_max
+
+    def _payload(self, client: Any, key: str, mkey: str, value: RawValue) -> bytes:
+        data = str(value).encode("ascii") if isinstance(value, int) else bytes(value)
+        limit = self._limit(client) - len(mkey) - ITEM_OVERHEAD
+        if len(data) > limit:
+            raise ValueTooLargeError(
+                f"value for key {key!r} is {len(data)} bytes, over what memcached at {self.url} "
+                f"stores under this key ({limit} bytes: item_size_max {self._item_size_max} less "
+                "the item header); nothing was written"
+            )
+        return data
+
+    # -- the contract ------------------------------------------------------------------------
+
+    def get(self, key: str) -> Entry | None:
+        mkey = memcached_key(key)
+        value, cas = self._call("get", lambda c: c.gets(mkey), write=False)
+        if value is None:
+            return None
+        token = int(cas)
+        if token == 0:  # memcached -C: without CAS tokens there is no compare-and-set at all
+            raise NotSupportedError(
+                f"memcached at {self.url} runs with CAS disabled (-C), so compare-and-set, locks "
+                "and update() cannot work: start memcached without -C"
+            )
+        return Entry(_strip_padding(value), token)
+
+    def set(self, key: str, value: RawValue, ttl: float | None = None) -> None:
+        mkey = memcached_key(key)
+
+        def op(c: Any) -> bool:
+            return bool(c.set(mkey, self._payload(c, key, mkey, value), expire=exptime(ttl), noreply=False))
+
+        if not self._call("set", op, write=True):
+            raise BackendUnavailableError(f"memcached at {self.url} did not store key {key!r}")
+
+    def add(self, key: str, value: RawValue, ttl: float | None = None) -> bool:
+        mkey = memcached_key(key)
+
+        def op(c: Any) -> bool:
+            return bool(c.add(mkey, self._payload(c, key, mkey, value), expire=exptime(ttl), noreply=False))
+
+        return self._call("add", op, write=True)
+
+    def replace_if_version(
+        self, key: str, version: Version, value: RawValue, ttl: float | None = None
+    ) -> bool:
+        token = _cas_token(version)
+        if token is None:
+            return False  # not a token memcached ever hands out
+        mkey = memcached_key(key)
+
+        def op(c: Any) -> bool:
+            data = self._payload(c, key, mkey, value)
+            return c.cas(mkey, data, token, expire=exptime(ttl), noreply=False) is True
+
+        return self._call("replace_if_version", op, write=True)
+
+    def delete(self, key: str) -> bool:
+        mkey = memcached_key(key)
+        return bool(self._call("delete", lambda c: c.delete(mkey, noreply=False), write=True))
+
+    def delete_if_version(self, key: str, version: Version) -> bool:
+        token = _cas_token(version)
+        if token is None:
+            return False
+        command = f"md {memcached_key(key)} C{token}".encode("ascii")
+        try:
+            reply = self._call("delete_if_version", lambda c: c.raw_command(command), write=True)
+        except self._errors.MemcacheUnknownCommandError:
+            raise NotSupportedError(
+                f"memcached at {self.url} does not know the meta delete command (md), which "
+                "delete_if_version needs (and with it locks and SharedDict.pop): use memcached 1.6 "
+                "or newer, or redis://"
+            ) from None
+        if reply == b"HD":
+            return True
+        if reply in (b"NF", b"EX"):  # not found / token changed
+            return False
+        raise BackendUnavailableError(f"memcached at {self.url}: unexpected reply {reply[:40]!r} to md")
+
+    def incr(self, key: str, by: int = 1, ttl: float | None = None) -> int:
+        if not 0 <= by <= _INT64_MAX:
+            return self._incr_by_cas(key, by, ttl)
+        mkey = memcached_key(key)
+        client_error = self._errors.MemcacheClientError
+        while True:
+            try:
+                result: int | None = self._call("incr", lambda c: c.incr(mkey, by, noreply=False), write=True)
+            except client_error as exc:
+                if b"non-numeric" not in bytes(exc.args[0] if exc.args else b""):
+                    raise
+                # Not an unsigned number: a negative counter (CAS loop) or not an integer (TypeError).
+                return self._incr_by_cas(key, by, ttl)
+            if result is None:  # missing: create it; if another creator won, increment theirs
+                if self.add(key, by, ttl):
+                    return by
+                continue
+            if result > _INT64_MAX or result < by:  # past the signed range, or wrapped at 2**64
+                self._undo_native_incr(key, by)
+                raise OverflowError(f"incr of key {key!r} overflows a signed 64-bit integer")
+            return result
+
+    def _incr_by_cas(self, key: str, by: int, ttl: float | None) -> int:
+        """``incr`` as a ``gets``/``cas`` loop, for what memcached's unsigned incr cannot do."""
+        mkey = memcached_key(key)
+        delays = _delays()
+        while True:
+            entry = self.get(key)
+            if entry is None:
+                if not _INT64_MIN <= by <= _INT64_MAX:
+                    raise OverflowError(f"incr of key {key!r} overflows a signed 64-bit integer")
+                if self.add(key, by, ttl):
+                    return by
+                continue
+            assert isinstance(entry.value, bytes)
+            match = _INT_TEXT.fullmatch(entry.value)
+            if match is None:
+                raise TypeError(f"cannot incr key {key!r}: it holds a value that is not an integer")
+            new = int(match.group(1)) + by
+            if not _INT64_MIN <= new <= _INT64_MAX:
+                raise OverflowError(f"incr of key {key!r} overflows a signed 64-bit integer")
+            if self._cas_keeping_expiry(mkey, entry.version, str(new).encode("ascii")):
+                return new
+            time.sleep(next(delays))
+
+    def _cas_keeping_expiry(self, mkey: str, version: Version, data: bytes) -> bool:
+        """``cas`` that keeps the entry's expiry: read it with ``mg <key> c t``, then ``cas``.
+
+        The expiry is re-sent as the seconds memcached says remain, so it can only move later by
+        less than one of memcached's clock ticks, never earlier.
+        """
+        meta = f"mg {mkey} c t".encode("ascii")
+
+        def op(c: Any) -> bool:
+            reply: bytes = c.raw_command(meta)
+            if not reply.startswith(b"HD"):
+                return False  # gone since it was read
+            flags = {f[:1]: f[1:] for f in reply.split()[1:]}
+            if int(flags[b"c"]) != version:
+                return False  # written since it was read
+            remaining = int(flags[b"t"])
+            expire = 0 if remaining < 0 else _exptime_seconds(remaining)
+            return c.cas(mkey, data, version, expire=expire, noreply=False) is True
+
+        return self._call("incr", op, write=True)
+
+    def _undo_native_incr(self, key: str, by: int) -> None:
+        """Subtract ``by`` (modulo 2**64, as memcached added it) after an overflowing native incr."""
+        mkey = memcached_key(key)
+        delays = _delays()
+        while True:
+            entry = self.get(key)
+            if entry is None:
+                return  # deleted or evicted meanwhile: nothing left to undo
+            assert isinstance(entry.value, bytes)
+            match = _UNSIGNED_TEXT.fullmatch(entry.value)
+            if match is None:
+                return  # overwritten meanwhile by a set: nothing left to undo
+            old = (int(match.group(1)) - by) % _UINT64
+            if self._cas_keeping_expiry(mkey, entry.version, str(old).encode("ascii")):
+                return
+            time.sleep(next(delays))
+
+    def touch(self, key: str, ttl: float | None) -> bool:
+        mkey = memcached_key(key)
+        return bool(self._call("touch", lambda c: c.touch(mkey, exptime(ttl), noreply=False), write=True))
+
+    def scan(self, prefix: str = "") -> Iterator[str]:
+        raise NotSupportedError(
+            f"memcached ({self.url}) cannot list keys, so keys(), iterating or sizing a "
+            "SharedDict, and clear() are not available: keep the names you need in one value "
+            "(store.update) or use sqlite://, redis:// or postgresql://"
+        )
+
+    def sweep(self, limit: int = 1000) -> int:
+        return 0  # memcached expires entries itself
+
+    def close(self) -> None:
+        if os.getpid() != self._pid:
+            self._forget_parent_connections()
+            return
+        with self._pool_lock:
+            idle, self._idle = self._idle, []
+        for client in idle:
+            client.close()
+
+
+def _cas_token(version: Version) -> int | None:
+    if isinstance(version, int):
+        return version if version > 0 and not isinstance(version, bool) else None
+    text = version.decode("ascii", "replace") if isinstance(version, bytes) else version
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def _strip_padding(value: bytes) -> bytes:
+    """Undo memcached's in-place incr padding (``b"9 "``) on numbers; other values are untouched."""
+    if value.endswith(b" ") and _INT_TEXT.fullmatch(value):
+        return value.rstrip(b" ")
+    return value
