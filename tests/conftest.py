@@ -70,16 +70,22 @@ def namespace() -> str:
     return f"t{servers.RUN_ID}{uuid.uuid4().hex[:8]}"
 
 
+def _open(url: str, namespace: str) -> Iterator[Store]:
+    with Store(url, namespace=namespace) as s:
+        yield s
+        if url.startswith("redis"):  # the shared server outlives the run: leave nothing behind
+            for key in list(s.backend.scan(f"{namespace}/")):
+                s.backend.delete(key)
+
+
 @pytest.fixture
 def store(store_url: str, namespace: str) -> Iterator[Store]:
-    with Store(store_url, namespace=namespace) as s:
-        yield s
+    yield from _open(store_url, namespace)
 
 
 @pytest.fixture
 def shared_store(shared_url: str, namespace: str) -> Iterator[Store]:
-    with Store(shared_url, namespace=namespace) as s:
-        yield s
+    yield from _open(shared_url, namespace)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

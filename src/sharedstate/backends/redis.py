@@ -1,0 +1,392 @@
+"""``redis://`` and ``rediss://``: state on a Redis server, shared by every machine that reaches it.
+
+Every contract operation is one round trip and atomic on the server: plain commands where Redis has
+one (``GET``, ``SET ... PX``, ``SET ... NX PX``, ``DEL``, ``INCRBY``, ``PEXPIRE``), a ``MULTI``
+block sent in one write for ``incr`` with a ttl, and Lua scripts (``EVALSHA``) for compare-and-set.
+
+**Versions are value digests.** A value is stored as a plain Redis string (``SET key value``), so
+counters are native Redis integers that ``INCRBY`` (and ``redis-cli INCR``) work on, and other
+tools can read what sharedstate writes. The version of an entry is the SHA-1 hex digest of its
+stored bytes: computed by ``hashlib`` when reading, and by ``redis.sha1hex`` inside the scripts that
+compare. Keeping a separate version would mean a hash per key (no native ``INCRBY`` on a plain
+key, and every write a script); a digest costs nothing on writes and one hash on reads.
+
+The consequence is ABA: ``replace_if_version``/``delete_if_version`` succeed when the value is still
+*equal* to the one that was read, even if it was changed and changed back, or deleted and
+re-created with the same bytes, meanwhile. For the read-modify-write loops built on them this is
+still linearizable: the new value was computed from a value equal to the current one. Code that
+needs "nobody wrote since I read" must make values unique (locks do: each holds a random token).
+
+**Failures.** Connecting and each socket read or write are bounded by ``timeout`` (default 5 s).
+A server that is down or unreachable raises ``BackendUnavailableError`` naming the URL with its
+password masked; the message says whether the command was not sent (so not applied) or was sent
+with no reply (outcome unknown). Nothing is ever retried automatically, so no command is applied
+twice. The pool reconnects on the next call, so the same backend works again when the server is
+back.
+
+**Fork.** One ``redis.ConnectionPool`` per backend. redis-py's pool is fork-safe by itself:
+``ConnectionPool.get_connection`` and ``release`` call ``_checkpid()``, which sees the pid change
+in a child and resets the pool there, so a child never reuses the parent's sockets; and
+``Connection.disconnect`` only ``shutdown()``s a socket in the process that opened it, so a child
+dropping inherited connections does not cut the parent's. This module only uses the pool through
+those two methods (see ``_execute``), which is where fork is handled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import unquote
+
+from sharedstate._optional import require
+from sharedstate.backends.base import Backend, Entry, RawValue, Version
+from sharedstate.errors import BackendUnavailableError
+from sharedstate.urls import mask_url, query_options, split_url
+
+DEFAULT_TIMEOUT = 5.0
+_SCAN_COUNT = 500
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# Redis rejects expiry times past the year 292 million; cap far below (about 3,000 years).
+_MAX_TTL_MS = 10**14
+
+_OPTIONS: dict[str, type] = {"timeout": float, "max_connections": int, "db": int}
+_TLS_OPTIONS: dict[str, type] = {
+    "ssl_ca_certs": str,
+    "ssl_certfile": str,
+    "ssl_keyfile": str,
+    "ssl_cert_reqs": str,
+    "ssl_check_hostname": bool,
+}
+_CERT_REQS = ("none", "optional", "required")
+
+
+class _Script:
+    """A Lua script run with ``EVALSHA``; sent with ``EVAL`` once if the server lacks it.
+
+    The counterpart of redis-py's ``register_script``, which runs through ``redis.Redis``: that
+    client retries commands after a connection error by default (a lost reply to a script could
+    then run it twice) and cannot say whether a failed command was sent. ``_execute`` can.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+
+# KEYS[1]: the key. ARGV[1]: the expected version (SHA-1 hex of the current value). ARGV[2]: the
+# new value. ARGV[3]: the new ttl in milliseconds, or "" for no expiry.
+# Returns 1 if the value was replaced, 0 if the key is absent or holds another value.
+_REPLACE_IF_VERSION = _Script(
+    """
+local current = redis.call('GET', KEYS[1])
+if not current or redis.sha1hex(current) ~= ARGV[1] then
+    return 0
+end
+if ARGV[3] == '' then
+    redis.call('SET', KEYS[1], ARGV[2])
+else
+    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return 1
+"""
+)
+
+# KEYS[1]: the key. ARGV[1]: the expected version (SHA-1 hex of the current value).
+# Returns 1 if the key was deleted, 0 if it is absent or holds another value.
+_DELETE_IF_VERSION = _Script(
+    """
+local current = redis.call('GET', KEYS[1])
+if not current or redis.sha1hex(current) ~= ARGV[1] then
+    return 0
+end
+return redis.call('DEL', KEYS[1])
+"""
+)
+
+# KEYS[1]: the key. No ARGV.
+# Removes the key's expiry. Returns 1 if the key exists (with or without an expiry before), else 0;
+# plain PERSIST returns 0 for a key that exists without an expiry, which touch must report as 1.
+_PERSIST = _Script(
+    """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+    return 0
+end
+redis.call('PERSIST', KEYS[1])
+return 1
+"""
+)
+
+
+def version_of(value: bytes) -> str:
+    """The version of a stored value: its SHA-1 hex digest, as ``redis.sha1hex`` computes it."""
+    return hashlib.sha1(value, usedforsecurity=False).hexdigest()
+
+
+def _ttl_ms(ttl: float) -> int:
+    # Round up: an entry may live a fraction of a millisecond longer, never shorter.
+    return min(max(1, math.ceil(ttl * 1000)), _MAX_TTL_MS)
+
+
+def _glob_escape(prefix: bytes) -> bytes:
+    """Escape ``prefix`` so SCAN's MATCH treats every byte literally."""
+    out = bytearray()
+    for byte in prefix:
+        if byte in b"\\*?[]":
+            out += b"\\"
+        out.append(byte)
+    return bytes(out)
+
+
+def _parse_db(path: str, url: str) -> int | None:
+    text = unquote(path).strip("/")
+    if not text:
+        return None
+    if not text.isdigit():
+        raise ValueError(
+            f"malformed Redis URL {mask_url(url)!r}: the path must be a database number, e.g. "
+            "redis://localhost:6379/0"
+        )
+    return int(text)
+
+
+class RedisBackend(Backend):
+    """Redis storage. URL: ``redis://[[user]:password@]host[:port][/db][?options]``.
+
+    ``rediss://`` connects with TLS. Options: ``timeout`` (seconds for connecting and for each
+    socket read or write, default 5), ``max_connections`` (per process; waits up to ``timeout``
+    for a free connection), ``db`` (instead of the path); with ``rediss://`` also ``ssl_ca_certs``,
+    ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs`` (none, optional, required) and
+    ``ssl_check_hostname``.
+
+    Concurrency contract: every method is atomic per key on the server and is one round trip;
+    an instance is safe to share between threads and survives fork (see the module docstring).
+    """
+
+    schemes = ("redis", "rediss")
+
+    def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT, **pool_options: Any) -> None:
+        """Open a pool for ``url`` (no query string: use :meth:`from_url`, which validates options)."""
+        if not (0 < timeout < math.inf):
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self._redis = require("redis", "redis")
+        self.url = url
+        self.timeout = timeout
+        max_connections = pool_options.pop("max_connections", None)
+        kwargs: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "socket_keepalive": True,
+            # Never retry: a command re-sent after a lost reply could be applied twice.
+            "retry": require("redis.retry", "redis").Retry(require("redis.backoff", "redis").NoBackoff(), 0),
+            **pool_options,
+        }
+        if max_connections is not None:
+            self._pool = self._redis.BlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=timeout, **kwargs
+            )
+        else:
+            self._pool = self._redis.ConnectionPool.from_url(url, **kwargs)
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisBackend:
+        parts = split_url(url)
+        scheme = parts.scheme.lower()
+        if scheme not in cls.schemes:
+            raise ValueError(f"not a Redis URL: {mask_url(url)!r}")
+        if not parts.hostname:
+            raise ValueError(f"Redis URL {mask_url(url)!r} names no host, e.g. redis://localhost:6379/0")
+        known = {**_OPTIONS, **_TLS_OPTIONS} if scheme == "rediss" else _OPTIONS
+        options: dict[str, Any] = query_options(parts, known, url)
+        db = _parse_db(parts.path, url)
+        if "db" in options and db is not None and options["db"] != db:
+            raise ValueError(f"Redis URL {mask_url(url)!r} names two databases (path and ?db=)")
+        db = options.pop("db", db) or 0
+        if db < 0:
+            raise ValueError(f"Redis URL {mask_url(url)!r}: db must be >= 0")
+        if options.get("max_connections", 1) < 1:
+            raise ValueError(f"Redis URL {mask_url(url)!r}: max_connections must be at least 1")
+        reqs = options.get("ssl_cert_reqs")
+        if reqs is not None and reqs not in _CERT_REQS:
+            raise ValueError(
+                f"Redis URL {mask_url(url)!r}: ssl_cert_reqs must be one of {', '.join(_CERT_REQS)}"
+            )
+        # redis-py reads host, port, username, password and TLS from the URL; our options (already
+        # validated above) are passed as arguments instead of being left in its query string.
+        base = parts._replace(scheme=scheme, path=f"/{db}", query="", fragment="").geturl()
+        return cls(base, **options)
+
+    def describe(self) -> str:
+        return mask_url(self.url)
+
+    # -- talking to the server ---------------------------------------------------------------
+
+    def _unavailable(self, exc: BaseException, *, sent: bool) -> BackendUnavailableError:
+        outcome = (
+            "the command was sent but no reply came, so whether it was applied is unknown"
+            if sent
+            else "nothing was applied"
+        )
+        return BackendUnavailableError(
+            f"Redis at {self.describe()} is unavailable ({outcome}): {type(exc).__name__}: {exc}"
+        )
+
+    def _execute(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """Send ``commands`` in one write and read one reply each: a single round trip.
+
+        Error replies are returned in the list as ``ResponseError`` instances, after every reply
+        has been read, so the connection stays in step.
+        """
+        r = self._redis
+        network_errors = (r.ConnectionError, r.TimeoutError, OSError)
+        try:
+            # Fork safety lives here: get_connection() and release() reset the pool in a child.
+            conn = self._pool.get_connection()
+        except network_errors as exc:  # failed to connect: nothing was sent
+            raise self._unavailable(exc, sent=False) from None
+        try:
+            try:
+                conn.send_packed_command(conn.pack_commands(commands))
+            except network_errors as exc:
+                # sendall() failed, so the server never got a complete command to execute.
+                conn.disconnect()
+                raise self._unavailable(exc, sent=False) from None
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except r.ResponseError as exc:
+                    replies.append(exc)
+                except r.exceptions.BusyLoadingError as exc:  # the server answered "not yet"
+                    conn.disconnect()
+                    raise self._unavailable(exc, sent=False) from None
+                except network_errors as exc:
+                    conn.disconnect()
+                    raise self._unavailable(exc, sent=True) from None
+                except BaseException:
+                    conn.disconnect()  # e.g. KeyboardInterrupt mid-reply: the stream is out of step
+                    raise
+            return replies
+        finally:
+            self._pool.release(conn)
+
+    def _call(self, key: str, *args: Any) -> object:
+        """Run one command about ``key`` and return its reply; error replies are raised."""
+        (reply,) = self._execute(args)
+        if isinstance(reply, Exception):
+            raise self._refused(reply, key)
+        return reply
+
+    def _eval(self, script: _Script, key: str, *args: Any) -> object:
+        (reply,) = self._execute(("EVALSHA", script.sha, 1, key, *args))
+        if isinstance(reply, self._redis.exceptions.NoScriptError):
+            # The server lost its script cache (restart, SCRIPT FLUSH): the script did not run.
+            # EVAL runs it and caches it again.
+            (reply,) = self._execute(("EVAL", script.source, 1, key, *args))
+        if isinstance(reply, Exception):
+            raise self._refused(reply, key)
+        return reply
+
+    def _refused(self, exc: Exception, key: str) -> Exception:
+        """The exception for an error reply: the server refused the command, so it was not applied."""
+        message = str(exc)
+        if message.startswith("WRONGTYPE"):
+            return TypeError(
+                f"key {key!r} holds a Redis value of another type (not a string), which sharedstate "
+                "did not write"
+            )
+        return BackendUnavailableError(
+            f"Redis at {self.describe()} refused the command for key {key!r} (nothing was applied): {message}"
+        )
+
+    # -- the contract ------------------------------------------------------------------------
+
+    def get(self, key: str) -> Entry | None:
+        value = self._call(key, "GET", key)
+        if value is None:
+            return None
+        assert isinstance(value, bytes)
+        return Entry(value, version_of(value))
+
+    def set(self, key: str, value: RawValue, ttl: float | None = None) -> None:
+        # SET without PX also removes any expiry the key had.
+        expiry = () if ttl is None else ("PX", _ttl_ms(ttl))
+        self._call(key, "SET", key, value, *expiry)
+
+    def add(self, key: str, value: RawValue, ttl: float | None = None) -> bool:
+        expiry = () if ttl is None else ("PX", _ttl_ms(ttl))
+        return self._call(key, "SET", key, value, "NX", *expiry) is not None
+
+    def replace_if_version(
+        self, key: str, version: Version, value: RawValue, ttl: float | None = None
+    ) -> bool:
+        ttl_arg = "" if ttl is None else _ttl_ms(ttl)
+        return self._eval(_REPLACE_IF_VERSION, key, _version_arg(version), value, ttl_arg) == 1
+
+    def delete(self, key: str) -> bool:
+        return self._call(key, "DEL", key) == 1
+
+    def delete_if_version(self, key: str, version: Version) -> bool:
+        return self._eval(_DELETE_IF_VERSION, key, _version_arg(version)) == 1
+
+    def incr(self, key: str, by: int = 1, ttl: float | None = None) -> int:
+        if not _INT64_MIN <= by <= _INT64_MAX:
+            raise OverflowError(f"incr of key {key!r}: by={by} is outside the signed 64-bit range")
+        if ttl is None:
+            (reply,) = self._execute(("INCRBY", key, by))
+        else:
+            # Not a Lua script: Lua numbers are doubles and would round counters above 2**53.
+            # MULTI runs both commands atomically; SET NX creates the key (with its ttl) only if
+            # it is absent, so an existing counter keeps its expiry. Four commands, one write.
+            replies = self._execute(
+                ("MULTI",), ("SET", key, 0, "NX", "PX", _ttl_ms(ttl)), ("INCRBY", key, by), ("EXEC",)
+            )
+            reply = replies[-1]
+            if isinstance(reply, list):
+                reply = reply[-1]
+        if isinstance(reply, Exception):
+            message = str(reply)
+            if "not an integer" in message:
+                raise TypeError(f"cannot incr key {key!r}: it holds a value that is not an integer")
+            if "overflow" in message:
+                raise OverflowError(f"incr of key {key!r} overflows a signed 64-bit integer")
+            raise self._refused(reply, key)
+        assert isinstance(reply, int)
+        return reply
+
+    def touch(self, key: str, ttl: float | None) -> bool:
+        if ttl is None:
+            return self._eval(_PERSIST, key) == 1
+        return self._call(key, "PEXPIRE", key, _ttl_ms(ttl)) == 1
+
+    def scan(self, prefix: str = "") -> Iterator[str]:
+        pattern = _glob_escape(prefix.encode()) + b"*"
+        seen: set[bytes] = set()  # SCAN may return a key more than once; the contract says once
+        cursor: Any = 0
+        while True:
+            reply: Any = self._call(prefix, "SCAN", cursor, "MATCH", pattern, "COUNT", _SCAN_COUNT)
+            cursor, keys = reply
+            for raw in keys:
+                if raw in seen:
+                    continue
+                seen.add(raw)
+                try:
+                    yield raw.decode()
+                except UnicodeDecodeError:  # not written by sharedstate (its keys are UTF-8)
+                    continue
+            if int(cursor) == 0:
+                return
+
+    def sweep(self, limit: int = 1000) -> int:
+        return 0  # Redis expires keys itself
+
+    def close(self) -> None:
+        # In a forked child, disconnect() first resets the pool (_checkpid) and closes nothing
+        # of the parent's.
+        self._pool.disconnect()
+
+
+def _version_arg(version: Version) -> str | bytes:
+    # Versions from this backend are hex digests (str). Anything else can never match a digest.
+    return version if isinstance(version, (str, bytes)) else f"not-a-digest:{version}"
