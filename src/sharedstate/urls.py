@@ -6,12 +6,22 @@ from collections.abc import Mapping
 from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 
 
+_SECRET_OPTIONS = frozenset({"password", "passwd", "pass", "secret", "token", "sslpassword"})
+
+
 def mask_url(url: str) -> str:
     """Return ``url`` with any password replaced by ``***``, safe for logs and error messages."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<malformed URL>"
+    if parts.query:  # libpq and others also take the password as ?password=...
+        query = "&".join(
+            f"{name}=***" if name.lower() in _SECRET_OPTIONS else f"{name}={value}"
+            for name, value in parse_qsl(parts.query, keep_blank_values=True)
+        )
+        parts = parts._replace(query=query)
+        url = urlunsplit(parts)
     if parts.password is None:
         return url
     host = parts.hostname or ""

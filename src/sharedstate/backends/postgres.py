@@ -1,0 +1,747 @@
+"""``postgresql://`` (and ``postgres://``): one PostgreSQL table shared by every process and machine.
+
+URL: ``postgresql://user:password@host:5432/dbname?table=sharedstate&timeout=5``. Options of our own
+(``table``, ``create_table``, ``timeout``, ``pool_size``) are stripped before the rest of the query
+string (``sslmode``, ``application_name``, ``options``, ... any libpq connection parameter) goes to
+libpq. Needs ``pip install 'sharedstate[postgres]'`` (psycopg 3 and psycopg_pool).
+
+How it stays correct:
+
+- Every operation is one statement in autocommit mode, so it is atomic by itself: upserts and
+  ``incr`` are ``INSERT ... ON CONFLICT ... RETURNING``, compare-and-set is ``UPDATE ... WHERE
+  version = ...``. Row locks taken by the statement serialize writers of one key, across machines.
+- Expiry is judged by the *server's* clock (``now()``), never the app's, so machines whose clocks
+  disagree still agree on what has expired. Every query treats expired rows as absent; they are
+  deleted lazily in small batches (``FOR UPDATE SKIP LOCKED``, so sweepers never wait on each other
+  or on writers) and by :meth:`PostgresBackend.sweep`.
+- Versions are random 62-bit integers drawn per write, so a deleted and re-created key never gets
+  an old version back (a sequence would do too, but would be one more object for migrations).
+- One connection pool per process. After ``fork`` the child opens a pool of its own; see
+  :meth:`PostgresBackend._pool_slot` for why it must never touch the parent's.
+- Failures are bounded: no connection within ``timeout`` seconds (default 5) raises
+  :class:`~sharedstate.errors.BackendUnavailableError` naming the URL with its password masked. A
+  write whose connection broke after it was sent reports that its outcome is unknown; nothing that
+  raises otherwise was applied. The pool reconnects when the server is back.
+
+The table is created on first use unless ``?create_table=false``; :func:`ddl` returns the SQL for
+migrations, and ``python -m sharedstate.backends.postgres URL [--run]`` prints (or runs) it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import re
+import secrets
+import select
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+from sharedstate._optional import require
+
+# The registry imports this module only for postgresql:// URLs; these raise an ImportError that
+# names the extra to install. The plain imports below give the type checker the real names.
+require("psycopg", "postgres")
+require("psycopg_pool", "postgres")
+import psycopg  # noqa: E402
+import psycopg_pool  # noqa: E402
+
+from sharedstate.backends.base import Backend, Entry, RawValue, Version  # noqa: E402
+from sharedstate.errors import BackendUnavailableError  # noqa: E402
+from sharedstate.urls import mask_url, query_options, split_url  # noqa: E402
+
+T = TypeVar("T")
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+DEFAULT_TABLE = "sharedstate"
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_POOL_SIZE = 10
+
+#: Our URL options and their types; every other query parameter must be a libpq keyword.
+OPTIONS: dict[str, type] = {"table": str, "create_table": bool, "timeout": float, "pool_size": int}
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# Lowercase only: quoted and unquoted spellings of the name are then the same table.
+_TABLE_RE = re.compile(r"[a-z_][a-z0-9_]{0,49}")
+_SCAN_BATCH = 500
+
+# Pools inherited across fork: kept referenced, never used or closed in the child (see _pool_slot).
+_INHERITED: list[object] = []
+_BACKENDS: weakref.WeakSet[PostgresBackend] = weakref.WeakSet()
+
+
+def _new_version() -> int:
+    # Random, not sequential: a deleted and re-created key must not get an old version back.
+    return secrets.randbits(62) + 1
+
+
+def check_table_name(table: str) -> str:
+    """Return ``table`` if it is a valid table name (lowercase identifier), else raise ValueError."""
+    if not isinstance(table, str) or not _TABLE_RE.fullmatch(table):
+        raise ValueError(
+            f"table name must be 1-50 lowercase letters, digits or underscores, not starting with a "
+            f"digit; got {table!r}"
+        )
+    return table
+
+
+def ddl(table: str = DEFAULT_TABLE) -> str:
+    """The SQL that creates the table (and its expiry index); idempotent (``IF NOT EXISTS``).
+
+    Put it in your migrations (``op.execute(ddl("sharedstate"))`` in Alembic) and open the store
+    with ``?create_table=false`` so the app never issues DDL itself.
+    """
+    return "".join(f"{statement};\n" for statement in _ddl_statements(table))
+
+
+def _ddl_statements(table: str) -> list[str]:
+    t = check_table_name(table)
+    return [
+        f'CREATE TABLE IF NOT EXISTS "{t}" (\n'
+        '    key        text COLLATE "C" PRIMARY KEY,  -- byte order, so prefix scans use the index\n'
+        "    value      bytea,                -- codec output; NULL when num holds the value\n"
+        "    num        bigint,               -- native integers, what incr works on\n"
+        "    version    bigint NOT NULL,      -- random 62-bit token, new on every write\n"
+        "    expires_at timestamptz,          -- NULL: never; compared with the server's now()\n"
+        f'    CONSTRAINT "{t}_one_value" CHECK ((value IS NULL) <> (num IS NULL))\n'
+        ")",
+        f'CREATE INDEX IF NOT EXISTS "{t}_expires_at" ON "{t}" (expires_at) WHERE expires_at IS NOT NULL',
+    ]
+
+
+class _Statements:
+    """The SQL of every operation on one table (the name is validated, so it is safe to format)."""
+
+    def __init__(self, table: str) -> None:
+        t = f'"{check_table_name(table)}"'
+        live = "(t.expires_at IS NULL OR t.expires_at > now())"
+        expired = "(t.expires_at IS NOT NULL AND t.expires_at <= now())"
+        expires = "now() + %(ttl)s::float8 * interval '1 second'"  # NULL ttl gives NULL: never
+        upsert = (
+            f"INSERT INTO {t} AS t (key, value, num, version, expires_at)"
+            f" VALUES (%(key)s, %(value)s, %(num)s, %(version)s, {expires})"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value, num = excluded.num,"
+            " version = excluded.version, expires_at = excluded.expires_at"
+        )
+        self.get = f"SELECT value, num, version FROM {t} AS t WHERE key = %(key)s AND {live}"
+        self.set = upsert
+        self.add = f"{upsert} WHERE {expired}"
+        self.replace = (
+            f"UPDATE {t} AS t SET value = %(value)s, num = %(num)s, version = %(version)s,"
+            f" expires_at = {expires} WHERE key = %(key)s AND version = %(old)s AND {live}"
+        )
+        # Removes an expired row too (it is garbage anyway) but reports only a live one.
+        self.delete = f"DELETE FROM {t} AS t WHERE key = %(key)s RETURNING {live}"
+        self.delete_if = f"DELETE FROM {t} AS t WHERE key = %(key)s AND version = %(old)s AND {live}"
+        # A missing or expired row starts at 0 and takes the ttl; a live integer keeps its expiry;
+        # a live non-integer fails the WHERE, so no row comes back and nothing changes.
+        self.incr = (
+            f"INSERT INTO {t} AS t (key, value, num, version, expires_at)"
+            f" VALUES (%(key)s, NULL, %(by)s, %(version)s, {expires})"
+            " ON CONFLICT (key) DO UPDATE SET"
+            f" num = CASE WHEN {expired} THEN excluded.num ELSE t.num + excluded.num END,"
+            " value = NULL, version = excluded.version,"
+            f" expires_at = CASE WHEN {expired} THEN excluded.expires_at ELSE t.expires_at END"
+            f" WHERE t.num IS NOT NULL OR {expired}"
+            " RETURNING num"
+        )
+        self.touch = f"UPDATE {t} AS t SET expires_at = {expires} WHERE key = %(key)s AND {live}"
+        # SKIP LOCKED: rows a writer (or another sweeper) holds are left for later, nobody waits.
+        # The outer condition re-checks expiry on the row as it is when the DELETE locks it.
+        self.sweep = (
+            f"DELETE FROM {t} AS t WHERE key IN (SELECT key FROM {t}"
+            " WHERE expires_at <= now() LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+            f" AND {expired}"
+        )
+        # COLLATE "C": prefix ranges are byte ranges whatever the database's collation; with the
+        # column declared COLLATE "C" (see ddl) this is the primary key's order.
+        self.scan: dict[tuple[bool, bool], str] = {}
+        for first in (True, False):
+            for bounded in (True, False):
+                where = ['key COLLATE "C" >= %(start)s' if first else 'key COLLATE "C" > %(start)s']
+                if bounded:
+                    where.append('key COLLATE "C" < %(before)s')
+                self.scan[first, bounded] = (
+                    f"SELECT key FROM {t} AS t WHERE {' AND '.join(where)} AND {live}"
+                    f' ORDER BY key COLLATE "C" LIMIT {_SCAN_BATCH}'
+                )
+
+
+class _ConnectErrors:
+    """What the pool's background connection attempts ran into (for errors and pool replacement)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last = ""
+        self.failing = False  # whether the latest attempt failed
+
+    def record(self, exc: BaseException) -> None:
+        self.count += 1
+        self.last = " ".join(str(exc).split())
+        self.failing = True
+
+    def record_ok(self) -> None:
+        self.failing = False
+
+
+def _recording_connection_class(sink: _ConnectErrors) -> type[Conn]:
+    """A Connection class whose failed ``connect`` calls are recorded in ``sink``."""
+
+    class RecordingConnection(psycopg.Connection[tuple[Any, ...]]):
+        @classmethod
+        def connect(cls, conninfo: str = "", **kwargs: Any) -> RecordingConnection:
+            try:
+                conn = super().connect(conninfo, **kwargs)
+            except psycopg.Error as exc:
+                sink.record(exc)
+                raise
+            sink.record_ok()
+            return conn
+
+    return RecordingConnection
+
+
+class _PoolSlot:
+    """One process's pool, the connection errors it has seen and how many connections are lent."""
+
+    def __init__(self, pool: psycopg_pool.ConnectionPool[Conn], errors: _ConnectErrors) -> None:
+        self.pool = pool
+        self.errors = errors
+        self.pid = os.getpid()
+        self.in_use = 0
+        self._lock = threading.Lock()
+
+    def lend(self, conn: Conn) -> Conn:
+        with self._lock:
+            self.in_use += 1
+        return conn
+
+    def give_back(self, conn: Conn) -> None:
+        with self._lock:
+            self.in_use -= 1
+        self.pool.putconn(conn)  # the pool discards a broken connection
+
+
+class PostgresBackend(Backend):
+    """PostgreSQL storage; see the module docstring. Safe to share between threads; fork-safe.
+
+    Concurrency contract: each method is one autocommit statement, atomic and linearizable per key
+    across every process and machine using the same table. Expiry follows the server's clock.
+
+    Lazy sweeping: after every ``sweep_every_writes`` writes in a process, or ``sweep_every_seconds``
+    after the last sweep, the writing thread deletes up to ``sweep_batch`` expired rows.
+    """
+
+    schemes = ("postgresql", "postgres")
+
+    sweep_every_writes = 500
+    sweep_every_seconds = 30.0
+    sweep_batch = 200
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        table: str = DEFAULT_TABLE,
+        create_table: bool = True,
+        timeout: float = DEFAULT_TIMEOUT,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        display_url: str | None = None,
+    ) -> None:
+        """``conninfo``: a libpq URL or ``key=value`` string without our own options."""
+        if not timeout > 0 or not math.isfinite(timeout):
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be at least 1, got {pool_size!r}")
+        self.table = check_table_name(table)
+        self.create_table = create_table
+        self.timeout = float(timeout)
+        self.pool_size = pool_size
+        self.display_url = _masked(display_url if display_url is not None else conninfo)
+        self._conninfo = conninfo
+        self._connect_kwargs = _connect_defaults(conninfo, self.timeout)
+        self._sql = _Statements(self.table)
+        self._lock = threading.Lock()
+        self._slot: _PoolSlot | None = None
+        self._writes = 0
+        self._last_sweep = time.monotonic()
+        _BACKENDS.add(self)
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresBackend:
+        parts = split_url(url)
+        known: dict[str, type] = dict.fromkeys(_libpq_keywords(), str)
+        known.update(OPTIONS)
+        options = query_options(parts, known, url)
+        ours = {k: v for k, v in options.items() if k in OPTIONS}
+        rest = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in OPTIONS]
+        # quote, not quote_plus: libpq does not read '+' as a space
+        conninfo = urlunsplit(parts._replace(query=urlencode(rest, quote_via=quote)))
+        return cls(conninfo, display_url=url, **ours)  # type: ignore[arg-type]
+
+    def describe(self) -> str:
+        return self.display_url
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _pool_slot(self) -> _PoolSlot:
+        """This process's pool, opened on first use (and afresh in a child after ``fork``).
+
+        A child must never use the parent's pool: its connections are sockets the parent is using
+        too, so two processes would interleave protocol messages on one session. Nor may it close
+        them (closing sends a Terminate message on the parent's session) or let the pool be
+        garbage-collected (its finalizer signals worker threads that do not exist in the child,
+        through locks a parent thread may have held at fork time). So the child keeps the parent's
+        pool referenced and untouched in ``_INHERITED`` and opens its own. psycopg itself skips
+        closing a connection that another process opened when one is collected.
+        """
+        slot = self._slot
+        if slot is not None and slot.pid == os.getpid():
+            return slot
+        with self._lock:
+            slot = self._slot
+            if slot is not None and slot.pid == os.getpid():
+                return slot
+            if slot is not None:  # opened by the parent before fork (the fork hook missed it)
+                _INHERITED.append(slot)
+            slot = self._slot = self._open_pool()
+            return slot
+
+    def _open_pool(self) -> _PoolSlot:
+        errors = _ConnectErrors()
+        pool: psycopg_pool.ConnectionPool[Conn] = psycopg_pool.ConnectionPool(
+            self._conninfo,
+            connection_class=_recording_connection_class(errors),
+            kwargs=self._connect_kwargs,
+            min_size=1,
+            max_size=self.pool_size,
+            timeout=self.timeout,
+            max_idle=300.0,
+            name=f"sharedstate-{self.table}-{os.getpid()}",
+            open=False,
+        )
+        pool.open(wait=False)
+        return _PoolSlot(pool, errors)
+
+    def _discard_pool(self, slot: _PoolSlot) -> None:
+        """Replace ``slot``'s pool after a connection failure (no-op if already replaced).
+
+        psycopg_pool would retry its lost connections with a growing backoff, so after an outage
+        it could take many seconds to notice the server is back; a fresh pool connects at once.
+        The old pool closes in the background: its idle connections are dead, ones still in use
+        by other threads are closed when returned, and its waiting clients retry on the new pool.
+        """
+        with self._lock:
+            if self._slot is not slot:
+                return
+            self._slot = None
+        threading.Thread(
+            target=slot.pool.close, kwargs={"timeout": self.timeout}, name="sharedstate-pg-close", daemon=True
+        ).start()
+
+    def _acquire(self, deadline: float) -> tuple[_PoolSlot, Conn]:
+        """A working connection from this process's pool, or BackendUnavailableError at ``deadline``."""
+        while True:
+            slot = self._pool_slot()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._no_connection(slot)
+            try:
+                conn = slot.lend(slot.pool.getconn(timeout=remaining))
+            except psycopg_pool.PoolClosed:
+                continue  # another thread replaced the pool meanwhile: use the new one
+            except psycopg_pool.PoolTimeout:
+                error = self._no_connection(slot)
+                if slot.errors.failing and not slot.in_use:
+                    # The pool cannot make a single working connection: start afresh. (With some
+                    # connections lent out, it is saturated instead, e.g. "too many clients":
+                    # replacing it would only close working connections.)
+                    self._discard_pool(slot)
+                raise error from None
+            if not _has_pending_input(conn):
+                return slot, conn
+            # An idle connection has nothing to read unless the server said something, which is
+            # almost always that it closed the session (restart, crash, idle timeout). Check it
+            # before sending the operation, whose outcome would otherwise be unknown.
+            try:
+                conn.execute("")
+            except psycopg.Error:
+                slot.give_back(conn)
+                self._discard_pool(slot)
+                continue
+            return slot, conn
+
+    def _no_connection(self, slot: _PoolSlot) -> BackendUnavailableError:
+        if slot.errors.count:
+            why = f"last connection error: {slot.errors.last}"
+        else:
+            why = f"all {self.pool_size} pooled connections were busy, or the server did not answer"
+        return self._unavailable(
+            f"PostgreSQL at {self.display_url} is unavailable: no connection within "
+            f"{self.timeout:g}s (option timeout=); {why}"
+        )
+
+    def _unavailable(self, message: str) -> BackendUnavailableError:
+        """The error to raise, with any trace of the password taken out of ``message``."""
+        return BackendUnavailableError(_scrub(message, self._conninfo))
+
+    def _run(self, op: Callable[[Conn], T], *, write: bool) -> T:
+        """Run ``op`` (one autocommit statement) on a pooled connection, mapping failures.
+
+        Reads are retried once on a fresh connection if theirs broke; writes are not (the server
+        may have applied them), and say that their outcome is unknown.
+        """
+        deadline = time.monotonic() + self.timeout
+        retried_read = created = False
+        while True:
+            slot, conn = self._acquire(deadline)
+            try:
+                result = op(conn)
+            except psycopg.Error as exc:
+                broken = conn.closed or conn.broken
+                slot.give_back(conn)
+                if broken:
+                    self._discard_pool(slot)
+                    if not write and not retried_read:
+                        retried_read = True
+                        deadline = max(deadline, time.monotonic() + self.timeout)
+                        continue
+                    raise self._failed(exc, write=write, known=False) from None
+                if isinstance(exc, psycopg.errors.UndefinedTable):
+                    if self.create_table and not created:
+                        created = True
+                        self._create_table()
+                        continue  # the statement failed, so nothing was applied: safe to rerun
+                    raise self._missing_table() from None
+                if isinstance(exc, psycopg.errors.NumericValueOutOfRange):
+                    raise OverflowError(f"value out of PostgreSQL's bigint range: {exc}") from None
+                raise self._failed(exc, write=write, known=True) from None
+            except BaseException:
+                slot.give_back(conn)  # interrupted mid-statement: the pool resets or discards it
+                raise
+            slot.give_back(conn)
+            return result
+
+    def _failed(self, exc: psycopg.Error, *, write: bool, known: bool) -> BackendUnavailableError:
+        if known:
+            outcome = "the server refused it; nothing was applied"
+        elif write:
+            outcome = "the connection broke after the write was sent, so its outcome is unknown"
+        else:
+            outcome = "the connection broke; nothing was changed"
+        detail = " ".join(str(exc).split())
+        return self._unavailable(f"PostgreSQL at {self.display_url}: {detail} ({outcome})")
+
+    def _missing_table(self) -> BackendUnavailableError:
+        return self._unavailable(
+            f'table "{self.table}" does not exist in PostgreSQL at {self.display_url} and '
+            "create_table=false. Create it with `python -m sharedstate.backends.postgres "
+            f"'{self.display_url}' --run`, or add the SQL printed without --run (also "
+            f'sharedstate.backends.postgres.ddl("{self.table}")) to your migrations.'
+        )
+
+    def _create_table(self) -> None:
+        """Create the table if missing, serialized across processes by an advisory lock.
+
+        Concurrent ``CREATE TABLE IF NOT EXISTS`` can still fail on PostgreSQL's catalog unique
+        index; the transaction-scoped advisory lock makes creators take turns.
+        """
+        deadline = time.monotonic() + self.timeout
+        slot, conn = self._acquire(deadline)
+        try:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"sharedstate:{self.table}",))
+                for statement in _ddl_statements(self.table):
+                    conn.execute(statement)
+        except psycopg.Error as exc:
+            broken = conn.closed or conn.broken
+            slot.give_back(conn)
+            if broken:
+                self._discard_pool(slot)
+            detail = " ".join(str(exc).split())
+            raise self._unavailable(
+                f'table "{self.table}" does not exist in PostgreSQL at {self.display_url} and creating '
+                f"it failed: {detail}. Create it as a user who may (`python -m "
+                f"sharedstate.backends.postgres '{self.display_url}' --run`), or add "
+                f'sharedstate.backends.postgres.ddl("{self.table}") to your migrations and open the '
+                "store with ?create_table=false"
+            ) from None
+        except BaseException:
+            slot.give_back(conn)
+            raise
+        slot.give_back(conn)
+
+    def _rowcount(self, sql: str, params: dict[str, Any]) -> int:
+        """Run one write statement; return the number of rows it changed."""
+
+        def op(conn: Conn) -> int:
+            return conn.execute(sql, params).rowcount
+
+        changed = self._run(op, write=True)
+        self._maybe_sweep()
+        return changed
+
+    # -- sweeping ----------------------------------------------------------------------------
+
+    def _maybe_sweep(self) -> None:
+        """Every so many writes (or seconds), delete one small batch of expired rows.
+
+        Runs after the caller's write has been applied, so a failure here must not turn that
+        write into an error: it is ignored and the rows are swept another time.
+        """
+        self._writes += 1  # racy across threads on purpose: it only paces the sweeps
+        now = time.monotonic()
+        if self._writes % self.sweep_every_writes and now - self._last_sweep < self.sweep_every_seconds:
+            return
+        self._last_sweep = now
+        with contextlib.suppress(BackendUnavailableError, psycopg.Error):
+            self.sweep(self.sweep_batch)
+
+    def sweep(self, limit: int = 1000) -> int:
+        if limit <= 0:
+            return 0
+        sql = self._sql.sweep
+        return self._run(lambda c: c.execute(sql, {"limit": limit}).rowcount, write=True)
+
+    # -- the contract ------------------------------------------------------------------------
+
+    def get(self, key: str) -> Entry | None:
+        params = {"key": _check_key(key)}
+        sql = self._sql.get
+        row = self._run(lambda c: c.execute(sql, params).fetchone(), write=False)
+        if row is None:
+            return None
+        value, num, version = row
+        return Entry(num if num is not None else bytes(value), version)
+
+    def set(self, key: str, value: RawValue, ttl: float | None = None) -> None:
+        self._rowcount(self._sql.set, _row(key, value, ttl))
+
+    def add(self, key: str, value: RawValue, ttl: float | None = None) -> bool:
+        return self._rowcount(self._sql.add, _row(key, value, ttl)) == 1
+
+    def replace_if_version(
+        self, key: str, version: Version, value: RawValue, ttl: float | None = None
+    ) -> bool:
+        params = _row(key, value, ttl)
+        if not _is_our_version(version):
+            return False  # a token this backend never hands out cannot match
+        params["old"] = version
+        return self._rowcount(self._sql.replace, params) == 1
+
+    def delete(self, key: str) -> bool:
+        params = {"key": _check_key(key)}
+        sql = self._sql.delete
+        row = self._run(lambda c: c.execute(sql, params).fetchone(), write=True)
+        self._maybe_sweep()
+        return row is not None and bool(row[0])
+
+    def delete_if_version(self, key: str, version: Version) -> bool:
+        params = {"key": _check_key(key), "old": version}
+        if not _is_our_version(version):
+            return False
+        return self._rowcount(self._sql.delete_if, params) == 1
+
+    def incr(self, key: str, by: int = 1, ttl: float | None = None) -> int:
+        if not isinstance(by, int) or not _INT64_MIN <= by <= _INT64_MAX:
+            raise OverflowError(f"incr of key {key!r}: by={by!r} is outside the signed 64-bit range")
+        params = {"key": _check_key(key), "by": int(by), "version": _new_version(), "ttl": ttl}
+        sql = self._sql.incr
+        try:
+            row = self._run(lambda c: c.execute(sql, params).fetchone(), write=True)
+        except OverflowError:
+            raise OverflowError(f"incr of key {key!r} overflows a signed 64-bit integer") from None
+        self._maybe_sweep()
+        if row is None:
+            raise TypeError(f"cannot incr key {key!r}: it holds a value that is not an integer")
+        return int(row[0])
+
+    def touch(self, key: str, ttl: float | None) -> bool:
+        return self._rowcount(self._sql.touch, {"key": _check_key(key), "ttl": ttl}) == 1
+
+    def scan(self, prefix: str = "") -> Iterator[str]:
+        if "\x00" in prefix:
+            return  # PostgreSQL text cannot hold NUL, so no key starts with this prefix
+        before = _successor(prefix)
+        start, first = prefix, True
+        while True:  # in batches, each its own statement, so nothing stays open between yields
+            sql = self._sql.scan[first, before is not None]
+            params = {"start": start, "before": before}
+
+            def op(conn: Conn, sql: str = sql, params: dict[str, Any] = params) -> list[Any]:
+                return conn.execute(sql, params).fetchall()
+
+            batch = self._run(op, write=False)
+            for (key,) in batch:
+                yield key
+            if len(batch) < _SCAN_BATCH:
+                return
+            start, first = batch[-1][0], False
+
+    def close(self) -> None:
+        """Close this process's pool; the backend opens a new one if used again."""
+        with self._lock:
+            slot, self._slot = self._slot, None
+        if slot is not None and slot.pid == os.getpid():
+            slot.pool.close(timeout=self.timeout)
+        elif slot is not None:
+            _INHERITED.append(slot)
+
+    def _forget_parent_pool(self) -> None:
+        """In a fork child: set the parent's pool aside unused, and drop a lock it may hold."""
+        self._lock = threading.Lock()
+        if self._slot is not None:
+            _INHERITED.append(self._slot)
+            self._slot = None
+
+
+def _after_fork_in_child() -> None:
+    for backend in list(_BACKENDS):
+        backend._forget_parent_pool()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _libpq_keywords() -> list[str]:
+    """Every connection parameter the installed libpq knows (sslmode, application_name, ...)."""
+    return [opt.keyword.decode() for opt in psycopg.pq.Conninfo.get_defaults()]
+
+
+def _connect_defaults(conninfo: str, timeout: float) -> dict[str, Any]:
+    """Connection parameters that bound every wait by ``timeout``, unless the URL sets them.
+
+    ``connect_timeout`` bounds connecting; keepalives and ``tcp_user_timeout`` make a connection
+    whose server vanished (no FIN, no RST) fail instead of hanging forever.
+    """
+    given = psycopg.conninfo.conninfo_to_dict(conninfo)
+    defaults: dict[str, Any] = {
+        "connect_timeout": max(2, math.ceil(timeout)),
+        "keepalives": 1,
+        "keepalives_idle": max(1, math.ceil(timeout)),
+        "keepalives_interval": 1,
+        "keepalives_count": 3,
+        "tcp_user_timeout": max(1000, math.ceil(timeout * 1000)),
+        "application_name": "sharedstate",
+    }
+    kwargs = {k: v for k, v in defaults.items() if k not in given}
+    kwargs["autocommit"] = True
+    return kwargs
+
+
+def _has_pending_input(conn: Conn) -> bool:
+    """Whether the server sent anything on an idle connection (a free check: no round trip)."""
+    try:
+        fd = conn.fileno()
+    except psycopg.Error:
+        return True
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([fd], [], [], 0)
+    return bool(readable)
+
+
+def _masked(conninfo: str) -> str:
+    """``conninfo`` (a URL or ``key=value`` string) with its password masked, for messages."""
+    if "://" not in conninfo:
+        try:
+            params = psycopg.conninfo.conninfo_to_dict(conninfo)
+        except psycopg.Error:
+            return "<malformed conninfo>"
+        return " ".join(f"{k}=***" if k == "password" else f"{k}={v}" for k, v in params.items())
+    parts = urlsplit(mask_url(conninfo))
+    # mask_url covers user:password@host; libpq also takes ?password=... in the query string
+    query = "&".join("password=***" if p.startswith("password=") else p for p in parts.query.split("&"))
+    return urlunsplit(parts._replace(query=query))
+
+
+def _scrub(message: str, conninfo: str) -> str:
+    """Belt and braces: make sure the password never appears in a message."""
+    try:
+        password = psycopg.conninfo.conninfo_to_dict(conninfo).get("password")
+    except psycopg.Error:
+        return message
+    if password and isinstance(password, str) and len(password) >= 3:
+        message = message.replace(password, "***")
+    return message
+
+
+def _check_key(key: str) -> str:
+    if "\x00" in key:
+        raise ValueError(f"key {key!r}: PostgreSQL text cannot contain NUL characters")
+    return key
+
+
+def _is_our_version(version: Version) -> bool:
+    return type(version) is int and _INT64_MIN <= version <= _INT64_MAX
+
+
+def _row(key: str, value: RawValue, ttl: float | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"key": _check_key(key), "version": _new_version(), "ttl": ttl}
+    if isinstance(value, int):
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise OverflowError(f"integer for key {key!r} is outside the signed 64-bit range")
+        params["value"], params["num"] = None, int(value)
+    else:
+        params["value"], params["num"] = bytes(value), None
+    return params
+
+
+def _successor(prefix: str) -> str | None:
+    """The smallest string greater than every string that starts with ``prefix`` (None: none)."""
+    while prefix:
+        last = ord(prefix[-1]) + 1
+        if 0xD800 <= last <= 0xDFFF:
+            last = 0xE000  # surrogates cannot be encoded; UTF-8 byte order skips them too
+        if last <= 0x10FFFF:
+            return prefix[:-1] + chr(last)
+        prefix = prefix[:-1]
+    return None
+
+
+# -- command line: print or run the DDL ------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m sharedstate.backends.postgres URL [--run]``: print (or run) the table's DDL."""
+    parser = argparse.ArgumentParser(
+        prog="python -m sharedstate.backends.postgres",
+        description="Print the SQL that creates sharedstate's table (for migrations), or run it.",
+    )
+    parser.add_argument("url", help="postgresql://user:password@host/dbname[?table=NAME]")
+    parser.add_argument("--run", action="store_true", help="create the table now instead of printing")
+    args = parser.parse_args(argv)
+    try:
+        backend = PostgresBackend.from_url(args.url)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not args.run:
+        print(ddl(backend.table), end="")
+        return 0
+    try:
+        backend._create_table()
+    except BackendUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        backend.close()
+    print(f'table "{backend.table}" is ready in {backend.display_url}')
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
