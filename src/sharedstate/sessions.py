@@ -1,0 +1,662 @@
+"""Server-side Flask sessions that lose no writes under concurrent requests of one user.
+
+``app.session_interface = SharedStateSessionInterface(store)``, or ``SHAREDSTATE_SESSIONS = True``
+with :class:`sharedstate.flask.SharedState`. The store's codec is used, so session values are what
+a store can hold (JSON data plus datetime, date, UUID, Decimal, bytes, tuple, set).
+
+What the cookie holds: a random 256-bit id, signed (HMAC-SHA256, :mod:`itsdangerous`) with
+``SECRET_KEY``; ``SECRET_KEY_FALLBACKS`` are accepted when reading. The entry lives at
+``_ss:session:{sha256(id)}``, so a leaked store or backup holds no live tokens. A tampered, forged,
+malformed, unknown or expired id gets a fresh empty session under a new id: an id is never adopted.
+
+Concurrency contract (several requests of one user at once, on any threads, processes, machines):
+
+- Lazy. Nothing is read until the session is used; a request that only reads writes nothing (except a
+  throttled expiry refresh, below); an empty session is never stored; nothing is saved on a 5xx.
+- Merge, not overwrite. Saving writes only the top-level keys this request changed (nested changes
+  are found by comparing each value's encoding with the one read), by compare-and-set against the
+  stored entry; on conflict it re-reads and re-applies just those keys. Requests that change
+  *different* keys all persist. Two requests that change the *same* key: the last save wins.
+- ``session.incr(key)`` is atomic: it is applied to the stored entry at once by compare-and-set (not
+  at the end of the request, so it cannot be merged away) and returns the new value. It stays
+  applied even if the request later fails.
+- ``SHAREDSTATE_SESSION_LOCK = True`` makes any read-then-write (``session["n"] = session["n"] + 1``)
+  safe: the first use of the session takes a per-session lease lock that is released after saving,
+  so requests of one session that use it run one at a time. Requests that never use the session do
+  not wait.
+- ``session.destroy()`` (logout) deletes the entry at once. ``session.regenerate()`` (login) moves
+  the data to a new id when the response is saved, and deletes the old entry by compare-and-set, so
+  no write to the old id is lost in the move. A request still in flight with a destroyed or replaced
+  id can never write it back: a save whose entry existed when read and is gone now is dropped, and
+  new entries are only ever created under fresh ids (``add``).
+- Expiry: an idle lifetime (``SHAREDSTATE_SESSION_IDLE_TIMEOUT``, default
+  ``PERMANENT_SESSION_LIFETIME``) and an optional absolute one (``SHAREDSTATE_SESSION_ABSOLUTE_TIMEOUT``,
+  counted from creation or the last ``regenerate``). A read-only request that uses the session renews
+  the idle expiry with ``touch`` (it never rewrites data it read earlier, so it cannot undo a
+  concurrent logout or change), and only once ``SHAREDSTATE_SESSION_REFRESH_FRACTION`` (default 0.1)
+  of the idle lifetime has passed since the cookie was issued; then the cookie is issued again.
+  ``SESSION_REFRESH_EACH_REQUEST = False`` turns this renewal off (only writes renew). Expired entries
+  are never returned and are swept lazily by the backend.
+
+Settings are read from ``app.config`` on every request, so one interface object can serve any app.
+Timeouts are seconds or :class:`datetime.timedelta`. ``SHAREDSTATE_SESSION_LOCK_LEASE`` (default 30 s)
+and ``SHAREDSTATE_SESSION_LOCK_TIMEOUT`` (default 30 s, then ``LockTimeout``) tune the lock.
+
+A session object belongs to one request and is not thread safe, like Flask's own.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import re
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask, request_tearing_down
+from flask.sessions import SessionInterface, SessionMixin
+from itsdangerous import BadData, TimestampSigner, want_bytes
+
+from sharedstate.backends.base import Version
+from sharedstate.errors import LockTimeout
+from sharedstate.store import RESERVED_PREFIX, Store, backoff_delays
+
+if TYPE_CHECKING:
+    from flask.wrappers import Request, Response
+
+SESSION_PREFIX = f"{RESERVED_PREFIX}session:"
+LOCK_PREFIX = f"{RESERVED_PREFIX}session-lock:"
+_ID_BYTES = 32  # 256 bits
+_ID_RE = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
+_FORMAT = 1
+
+# The session whose lock is held in this request, released at teardown if save_session never ran
+# (an exception propagated with PROPAGATE_EXCEPTIONS, e.g. in debug or testing mode).
+_HELD: contextvars.ContextVar[SharedStateSession | None] = contextvars.ContextVar(
+    "sharedstate_session_lock", default=None
+)
+
+
+def _seconds(value: Any, name: str, *, allow_none: bool = False) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ValueError(f"{name} must be a positive number of seconds or a timedelta, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """The session settings of one app, read from its config for each request."""
+
+    idle: float
+    absolute: float | None
+    refresh: bool
+    refresh_fraction: float
+    lock: bool
+    lock_lease: float
+    lock_timeout: float
+
+    @classmethod
+    def from_app(cls, app: Flask) -> SessionSettings:
+        cfg = app.config
+        idle = cfg.get("SHAREDSTATE_SESSION_IDLE_TIMEOUT") or app.permanent_session_lifetime
+        fraction = cfg.get("SHAREDSTATE_SESSION_REFRESH_FRACTION", 0.1)
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+            raise ValueError(f"SHAREDSTATE_SESSION_REFRESH_FRACTION must be in [0, 1], got {fraction!r}")
+        return cls(
+            idle=_seconds(idle, "SHAREDSTATE_SESSION_IDLE_TIMEOUT"),  # type: ignore[arg-type]
+            absolute=_seconds(
+                cfg.get("SHAREDSTATE_SESSION_ABSOLUTE_TIMEOUT"),
+                "SHAREDSTATE_SESSION_ABSOLUTE_TIMEOUT",
+                allow_none=True,
+            ),
+            refresh=bool(cfg.get("SESSION_REFRESH_EACH_REQUEST", True)),
+            refresh_fraction=float(fraction),
+            lock=bool(cfg.get("SHAREDSTATE_SESSION_LOCK", False)),
+            lock_lease=_seconds(
+                cfg.get("SHAREDSTATE_SESSION_LOCK_LEASE", 30.0), "SHAREDSTATE_SESSION_LOCK_LEASE"
+            ),  # type: ignore[arg-type]
+            lock_timeout=float(cfg.get("SHAREDSTATE_SESSION_LOCK_TIMEOUT", 30.0)),
+        )
+
+    def ttl(self, created: float, now: float) -> float | None:
+        """Seconds the entry may live from ``now``; ``None`` if its absolute lifetime is over."""
+        if self.absolute is None:
+            return self.idle
+        left = created + self.absolute - now
+        return None if left <= 0 else min(self.idle, left)
+
+
+class _Signer(TimestampSigner):
+    """itsdangerous' timestamp signer, deriving each key once rather than on every request."""
+
+    def __init__(self, keys: list[bytes], salt: str) -> None:
+        super().__init__(keys, salt=salt, key_derivation="hmac", digest_method=hashlib.sha256)
+        self._derived: dict[bytes, bytes] = {}
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        raw = self.secret_keys[-1] if secret_key is None else want_bytes(secret_key)
+        key = self._derived.get(raw)
+        if key is None:
+            key = self._derived[raw] = super().derive_key(raw)
+        return key
+
+
+def new_session_id() -> str:
+    """A fresh random 256-bit session id (URL-safe text)."""
+    return secrets.token_urlsafe(_ID_BYTES)
+
+
+def entry_key(store: Store, sid: str) -> str:
+    """The full store key of session ``sid``: a SHA-256 of the id, so the store holds no tokens."""
+    digest = hashlib.sha256(sid.encode("ascii")).hexdigest()
+    return store.full_key(SESSION_PREFIX + digest, internal=True)
+
+
+class SharedStateSession(SessionMixin):
+    """The ``session`` of one request: a dict of str keys loaded on first use. See the module doc.
+
+    Besides the dict methods: :meth:`incr`, :meth:`regenerate`, :meth:`destroy`, and ``new``
+    (no stored session yet). ``modified`` tells whether a mutating method was called; it is not
+    needed for nested changes, which are detected at save time.
+    """
+
+    def __init__(self, store: Store, settings: SessionSettings, sid: str | None, issued_at: float | None):
+        self._store = store
+        self._settings = settings
+        self._sid = sid  # the id from the cookie until loaded; None: none yet (a fresh one at save)
+        self._issued_at = issued_at  # when the cookie was signed
+        self._loaded = False
+        self._existed = False  # an entry was found (or created by incr)
+        self._base_version: Version | None = None  # version matching the data read, if known
+        self._data: dict[str, Any] = {}
+        # For change detection: the entry's encoding as read (a read-only request re-encodes once and
+        # compares), and, computed only when something changed, each key's encoding as read.
+        self._raw: bytes | int | None = None
+        self._snapshot: dict[str, bytes | int] | None = {}
+        self._created = time.time()
+        self._regenerate = False
+        self._destroyed = False
+        self._issue_cookie = False  # incr created the entry: send its cookie at save
+        self._mutated = False
+        self._lock: tuple[str, Version] | None = None
+        self.accessed = False
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self.accessed = True  # Flask >= 3.1.3 also sets it; older versions rely on this
+        if self._sid is not None and self._settings.lock:
+            self._acquire_lock(self._sid)  # on LockTimeout, nothing is loaded (a later use retries)
+        self._loaded = True
+        if self._sid is None:
+            return
+        key = entry_key(self._store, self._sid)
+        entry = self._store.backend.get(key)
+        stored = None if entry is None else _parse(self._store, key, entry.value)
+        now = time.time()
+        if entry is None or stored is None or self._settings.ttl(stored[0], now) is None:
+            self._sid = None  # unknown, unreadable or past its absolute lifetime: never adopt the id
+            self._release_lock()
+            return
+        self._existed = True
+        self._base_version = entry.version
+        self._created, self._data = stored
+        self._raw, self._snapshot = entry.value, None
+
+    def _encode(self, item: str, value: Any) -> bytes | int:
+        return self._store.encode(f"session[{item!r}]", value)
+
+    def _reset_fresh(self) -> None:
+        """Forget the stored session: from here on this is a new, empty session."""
+        self._sid = None
+        self._existed = False
+        self._base_version = None
+        self._data = {}
+        self._raw, self._snapshot = None, {}
+        self._created = time.time()
+        self._regenerate = False
+        self._issue_cookie = False
+
+    # -- the lock ----------------------------------------------------------------------------
+
+    def _acquire_lock(self, sid: str) -> None:
+        backend = self._store.backend
+        digest = hashlib.sha256(sid.encode("ascii")).hexdigest()
+        key = self._store.full_key(LOCK_PREFIX + digest, internal=True)
+        token = secrets.token_bytes(16)
+        deadline = time.monotonic() + self._settings.lock_timeout
+        delays = backoff_delays(first=0.001, cap=0.02)
+        while True:
+            if backend.get(key) is None and backend.add(key, token, self._settings.lock_lease):
+                entry = backend.get(key)
+                if entry is not None and entry.value == token:
+                    self._lock = (key, entry.version)
+                    _HELD.set(self)
+                    return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LockTimeout(
+                    f"session lock not acquired within {self._settings.lock_timeout}s "
+                    "(SHAREDSTATE_SESSION_LOCK_TIMEOUT)"
+                )
+            time.sleep(min(next(delays), left))
+
+    def _release_lock(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            # False when the lease ran out; the save was still safe (compare-and-set merge).
+            self._store.backend.delete_if_version(*lock)
+            if _HELD.get() is self:
+                _HELD.set(None)
+
+    # -- the mapping -------------------------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        self._load()
+        return self._data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not isinstance(key, str):
+            raise TypeError(f"session keys must be str, got {type(key).__name__}: {key!r}")
+        self._load()
+        self._mutated = True
+        self._data[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        self._load()
+        self._mutated = True
+        del self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        self._load()
+        return iter(list(self._data))
+
+    def __len__(self) -> int:
+        self._load()
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        self._load()
+        return key in self._data
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._load()
+        return self._data.get(key, default)
+
+    def clear(self) -> None:
+        """Delete every key this request sees (keys added meanwhile by other requests stay)."""
+        self._load()
+        self._mutated = True
+        self._data.clear()
+
+    def __repr__(self) -> str:
+        state = "unloaded" if not self._loaded else ("new" if not self._existed else "stored")
+        return f"<SharedStateSession {state} keys={list(self._data) if self._loaded else '?'}>"
+
+    @property
+    def new(self) -> bool:  # type: ignore[override]
+        """Whether no stored session backs this one (yet)."""
+        self._load()
+        return not self._existed
+
+    @property
+    def modified(self) -> bool:
+        return self._mutated
+
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        # Flask code sets this after nested changes; changes are detected without it.
+        self._mutated = self._mutated or bool(value)
+
+    # -- atomic operations -------------------------------------------------------------------
+
+    def incr(self, key: str, by: int = 1) -> int:
+        """Atomically add ``by`` to the integer at ``key`` (missing: 0) and return the new value.
+
+        Applied to the stored session at once by compare-and-set, so concurrent increments of one
+        session are never lost, and it stays applied if the request fails later. It replaces any
+        change of ``key`` made earlier in this request. A new session is stored (under a fresh id)
+        right away. Raises ``TypeError`` if ``key`` holds something other than an int.
+        """
+        if type(by) is not int:
+            raise TypeError(f"by must be an int, got {type(by).__name__}")
+        if not isinstance(key, str):
+            raise TypeError(f"session keys must be str, got {type(key).__name__}: {key!r}")
+        self._load()
+        self._mutated = True
+        backend = self._store.backend
+        delays = backoff_delays()
+        while True:
+            now = time.time()
+            if not self._existed:
+                sid = new_session_id()
+                full = entry_key(self._store, sid)
+                ttl = self._settings.ttl(now, now)
+                raw = self._store.encode(full, {"v": _FORMAT, "c": now, "d": {key: by}})
+                if backend.add(full, raw, ttl):
+                    self._sid, self._existed, self._created = sid, True, now
+                    self._base_version, self._issue_cookie = None, True
+                    new = by
+                    break
+                continue  # a 256-bit id collision: draw another
+            assert self._sid is not None
+            full = entry_key(self._store, self._sid)
+            entry = backend.get(full)
+            stored = None if entry is None else _parse(self._store, full, entry.value)
+            ttl = None if stored is None else self._settings.ttl(stored[0], now)
+            if entry is None or stored is None or ttl is None:
+                self._reset_fresh()  # destroyed or expired meanwhile: never write it back
+                continue
+            created, data = stored
+            current = data.get(key, 0)
+            if type(current) is not int:
+                raise TypeError(f"session[{key!r}] holds a {type(current).__name__}, not an int")
+            new = current + by
+            data[key] = new
+            raw = self._store.encode(full, {"v": _FORMAT, "c": created, "d": data})
+            if backend.replace_if_version(full, entry.version, raw, ttl):
+                self._base_version = None  # the new version is unknown: the save re-reads
+                break
+            time.sleep(next(delays))
+        snapshot = self._snap()
+        self._raw = None  # no longer what is stored
+        self._data[key] = new
+        snapshot[key] = self._encode(key, new)
+        return new
+
+    def regenerate(self) -> None:
+        """Move this session to a new id when the response is saved, and kill the old id (login).
+
+        The move is atomic for clients: the new id is sent only after the old entry was deleted by
+        compare-and-set, and any write to the old id made meanwhile is carried over. Nothing moves
+        if the response is a 5xx. On a new session this changes nothing (its id is fresh anyway).
+        """
+        self._load()
+        self._mutated = True
+        self._regenerate = True
+
+    def destroy(self) -> None:
+        """End this session now (logout): its entry is deleted at once and the cookie removed.
+
+        A request still in flight with this session can never write it back. Keys set after
+        ``destroy`` start a new session under a new id.
+        """
+        if self._sid is not None:
+            self._store.backend.delete(entry_key(self._store, self._sid))
+        self._loaded = True
+        self._reset_fresh()
+        self._mutated = True
+        self._destroyed = True
+
+    # -- saving ------------------------------------------------------------------------------
+
+    def _changes(self) -> tuple[dict[str, Any], set[str]]:
+        if self._raw is not None and self._sid is not None:
+            full = entry_key(self._store, self._sid)
+            if self._store.encode(full, _entry(self._created, self._data)) == self._raw:
+                return {}, set()  # the common read-only request: one encode, no per-key work
+        snapshot = self._snap()
+        changed = {}
+        for k, v in self._data.items():
+            if snapshot.get(k) != self._encode(k, v):
+                changed[k] = v
+        deleted = {k for k in snapshot if k not in self._data}
+        return changed, deleted
+
+    def _snap(self) -> dict[str, bytes | int]:
+        """Each key's encoding as read (decoded again from the raw entry, so nested values the
+        request mutated in place do not leak in)."""
+        if self._snapshot is None:
+            assert self._raw is not None and self._sid is not None
+            parsed = _parse(self._store, entry_key(self._store, self._sid), self._raw)
+            assert parsed is not None
+            self._snapshot = {k: self._encode(k, v) for k, v in parsed[1].items()}
+        return self._snapshot
+
+    def _read_merged(
+        self, full: str, changed: dict[str, Any], deleted: set[str]
+    ) -> tuple[Version, float, dict[str, Any]] | None:
+        """The stored entry with this request's changes applied; ``None`` if it is gone."""
+        entry = self._store.backend.get(full)
+        stored = None if entry is None else _parse(self._store, full, entry.value)
+        if entry is None or stored is None:
+            return None
+        created, data = stored
+        data.update(changed)
+        for k in deleted:
+            data.pop(k, None)
+        return entry.version, created, data
+
+    def save(self, now: float) -> tuple[str, str | None, float | None]:
+        """Write this request's changes. Returns the cookie action: ``("set", sid, ttl)``,
+        ``("delete", None, None)`` or ``("keep", None, None)``."""
+        keep = ("keep", None, None)
+        if not self._loaded:
+            return keep
+        changed, deleted = self._changes()
+        if not self._existed:
+            if not self._data:
+                return ("delete", None, None) if self._destroyed else keep
+            return self._save_new(now)
+        assert self._sid is not None
+        if self._regenerate:
+            return self._move(now, changed, deleted)
+        full = entry_key(self._store, self._sid)
+        if not changed and not deleted:
+            return self._refresh(full, now)
+        backend = self._store.backend
+        delays = backoff_delays()
+        version, created, data = self._base_version, self._created, dict(self._data)
+        while True:
+            if version is None:
+                merged = self._read_merged(full, changed, deleted)
+                if merged is None:
+                    return keep  # destroyed or expired since it was read: drop this write
+                version, created, data = merged
+            ttl = self._settings.ttl(created, now)
+            if ttl is None:
+                return keep
+            if not data:
+                if backend.delete_if_version(full, version):
+                    return ("delete", None, None)
+            else:
+                raw = self._store.encode(full, {"v": _FORMAT, "c": created, "d": data})
+                if backend.replace_if_version(full, version, raw, ttl):
+                    return ("set", self._sid, ttl)
+            version = None
+            time.sleep(next(delays))
+
+    def _save_new(self, now: float) -> tuple[str, str | None, float | None]:
+        ttl = self._settings.ttl(now, now)
+        assert ttl is not None
+        while True:
+            sid = new_session_id()
+            full = entry_key(self._store, sid)
+            if self._store.backend.add(full, self._store.encode(full, _entry(now, self._data)), ttl):
+                return ("set", sid, ttl)
+
+    def _refresh(self, full: str, now: float) -> tuple[str, str | None, float | None]:
+        ttl = self._settings.ttl(self._created, now)
+        if ttl is None:
+            return ("keep", None, None)
+        if self._issue_cookie:
+            return ("set", self._sid, ttl)
+        s = self._settings
+        due = self._issued_at is None or now - self._issued_at >= s.refresh_fraction * s.idle
+        # touch, never a rewrite of the data read earlier: a concurrent logout or change stays.
+        if s.refresh and due and self._store.backend.touch(full, ttl):
+            return ("set", self._sid, ttl)
+        return ("keep", None, None)
+
+    def _move(
+        self, now: float, changed: dict[str, Any], deleted: set[str]
+    ) -> tuple[str, str | None, float | None]:
+        assert self._sid is not None
+        backend = self._store.backend
+        old = entry_key(self._store, self._sid)
+        new_sid = new_session_id()
+        new = entry_key(self._store, new_sid)
+        written = False
+        delays = backoff_delays()
+        version, data = self._base_version, dict(self._data)
+        ttl = self._settings.ttl(now, now)  # a regenerated session starts its absolute lifetime anew
+        assert ttl is not None
+        while True:
+            if version is None:
+                merged = self._read_merged(old, changed, deleted)
+                if merged is None:  # the old session was destroyed meanwhile: so is the move
+                    if written:
+                        backend.delete(new)
+                    return ("keep", None, None)
+                version, _, data = merged
+            if not data:
+                if backend.delete_if_version(old, version):
+                    if written:
+                        backend.delete(new)
+                    return ("delete", None, None)
+            else:
+                raw = self._store.encode(new, _entry(now, data))
+                if not written:
+                    if not backend.add(new, raw, ttl):  # a 256-bit id collision: draw another
+                        new_sid = new_session_id()
+                        new = entry_key(self._store, new_sid)
+                        continue
+                    written = True
+                else:
+                    backend.set(new, raw, ttl)  # nobody else knows the new id yet
+                if backend.delete_if_version(old, version):
+                    return ("set", new_sid, ttl)
+            version = None
+            time.sleep(next(delays))
+
+
+def _entry(created: float, data: dict[str, Any]) -> dict[str, Any]:
+    return {"v": _FORMAT, "c": created, "d": data}
+
+
+def _parse(store: Store, key: str, raw: bytes | int) -> tuple[float, dict[str, Any]] | None:
+    """``(created, data)`` of a stored entry, or ``None`` if it is not a session entry."""
+    try:
+        value = store.decode(key, raw)
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(value, dict) or value.get("v") != _FORMAT:
+        return None
+    created, data = value.get("c"), value.get("d")
+    if not isinstance(created, (int, float)) or not isinstance(data, dict):
+        return None
+    return float(created), data
+
+
+class SharedStateSessionInterface(SessionInterface):
+    """Flask session interface keeping sessions in a :class:`~sharedstate.store.Store`.
+
+    ``SharedStateSessionInterface(store)``; construct it once, with or without an app: every setting
+    is read from ``app.config`` per request. See :mod:`sharedstate.sessions` for the contract.
+    """
+
+    session_class = SharedStateSession
+    salt = "sharedstate.session"
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._signers: dict[tuple[bytes, ...], TimestampSigner] = {}
+        store.warn_if_evictable("Flask sessions")
+        request_tearing_down.connect(_release_at_teardown, weak=False)  # idempotent
+
+    def get_signer(self, app: Flask) -> TimestampSigner:
+        keys = [
+            k.encode() if isinstance(k, str) else k
+            for k in [*(app.config.get("SECRET_KEY_FALLBACKS") or ()), app.secret_key]
+        ]
+        signer = self._signers.get(tuple(keys))
+        if signer is None:
+            if len(self._signers) > 16:  # keys rotated many times: start over
+                self._signers.clear()
+            # itsdangerous signs with the last key and accepts any of them.
+            signer = _Signer(keys, self.salt)
+            self._signers[tuple(keys)] = signer
+        return signer
+
+    def open_session(self, app: Flask, request: Request) -> SharedStateSession | None:
+        """Check the cookie's signature only; the store is read when the session is first used."""
+        if not app.secret_key:
+            return None  # Flask's null session explains that SECRET_KEY is missing
+        settings = SessionSettings.from_app(app)
+        sid = issued = None
+        cookie = request.cookies.get(self.get_cookie_name(app))
+        if cookie:
+            try:
+                value, stamp = self.get_signer(app).unsign(cookie, return_timestamp=True)
+                text = value.decode("ascii")
+                if _ID_RE.fullmatch(text):
+                    sid, issued = text, stamp.timestamp()
+            except (BadData, UnicodeError, ValueError):
+                pass  # tampered, forged or malformed: a fresh session
+        return SharedStateSession(self.store, settings, sid, issued)
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        """Save the changes (nothing on a 5xx), then release the session lock if held."""
+        assert isinstance(session, SharedStateSession)
+        try:
+            if session.accessed:
+                response.vary.add("Cookie")
+            if response.status_code >= 500:
+                action: tuple[str, str | None, float | None] = (
+                    ("delete", None, None) if session._destroyed else ("keep", None, None)
+                )
+            else:
+                action = session.save(time.time())
+            kind, sid, ttl = action
+            if kind == "set":
+                assert sid is not None and ttl is not None
+                self._set_cookie(app, response, session, sid, ttl)
+            elif kind == "delete":
+                self._delete_cookie(app, response)
+        finally:
+            session._release_lock()
+
+    def _set_cookie(
+        self, app: Flask, response: Response, session: SessionMixin, sid: str, ttl: float
+    ) -> None:
+        expires = datetime.now(timezone.utc) + timedelta(seconds=ttl) if session.permanent else None
+        response.set_cookie(
+            self.get_cookie_name(app),
+            self.get_signer(app).sign(sid).decode("ascii"),
+            expires=expires,
+            httponly=self.get_cookie_httponly(app),
+            domain=self.get_cookie_domain(app),
+            path=self.get_cookie_path(app),
+            secure=self.get_cookie_secure(app),
+            partitioned=self.get_cookie_partitioned(app),
+            samesite=self.get_cookie_samesite(app),
+        )
+        response.vary.add("Cookie")
+
+    def _delete_cookie(self, app: Flask, response: Response) -> None:
+        response.delete_cookie(
+            self.get_cookie_name(app),
+            domain=self.get_cookie_domain(app),
+            path=self.get_cookie_path(app),
+            secure=self.get_cookie_secure(app),
+            partitioned=self.get_cookie_partitioned(app),
+            samesite=self.get_cookie_samesite(app),
+            httponly=self.get_cookie_httponly(app),
+        )
+        response.vary.add("Cookie")
+
+
+def _release_at_teardown(sender: Flask, **extra: Any) -> None:
+    session = _HELD.get()
+    if session is not None:
+        session._release_lock()

@@ -1,0 +1,1 @@
+"""Small apps that tests run under real servers (werkzeug, gunicorn)."""
