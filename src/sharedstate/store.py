@@ -288,7 +288,7 @@ class Store:
         return Lock(self, self.full_key(key, internal=True), ttl=ttl, timeout=timeout)
 
     def cached(
-        self, ttl: float, stale_ttl: float | None = None, *, lease: float = 30.0
+        self, ttl: float, stale_ttl: float | None = None, *, lease: float = 30.0, name: str | None = None
     ) -> Callable[[Callable[P, T]], CachedFunction[P, T]]:
         """Decorator caching a function's results in this store for ``ttl`` seconds.
 
@@ -299,7 +299,7 @@ class Store:
         """
         from sharedstate.cache import cached
 
-        return cached(self, ttl, stale_ttl=stale_ttl, lease=lease)
+        return cached(self, ttl, stale_ttl=stale_ttl, lease=lease, name=name)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

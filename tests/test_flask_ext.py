@@ -1,0 +1,398 @@
+"""The Flask extension: app factories, isolation between apps, config, and real servers.
+
+Concurrency is checked through real HTTP: werkzeug's threaded server in this process, and gunicorn
+with three worker processes, each asserting exact counts.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.sessions import SecureCookieSessionInterface
+from werkzeug.serving import make_server
+
+from sharedstate import Counter, Lock, SharedDict, Store, ValueTooLargeError
+from sharedstate.flask import EXTENSION_KEY, STORE_KEY, SharedState, store_for
+from tests import servers
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN = Path(sys.executable).parent / "gunicorn"
+
+
+def make_app(name: str, tmp_path: Path, **config: Any) -> Flask:
+    app = Flask(name, instance_path=str(tmp_path / f"instance-{name}"))
+    app.config.update(config)
+    return app
+
+
+@pytest.fixture
+def closing() -> Iterator[list[Flask]]:
+    """Apps appended here have their stores closed after the test."""
+    apps: list[Flask] = []
+    yield apps
+    for app in apps:
+        if STORE_KEY in app.extensions:
+            store_for(app).close()
+
+
+# -- setup and config ----------------------------------------------------------------------------
+
+
+def test_import_sharedstate_does_not_import_flask() -> None:
+    code = "import sys, sharedstate, sharedstate.cache; sys.exit('flask' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_app_factory(tmp_path: Path, closing: list[Flask]) -> None:
+    state = SharedState()
+
+    def create_app() -> Flask:
+        app = make_app("factory_app", tmp_path, SHAREDSTATE_URL=f"sqlite:///{tmp_path}/f.db")
+        state.init_app(app)
+        closing.append(app)
+        return app
+
+    first, second = create_app(), create_app()  # same app twice, as two workers would build it
+    with first.app_context():
+        assert state.counter("hits").incr() == 1
+    with second.app_context():
+        assert state.counter("hits").incr() == 2  # same URL and namespace: shared
+    with pytest.raises(RuntimeError, match="application context"):
+        state.counter("hits")
+
+
+def test_registers_itself_and_its_store(tmp_path: Path, closing: list[Flask]) -> None:
+    app = make_app("reg_app", tmp_path, SHAREDSTATE_URL="memory://")
+    state = SharedState(app)
+    closing.append(app)
+    assert app.extensions[EXTENSION_KEY] is state
+    store = app.extensions[STORE_KEY]
+    assert isinstance(store, Store)
+    with app.app_context():
+        assert state.store is store
+    assert "state" in app.cli.commands
+    # Nothing app-specific lives on the extension object.
+    assert not any(isinstance(v, (Flask, Store)) for v in vars(state).values())
+    with pytest.raises(RuntimeError, match="already set up"):
+        state.init_app(app)
+    with pytest.raises(RuntimeError, match="already set up"):
+        SharedState(app)
+
+
+def test_uninitialized_app_says_how_to_fix(tmp_path: Path) -> None:
+    state = SharedState()
+    app = make_app("bare_app", tmp_path)
+    with app.app_context(), pytest.raises(RuntimeError, match=r"init_app\(app\)"):
+        state.counter("x")
+
+
+def test_default_url_is_a_file_in_the_instance_folder(
+    tmp_path: Path, closing: list[Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SHAREDSTATE_URL", raising=False)
+    app = make_app("default_url_app", tmp_path)
+    instance = Path(app.instance_path)
+    assert not instance.exists()
+    state = SharedState(app)
+    closing.append(app)
+    assert instance.is_dir()
+    store = store_for(app)
+    assert store.url == f"sqlite:///{instance / 'sharedstate.sqlite3'}"
+    assert store.namespace == "default_url_app"
+    assert app.config["SHAREDSTATE_URL"] is None
+    assert app.config["SHAREDSTATE_SESSIONS"] is False
+    assert app.config["SHAREDSTATE_SESSION_LOCK"] is False
+    with app.app_context():
+        state.set("k", 1)
+    assert (instance / "sharedstate.sqlite3").is_file()
+
+
+def test_environment_url_comes_before_the_instance_folder(
+    tmp_path: Path, closing: list[Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHAREDSTATE_URL", f"sqlite:///{tmp_path}/from_env.db")
+    app = make_app("env_app", tmp_path)
+    SharedState(app)
+    closing.append(app)
+    assert store_for(app).url == f"sqlite:///{tmp_path}/from_env.db"
+    assert not Path(app.instance_path).exists()
+    configured = make_app("configured_app", tmp_path, SHAREDSTATE_URL="memory://")
+    SharedState(configured)
+    closing.append(configured)
+    assert store_for(configured).url == "memory://"
+
+
+def test_two_apps_in_one_process_are_isolated(tmp_path: Path, closing: list[Flask]) -> None:
+    url = f"sqlite:///{tmp_path}/both.db"
+    state = SharedState()
+    runs: list[str] = []
+
+    @state.cached(ttl=60)  # decorated before any app exists
+    def which(tag: str) -> str:
+        runs.append(tag)
+        return f"{tag}-{len(runs)}"
+
+    a = make_app("app_a", tmp_path, SHAREDSTATE_URL=url)
+    b = make_app("app_b", tmp_path, SHAREDSTATE_URL=url)
+    for app in (a, b):
+        state.init_app(app)
+        closing.append(app)
+    assert store_for(a) is not store_for(b)
+    with a.app_context():
+        assert state.counter("hits").incr() == 1
+        assert state.counter("hits").incr() == 2
+        state.set("owner", "a")
+        assert which("x") == "x-1"
+    with b.app_context():
+        assert state.counter("hits").incr() == 1
+        assert state.get("owner") is None
+        assert state.keys() == ["hits"]
+        assert which("x") == "x-2"  # its own cache entry
+    with a.app_context():
+        assert state.get("owner") == "a"
+        assert which("x") == "x-1"
+        assert sorted(state.keys()) == ["hits", "owner"]
+    assert runs == ["x", "x"]
+    # Same file: the namespaces (the apps' import names) are what keeps them apart.
+    raw = Store(url)
+    try:
+        assert raw.get("app_a/hits") == 2 and raw.get("app_b/hits") == 1
+    finally:
+        raw.close()
+
+
+def test_explicit_namespace_is_shared(tmp_path: Path, closing: list[Flask]) -> None:
+    url = f"sqlite:///{tmp_path}/ns.db"
+    state = SharedState()
+    apps = [make_app(n, tmp_path, SHAREDSTATE_URL=url, SHAREDSTATE_NAMESPACE="team") for n in ("x1", "x2")]
+    for app in apps:
+        state.init_app(app)
+        closing.append(app)
+    with apps[0].app_context():
+        state.set("shared", 42)
+    with apps[1].app_context():
+        assert state.get("shared") == 42
+        assert state.store.namespace == "team"
+
+
+def test_store_options(tmp_path: Path, closing: list[Flask]) -> None:
+    app = make_app(
+        "opts_app", tmp_path, SHAREDSTATE_URL="memory://", SHAREDSTATE_STORE_OPTIONS={"max_value_size": 64}
+    )
+    state = SharedState(app)
+    closing.append(app)
+    with app.app_context(), pytest.raises(ValueTooLargeError):
+        state.set("big", "x" * 100)
+
+
+def test_every_store_operation_is_delegated(tmp_path: Path, closing: list[Flask]) -> None:
+    app = make_app("deleg_app", tmp_path, SHAREDSTATE_URL="memory://")
+    state = SharedState(app)
+    closing.append(app)
+    with app.app_context():
+        assert isinstance(state.counter("c"), Counter)
+        assert state.counter("c").incr(5) == 5
+        d = state.dict("d")
+        assert isinstance(d, SharedDict)
+        d["a"] = 1
+        assert state.dict("d")["a"] == 1
+        with state.edit("obj", default={"param": 0}) as obj:
+            obj["param"] += 1
+        assert state.get("obj") == {"param": 1}
+        assert state.update("n", lambda n: n + 1, default=0) == 1
+        lock = state.lock("l", ttl=5)
+        assert isinstance(lock, Lock)
+        with lock:
+            assert lock.owned
+        state.set("k", "v", ttl=60)
+        assert state.get("k") == "v"
+        assert state.add("k", "w") is False
+        assert state.add("k2", "w") is True
+        assert state.incr("i", 2) == 2
+        assert state.touch("k", 120) is True
+        assert state.delete("k2") is True
+        assert state.get("k2", "gone") == "gone"
+        assert state.keys("d") == ["d:a"]
+
+        @state.cached(ttl=60)
+        def double(x: int) -> int:
+            return 2 * x
+
+        assert double(21) == 42
+        assert double.cache_key(21) in state.keys("_ss:cache:")
+
+
+def test_sessions_setting_installs_the_session_interface(tmp_path: Path, closing: list[Flask]) -> None:
+    plain = make_app("plain_app", tmp_path, SHAREDSTATE_URL="memory://")
+    SharedState(plain)
+    closing.append(plain)
+    assert type(plain.session_interface) is SecureCookieSessionInterface
+    try:
+        from sharedstate.sessions import SharedStateSessionInterface
+    except ImportError as exc:
+        pytest.skip(f"sharedstate.sessions is not there yet: {exc}")
+    app = make_app(
+        "sess_app", tmp_path, SHAREDSTATE_URL="memory://", SHAREDSTATE_SESSIONS=True, SECRET_KEY="s" * 32
+    )
+    SharedState(app)
+    closing.append(app)
+    assert isinstance(app.session_interface, SharedStateSessionInterface)
+    client = app.test_client()
+
+    @app.get("/login")
+    def login() -> str:
+        from flask import session
+
+        session["user"] = "ann"
+        return "ok"
+
+    @app.get("/me")
+    def me() -> str:
+        from flask import session
+
+        return str(session.get("user"))
+
+    assert client.get("/login").status_code == 200
+    assert client.get("/me").text == "ann"
+    cookie = client.get_cookie(app.config["SESSION_COOKIE_NAME"])
+    assert cookie is not None and "ann" not in cookie.value  # the data stays server-side
+
+
+# -- under real servers ---------------------------------------------------------------------------
+
+
+def fetch(port: int, path: str) -> dict[str, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        body = response.read()
+        assert response.status == 200, body[:500]
+        result: dict[str, Any] = json.loads(body)
+        return result
+    finally:
+        conn.close()
+
+
+def fire(port: int, paths: list[str], concurrency: int) -> list[dict[str, Any]]:
+    with ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(lambda p: fetch(port, p), paths))
+
+
+@contextmanager
+def werkzeug_server(app: Flask) -> Iterator[int]:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.port
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.filterwarnings("ignore:.*may evict any entry:RuntimeWarning")  # memcached, on purpose
+def test_threaded_werkzeug_server(store_url: str, namespace: str, tmp_path: Path) -> None:
+    from tests.apps.ext_app import create_app
+
+    app = create_app({"SHAREDSTATE_URL": store_url, "SHAREDSTATE_NAMESPACE": namespace})
+    try:
+        with werkzeug_server(app) as port:
+            hits = fire(port, ["/incr?sleep=0.01"] * 50, concurrency=50)
+            assert sorted(r["n"] for r in hits) == list(range(1, 51))
+            edits = fire(port, ["/edit"] * 40, concurrency=20)
+            assert sorted(r["param"] for r in edits) == list(range(1, 41))
+            locked = fire(port, ["/locked"] * 20, concurrency=10)
+            assert sorted(r["value"] for r in locked) == list(range(1, 21))
+            votes = fire(port, ["/votes/a", "/votes/b"] * 15, concurrency=15)
+            assert sorted(r["votes"] for r in votes) == sorted(list(range(1, 16)) * 2)
+            reports = fire(port, ["/report"] * 20, concurrency=20)
+            assert {r["run"] for r in reports} == {1}  # computed once, everyone got it
+            assert fetch(port, "/get/report_runs")["value"] == 1
+            assert fetch(port, "/get/hits")["value"] == 50
+    finally:
+        store_for(app).close()
+
+
+@contextmanager
+def gunicorn(tmp_path: Path, env: dict[str, str], *, preload: bool) -> Iterator[int]:
+    port = servers.free_port()
+    log_path = tmp_path / "gunicorn.log"
+    command = [str(GUNICORN), "-w", "3", "-b", f"127.0.0.1:{port}", "--chdir", str(ROOT)]
+    command += ["--timeout", "30", "--graceful-timeout", "5"]
+    command += ["--preload"] if preload else []
+    command.append("tests.apps.ext_app:create_app()")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            command, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            deadline = time.monotonic() + 60
+            # Every worker up before the load starts, so the requests spread over all three.
+            while log_path.read_text(errors="replace").count("Booting worker") < 3:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"gunicorn did not start:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.1)
+            servers.wait_for_port(port, timeout=30)
+            yield port
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+def _gunicorn_url(backend: str, tmp_path: Path) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path}/gunicorn.sqlite3"
+    try:
+        import sharedstate.backends.redis  # noqa: F401
+    except ImportError as exc:
+        servers.unavailable(f"the redis backend cannot be imported: {exc}")
+    if not servers.reachable(servers.REDIS_URL, 6379):
+        servers.unavailable(f"Redis is not reachable at {servers.REDIS_URL}")
+    return servers.REDIS_URL
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("preload", [False, True], ids=["per-worker", "preload"])
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_gunicorn_workers(backend: str, preload: bool, namespace: str, tmp_path: Path) -> None:
+    url = _gunicorn_url(backend, tmp_path)
+    env = {"EXT_APP_URL": url, "EXT_APP_NAMESPACE": namespace, "EXT_APP_INSTANCE": str(tmp_path / "inst")}
+    with gunicorn(tmp_path, env, preload=preload) as port:
+        hits = fire(port, ["/incr?sleep=0.02"] * 60, concurrency=12)
+        assert sorted(r["n"] for r in hits) == list(range(1, 61))
+        assert len({r["pid"] for r in hits}) >= 2, "the requests did not spread over worker processes"
+        edits = fire(port, ["/edit"] * 40, concurrency=12)
+        assert sorted(r["param"] for r in edits) == list(range(1, 41))
+        locked = fire(port, ["/locked?sleep=0.005"] * 20, concurrency=8)
+        assert sorted(r["value"] for r in locked) == list(range(1, 21))
+        reports = fire(port, ["/report"] * 20, concurrency=12)
+        assert {r["run"] for r in reports} == {1}
+        assert len({r["pid"] for r in reports}) == 1  # one process computed it, for everyone
+    with Store(url, namespace=namespace) as store:
+        assert store.get("hits") == 60
+        assert store.get("global_obj") == {"param": 40}
+        assert store.get("guarded_value") == 20
+        assert store.get("report_runs") == 1
+        if backend == "redis":
+            for key in store.keys("") + store.keys("_ss:"):
+                store.backend.delete(store.full_key(key, internal=True))
