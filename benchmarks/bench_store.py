@@ -253,8 +253,7 @@ def multiprocess_cell(subject: Subject, workload: str, ops: int) -> tuple[float,
     key = f"{workload}-{uuid.uuid4().hex[:8]}"
     start, done = ctx.Event(), ctx.Queue()
     procs = [
-        ctx.Process(target=_worker, args=(subject, workload, key, ops, start, done))
-        for _ in range(PROCESSES)
+        ctx.Process(target=_worker, args=(subject, workload, key, ops, start, done)) for _ in range(PROCESSES)
     ]
     for p in procs:
         p.start()
@@ -361,7 +360,9 @@ def build_subjects(tmp: str, manager: Any, redis_url: str, pg_url: str, mc_url: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="tiny cells: a smoke test of the script")
     parser.add_argument("--only", default="", help="comma-separated substrings of subject names")
     parser.add_argument("--repeat", type=int, default=3, help="runs per cell; the median is shown")
