@@ -2,7 +2,7 @@
 
 Each subcommand lives in its own module under :mod:`sharedstate.tools` and exposes
 ``add_arguments(parser)`` and ``run(args) -> int``. The modules are imported lazily, when their command
-runs, so a missing optional dependency of one tool (the demo needs gunicorn and flask) breaks only that
+runs, so a missing optional dependency of one tool (the demo needs gunicorn) breaks only that
 command. Only the standard library is used here.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from types import ModuleType
 
@@ -76,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sharedstate: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `sharedstate lint . | head`: the reader left, which is not an error
+        # Point stdout at devnull so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -125,7 +125,7 @@ def _decode_object(obj: dict[str, Any]) -> Any:
     if tag == "$decimal":
         return Decimal(payload)
     if tag == "$bytes":
-        return base64.b64decode(payload)
+        return base64.b64decode(payload, validate=True)  # no silent skipping of bad characters
     return obj  # not one of ours (written by another tool): leave it as it is
 
 

@@ -200,15 +200,17 @@ class Lock:
         backend = self._store.backend
         delays = backoff_delays(first=0.002, cap=0.1)
         while True:
-            if backend.get(self._key) is None:
-                # Draw the fencing token before taking the lock, so tokens only ever increase in
-                # the order holders got the lock (a stalled attempt can only hold a lower token).
+            token = secrets.token_hex(16)
+            if backend.get(self._key) is None and backend.add(self._key, token.encode(), self.ttl):
+                # Draw the fencing token while holding the lock, then check the lease still holds:
+                # a token drawn by the owner is higher than every earlier owner's, so tokens
+                # increase in the order holders got the lock. (Drawn before taking the lock, a
+                # stalled attempt could take the lock after a later one with a lower token.)
                 fence = backend.incr(self._fence_key, 1)
-                token = secrets.token_hex(16)
-                if backend.add(self._key, token.encode(), self.ttl):
-                    entry = backend.get(self._key)
+                entry = backend.get(self._key)
+                if entry is not None and entry.value == token.encode():
                     self._token = token
-                    self._version = entry.version if entry is not None else None
+                    self._version = entry.version
                     self.fencing_token = fence
                     return fence
             delay = next(delays)

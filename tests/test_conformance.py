@@ -1,0 +1,649 @@
+"""One conformance suite over every backend: each operation of ``Store`` and its objects.
+
+The ``store`` fixture runs each test on every backend with a namespace of its own. Nothing here
+assumes what a backend's version tokens look like (only that they compare equal to themselves).
+Operations a backend documents as unsupported (``NotSupportedError``, e.g. listing keys on
+memcached) make the test skip with the backend's reason; anything else it raises is a failure.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pytest
+
+from sharedstate import (
+    ConflictError,
+    Counter,
+    Lock,
+    LockNotOwnedError,
+    LockTimeout,
+    NotSupportedError,
+    SharedDict,
+    Store,
+)
+from sharedstate.backends import Entry
+
+T = TypeVar("T")
+
+TTL = 0.3
+# Server backends may round expiry to whole seconds (memcached); sqlite and memory are exact.
+EXPIRY_LIMIT = TTL + 2.5
+
+
+def supported(call: Callable[[], T]) -> T:
+    """``call()``, or skip the test if this backend documents the operation as unsupported."""
+    try:
+        return call()
+    except NotSupportedError as exc:
+        pytest.skip(f"backend does not support this operation: {exc}")
+
+
+def wait_until(condition: Callable[[], bool], limit: float = EXPIRY_LIMIT) -> float:
+    """Poll ``condition`` until true; return how long it took. Fails after ``limit`` seconds."""
+    start = time.monotonic()
+    while not condition():
+        elapsed = time.monotonic() - start
+        assert elapsed < limit, f"condition still false after {limit}s"
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def run_threads(n: int, fn: Callable[[int], T]) -> list[T]:
+    results: list[Any] = [None] * n
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(n)
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait()
+            results[i] = fn(i)
+        except BaseException as exc:
+            errors.append(exc)
+
+    pool = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+# -- key-value -------------------------------------------------------------------------------
+
+
+def test_get_set_delete(store: Store) -> None:
+    assert store.get("k") is None
+    assert store.get("k", "fallback") == "fallback"
+    store.set("k", {"a": [1, 2.5, "x", None, True]})
+    assert store.get("k") == {"a": [1, 2.5, "x", None, True]}
+    store.set("k", "replaced")
+    assert store.get("k") == "replaced"
+    assert store.delete("k") is True
+    assert store.get("k") is None
+    assert store.delete("k") is False
+
+
+def test_falsy_values_are_not_missing(store: Store) -> None:
+    for i, value in enumerate([0, "", [], {}, False, None, 0.0]):
+        store.set(f"f{i}", value)
+        got = store.get(f"f{i}", "MISSING")
+        assert got == value and type(got) is type(value)
+
+
+def test_add_only_if_absent(store: Store) -> None:
+    assert store.add("k", "first") is True
+    assert store.add("k", "second") is False
+    assert store.get("k") == "first"
+    store.delete("k")
+    assert store.add("k", "third") is True
+    assert store.get("k") == "third"
+
+
+def test_incr(store: Store) -> None:
+    assert store.incr("n") == 1
+    assert store.incr("n") == 2
+    assert store.incr("n", 10) == 12
+    assert store.incr("n", -20) == -8
+    assert store.get("n") == -8
+    assert store.incr("other", 5) == 5  # a missing key starts at 0
+
+
+def test_ints_are_stored_natively(store: Store) -> None:
+    store.set("n", 5)
+    assert store.incr("n") == 6
+    assert store.get("n") == 6 and type(store.get("n")) is int
+    store.set("neg", -(2**63))
+    assert store.incr("neg") == -(2**63) + 1
+    store.set("max", 2**63 - 2)
+    assert store.incr("max") == 2**63 - 1
+    # The raw value is an integer (or its decimal text), which is what server-side incr works on.
+    entry = store.backend.get(store.full_key("n"))
+    assert entry is not None and int(entry.value) == 6
+
+
+def test_touch(store: Store) -> None:
+    assert store.touch("missing", 10) is False
+    store.set("k", "v")
+    start = time.monotonic()
+    assert store.touch("k", TTL) is True
+    assert present_or_late(store, "k", start)
+    wait_until(lambda: store.get("k") is None)
+    # touch(None) removes an expiry
+    store.set("k2", "v", ttl=TTL)
+    assert store.touch("k2", None) is True
+    time.sleep(TTL + 0.2)
+    assert store.get("k2") == "v"
+    assert store.touch("k2", 100) is True
+    assert store.get("k2") == "v"
+
+
+def test_keys_and_prefixes(store: Store) -> None:
+    for key in ["user:1", "user:2", "user:10", "item:1", "userx"]:
+        store.set(key, 1)
+    store.lock("user:lock").acquire()  # library-internal keys are not listed
+    assert supported(lambda: store.keys()) == ["item:1", "user:1", "user:10", "user:2", "userx"]
+    assert store.keys("user:") == ["user:1", "user:10", "user:2"]
+    assert store.keys("user") == ["user:1", "user:10", "user:2", "userx"]
+    assert store.keys("nothing") == []
+    assert any(k.startswith("_ss:") for k in store.keys("_ss:"))
+    store.delete("user:2")
+    assert store.keys("user:") == ["user:1", "user:10"]
+
+
+def test_keys_many(store: Store) -> None:
+    """More keys than one scan batch of any backend: each listed once."""
+    names = [f"k{i:05d}" for i in range(1200)]
+    for name in names:
+        store.set(name, 0)
+    assert supported(lambda: store.keys("k")) == names
+
+
+def test_keys_skip_expired(store: Store) -> None:
+    store.set("short", 1, ttl=TTL)
+    store.set("long", 1)
+    assert supported(lambda: store.keys()) == ["long", "short"]
+    wait_until(lambda: store.keys() == ["long"])
+
+
+# -- TTL -------------------------------------------------------------------------------------
+
+
+def present_or_late(store: Store, key: str, since: float) -> bool:
+    """Whether ``key`` is still there, or may have expired because ``TTL`` has passed ``since``.
+
+    Keeps "not gone too early" checks true to the contract on a machine that stalls.
+    """
+    return store.get(key) is not None or time.monotonic() - since >= TTL
+
+
+def test_set_with_ttl_expires(store: Store) -> None:
+    start = time.monotonic()
+    store.set("k", "v", ttl=TTL)
+    store.set("keep", "v")
+    assert present_or_late(store, "k", start)
+    wait_until(lambda: store.get("k") is None)
+    assert time.monotonic() - start >= TTL - 0.05
+    assert store.get("keep") == "v"
+    assert isinstance(store.sweep(), int)
+    assert store.get("k") is None
+
+
+def test_set_replaces_expiry(store: Store) -> None:
+    store.set("k", "v1", ttl=TTL)
+    store.set("k", "v2")  # no ttl: never expires
+    time.sleep(TTL + 0.2)
+    assert store.get("k") == "v2"
+
+
+def test_expired_key_is_absent_for_every_operation(store: Store) -> None:
+    for key in ("a", "b", "c", "d", "e"):
+        store.set(key, "old", ttl=TTL)
+    entry = store.backend.get(store.full_key("e"))
+    assert entry is not None
+    wait_until(lambda: all(store.get(k) is None for k in ("a", "b", "c", "d", "e")))
+    assert store.add("a", "new") is True and store.get("a") == "new"
+    assert store.incr("b") == 1
+    assert store.delete("c") is False
+    assert store.touch("d", 100) is False and store.get("d") is None
+    assert store.backend.replace_if_version(store.full_key("e"), entry.version, b'"x"') is False
+    assert store.backend.delete_if_version(store.full_key("e"), entry.version) is False
+
+
+def test_add_with_ttl(store: Store) -> None:
+    start = time.monotonic()
+    assert store.add("k", "v", ttl=TTL) is True
+    assert store.add("k", "x", ttl=TTL) is False or time.monotonic() - start >= TTL
+    wait_until(lambda: store.get("k") is None)
+    assert store.add("k", "w") is True
+    assert store.get("k") == "w"
+
+
+def test_incr_ttl_applies_only_on_create(store: Store) -> None:
+    assert store.incr("n", ttl=TTL) == 1
+    assert store.incr("n", ttl=1000) == 2  # does not extend the existing expiry
+    wait_until(lambda: store.get("n") is None)
+    assert store.incr("n") == 1  # starts again from 0
+    assert store.incr("forever") == 1
+    assert store.incr("forever", ttl=TTL) == 2  # an existing key without expiry keeps none
+    time.sleep(TTL + 0.2)
+    assert store.get("forever") == 2
+
+
+# -- compare-and-set at the backend level ----------------------------------------------------
+
+
+def test_versions_compare_and_set(store: Store) -> None:
+    b = store.backend
+    key = store.full_key("cas")
+    assert b.get(key) is None
+    b.set(store.full_key("other"), b'"v"')
+    foreign = b.get(store.full_key("other"))
+    assert foreign is not None
+    assert b.replace_if_version(key, foreign.version, b'"v"') is False  # absent: nothing to replace
+    assert b.get(key) is None
+    b.set(key, b'"one"')
+    first = b.get(key)
+    assert isinstance(first, Entry)
+    assert first.value == b'"one"'
+    assert b.get(key) == first  # reading does not change the version
+
+    assert b.replace_if_version(key, first.version, b'"two"') is True
+    second = b.get(key)
+    assert second is not None and second.value == b'"two"' and second.version != first.version
+    assert b.replace_if_version(key, first.version, b'"stale"') is False
+    assert b.get(key) == second
+    assert b.delete_if_version(key, first.version) is False
+    assert b.get(key) == second
+
+    # Every kind of write gives a new version; touch keeps it.
+    b.set(key, b'"three"')
+    third = b.get(key)
+    assert third is not None and third.version != second.version
+    assert b.touch(key, 100) is True
+    assert b.get(key) == third
+    assert b.delete_if_version(key, third.version) is True
+    assert b.get(key) is None
+    assert b.delete_if_version(key, third.version) is False
+
+
+def test_version_changes_on_incr(store: Store) -> None:
+    b = store.backend
+    key = store.full_key("n")
+    b.incr(key, 1)
+    before = b.get(key)
+    assert before is not None
+    assert b.incr(key, 1) == 2
+    after = b.get(key)
+    assert after is not None and after.version != before.version
+    assert b.replace_if_version(key, before.version, 100) is False
+    assert b.replace_if_version(key, after.version, 100) is True
+    assert store.get("n") == 100
+
+
+def test_replace_if_version_sets_ttl(store: Store) -> None:
+    b = store.backend
+    key = store.full_key("k")
+    b.set(key, b'"v"')
+    entry = b.get(key)
+    assert entry is not None
+    assert b.replace_if_version(key, entry.version, b'"w"', TTL) is True
+    assert store.get("k") == "w"
+    wait_until(lambda: store.get("k") is None)
+
+
+def test_compare_and_set_race_has_one_winner(store: Store) -> None:
+    b = store.backend
+    key = store.full_key("cas")
+    b.set(key, b'"start"')
+    entry = b.get(key)
+    assert entry is not None
+    wins = run_threads(8, lambda i: b.replace_if_version(key, entry.version, f'"t{i}"'.encode()))
+    assert wins.count(True) == 1
+    assert store.get("cas") == f"t{wins.index(True)}"
+
+
+# -- namespaces ------------------------------------------------------------------------------
+
+
+def test_namespace_isolation(store_url: str, namespace: str) -> None:
+    with (
+        Store(store_url, namespace=namespace + "a") as a,
+        Store(store_url, namespace=namespace + "b") as b,
+    ):
+        a.set("k", "in a")
+        b.set("k", "in b")
+        assert a.incr("n") == 1
+        assert b.incr("n") == 1
+        assert a.get("k") == "in a" and b.get("k") == "in b"
+        a.delete("k")
+        assert a.get("k") is None and b.get("k") == "in b"
+        with a.lock("L", ttl=5), b.lock("L", ttl=5, timeout=0):  # same name, other namespace
+            pass
+        assert supported(lambda: a.keys()) == ["n"]
+        assert b.keys() == ["k", "n"]
+
+
+def test_same_namespace_is_shared(shared_url: str, namespace: str) -> None:
+    with Store(shared_url, namespace=namespace) as a, Store(shared_url, namespace=namespace) as b:
+        a.set("k", "from a")
+        assert b.get("k") == "from a"
+        assert a.incr("n") == 1 and b.incr("n") == 2
+        a.dict("d")["x"] = 1
+        assert b.dict("d")["x"] == 1
+
+
+# -- counter ---------------------------------------------------------------------------------
+
+
+def test_counter(store: Store) -> None:
+    c = store.counter("hits")
+    assert isinstance(c, Counter)
+    assert c.get() == 0
+    assert c.incr() == 1
+    assert c.incr(5) == 6
+    assert c.decr() == 5
+    assert c.decr(10) == -5
+    assert c.get() == -5
+    assert store.get("hits") == -5  # a plain integer at key "hits"
+    c.reset()
+    assert c.get() == 0
+    c.reset(41)
+    assert c.incr() == 42
+    assert store.counter("hits").get() == 42  # a new view of the same counter
+
+
+# -- dict ------------------------------------------------------------------------------------
+
+
+def test_dict_mapping(store: Store) -> None:
+    d = store.dict("prefs")
+    assert isinstance(d, SharedDict)
+    d["theme"] = "dark"
+    d["size"] = 12
+    assert d["theme"] == "dark" and d["size"] == 12
+    assert d.get("missing") is None and d.get("missing", 1) == 1
+    with pytest.raises(KeyError):
+        d["missing"]
+    assert "theme" in d and "missing" not in d and 3 not in d
+    assert supported(lambda: sorted(d)) == ["size", "theme"]
+    assert len(d) == 2
+    assert dict(d.items()) == {"theme": "dark", "size": 12}
+    assert sorted(d.values(), key=str) == [12, "dark"]
+    assert d == {"theme": "dark", "size": 12}
+    del d["size"]
+    with pytest.raises(KeyError):
+        del d["size"]
+    d.update({"a": 1}, b=2)
+    assert dict(d) == {"theme": "dark", "a": 1, "b": 2}
+    # items live one per key, at "name:item", and other dicts do not see them
+    assert store.get("prefs:theme") == "dark"
+    assert len(store.dict("other")) == 0
+    d.clear()
+    assert len(d) == 0 and dict(d) == {}
+
+
+def test_dict_setdefault_pop(store: Store) -> None:
+    d = store.dict("d")
+    assert d.setdefault("k", [1]) == [1]
+    assert d.setdefault("k", [2]) == [1]
+    assert d["k"] == [1]
+    assert d.setdefault("none") is None
+    assert "none" in d
+    assert d.pop("k") == [1]
+    assert "k" not in d
+    assert d.pop("k", "dflt") == "dflt"
+    with pytest.raises(KeyError):
+        d.pop("k")
+
+
+def test_dict_incr_update_item(store: Store) -> None:
+    d = store.dict("d")
+    assert d.incr("n") == 1
+    assert d.incr("n", 4) == 5
+    assert d["n"] == 5
+    assert d.update_item("lst", lambda v: [*v, "x"], default=[]) == ["x"]
+    assert d.update_item("lst", lambda v: [*v, "y"], default=[]) == ["x", "y"]
+    assert d["lst"] == ["x", "y"]
+
+
+def test_dict_atomic_setdefault_and_pop_under_threads(store: Store) -> None:
+    d = store.dict("d")
+    got = run_threads(8, lambda i: d.setdefault("k", f"t{i}"))
+    assert len(set(got)) == 1 and d["k"] == got[0]
+    d["prize"] = "yes"
+    popped = run_threads(8, lambda i: d.pop("prize", None))
+    assert popped.count("yes") == 1 and popped.count(None) == 7
+
+
+# -- edit and update -------------------------------------------------------------------------
+
+
+def test_edit(store: Store) -> None:
+    default = {"param": 0}
+    with store.edit("obj", default=default) as obj:
+        obj["param"] += 1
+    assert default == {"param": 0}  # the default is copied, not mutated
+    with store.edit("obj", default=default) as obj:
+        obj["param"] += 1
+        obj["more"] = [1]
+    assert store.get("obj") == {"param": 2, "more": [1]}
+    with store.edit("lst", default=[]) as lst:
+        lst.append("x")
+    assert store.get("lst") == ["x"]
+
+
+def test_edit_body_raises_nothing_saved(store: Store) -> None:
+    store.set("obj", {"n": 1})
+    with pytest.raises(RuntimeError), store.edit("obj") as obj:
+        obj["n"] = 99
+        raise RuntimeError("boom")
+    assert store.get("obj") == {"n": 1}
+    with store.edit("obj", timeout=0) as obj:  # the lock was released
+        obj["n"] = 2
+    assert store.get("obj") == {"n": 2}
+
+
+def test_edit_needs_dict_or_list(store: Store) -> None:
+    store.set("s", "text")
+    with pytest.raises(TypeError, match="update"), store.edit("s"):
+        pass
+    with pytest.raises(TypeError), store.edit("absent"):  # default None
+        pass
+    assert store.get("s") == "text" and store.get("absent") is None
+
+
+def test_edit_excludes_same_name_only(store: Store) -> None:
+    entered = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with store.edit("a", default={}) as obj:
+            obj["held"] = True
+            entered.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert entered.wait(10)
+        with pytest.raises(LockTimeout), store.edit("a", default={}, timeout=0.2):
+            pass
+        with store.edit("b", default={}, timeout=0.5) as other:  # another name is not blocked
+            other["ok"] = True
+    finally:
+        release.set()
+        holder.join()
+    assert store.get("a") == {"held": True}
+    assert store.get("b") == {"ok": True}
+
+
+def test_edit_with_ttl(store: Store) -> None:
+    with store.edit("obj", default={}, ttl=TTL) as obj:
+        obj["x"] = 1
+    assert store.get("obj") == {"x": 1}
+    wait_until(lambda: store.get("obj") is None)
+
+
+def test_edit_lease_expired_and_value_changed_raises_conflict(store: Store) -> None:
+    store.set("obj", {"n": 0})
+    with pytest.raises(ConflictError), store.edit("obj", lease=TTL) as obj:
+        obj["n"] = 100
+        time.sleep(TTL + 0.2)
+        # the lease ran out: another writer gets the name and changes it
+        with store.edit("obj", timeout=EXPIRY_LIMIT) as other:
+            other["n"] = 1
+    assert store.get("obj") == {"n": 1}  # the other write is kept, the stale one is not saved
+
+
+def test_edit_lease_expired_but_unchanged_is_saved(store: Store) -> None:
+    """Outliving the lease is harmless when nobody wrote meanwhile: saved, and no exception."""
+    store.set("obj", {"n": 0})
+    with store.edit("obj", lease=TTL) as obj:
+        obj["n"] = 1
+        time.sleep(TTL + 0.3)
+    assert store.get("obj") == {"n": 1}
+
+
+def test_update(store: Store) -> None:
+    default = {"n": 0}
+    assert store.update("stats", lambda s: {**s, "n": s["n"] + 1}, default=default) == {"n": 1}
+    assert store.update("stats", lambda s: {**s, "n": s["n"] + 1}, default=default) == {"n": 2}
+    assert default == {"n": 0}
+    assert store.get("stats") == {"n": 2}
+    assert store.update("x", lambda v: (v or 0) + 1) == 1  # default None
+    assert store.update("t", lambda v: [*v, 1], default=[], ttl=TTL) == [1]
+    wait_until(lambda: store.get("t") is None)
+
+
+def test_update_retries_on_conflict(store: Store) -> None:
+    """A concurrent write between read and compare-and-set makes ``fn`` run again on the new value."""
+    store.set("v", 0)
+    calls: list[int] = []
+
+    def fn(current: int) -> int:
+        calls.append(current)
+        if len(calls) == 1:
+            store.set("v", 10)  # someone else writes after our read
+        return current + 1
+
+    assert store.update("v", fn) == 11
+    assert calls == [0, 10]
+    assert store.get("v") == 11
+
+
+# -- lock ------------------------------------------------------------------------------------
+
+
+def test_lock_acquire_release(store: Store) -> None:
+    lock = store.lock("job", ttl=5)
+    assert isinstance(lock, Lock)
+    assert not lock.locked
+    token = lock.acquire()
+    assert isinstance(token, int) and lock.fencing_token == token
+    assert lock.locked and lock.owned
+    other = store.lock("job", ttl=5)
+    assert other.locked and not other.owned
+    with pytest.raises(LockTimeout):
+        other.acquire(timeout=0)
+    with pytest.raises(LockTimeout) as info:
+        other.acquire(timeout=0.2)
+    assert isinstance(info.value, TimeoutError)
+    with pytest.raises(RuntimeError):
+        lock.acquire(timeout=0)  # not reentrant
+    lock.release()
+    assert not lock.locked
+    assert other.acquire(timeout=0) > token
+    other.release()
+
+
+def test_lock_context_manager_and_fencing_tokens_increase(store: Store) -> None:
+    tokens = []
+    for _ in range(3):
+        with store.lock("job", ttl=5) as lock:
+            tokens.append(lock.fencing_token)
+    tokens.append(store.lock("job").acquire())
+    assert all(isinstance(t, int) for t in tokens)
+    assert tokens == sorted(set(tokens)), tokens
+
+
+def test_lock_release_by_owner_only(store: Store) -> None:
+    owner = store.lock("job", ttl=5)
+    owner.acquire()
+    intruder = store.lock("job", ttl=5)
+    with pytest.raises(LockNotOwnedError):
+        intruder.release()  # never acquired
+    with pytest.raises(LockNotOwnedError):
+        intruder.extend()
+    assert owner.owned  # still held by its owner
+    owner.release()
+    with pytest.raises(LockNotOwnedError):
+        owner.release()  # twice
+
+
+def test_lock_lease_expires(store: Store) -> None:
+    first = store.lock("job", ttl=TTL)
+    second = store.lock("job", ttl=5)
+    start = time.monotonic()
+    t1 = first.acquire()
+    t2 = second.acquire(timeout=EXPIRY_LIMIT)
+    assert time.monotonic() - start >= TTL - 0.05  # not before the lease ran out
+    assert t2 > t1
+    assert not first.owned
+    with pytest.raises(LockNotOwnedError):
+        first.release()  # its lease expired: it cannot release the new holder's lock
+    assert second.owned
+    with pytest.raises(LockNotOwnedError):
+        first.extend()
+    second.release()
+
+
+def test_lock_extend(store: Store) -> None:
+    lock = store.lock("job", ttl=0.6)
+    lock.acquire()
+    for _ in range(3):
+        time.sleep(0.25)
+        lock.extend()
+    assert lock.owned  # held for longer than one lease
+    lock.extend(5)
+    time.sleep(0.8)
+    assert lock.owned
+    with pytest.raises(LockTimeout):
+        store.lock("job").acquire(timeout=0)
+    lock.release()
+
+
+def test_lock_timeout_default_from_constructor(store: Store) -> None:
+    holder = store.lock("job", ttl=5)
+    holder.acquire()
+    start = time.monotonic()
+    with pytest.raises(LockTimeout), store.lock("job", timeout=0.3):
+        pass
+    assert time.monotonic() - start >= 0.25
+    holder.release()
+
+
+# -- lifecycle -------------------------------------------------------------------------------
+
+
+def test_close_then_use_again(store: Store) -> None:
+    store.set("k", 1)
+    store.close()
+    assert store.get("k") == 1
+    store.set("k", 2)
+    store.close()
+    store.close()
+    assert store.get("k") == 2
+
+
+def test_store_is_usable_from_many_threads(store: Store) -> None:
+    def work(i: int) -> int:
+        store.set(f"k{i}", i)
+        return int(store.get(f"k{i}"))
+
+    assert run_threads(16, work) == list(range(16))
