@@ -221,6 +221,33 @@ class RawRedisClient(Client):
         return int(json.loads(raw)["n"]) if raw else 0
 
 
+class RawSQLiteClient(Client):
+    """The floor: plain sqlite3, one autocommit upsert/select per call, WAL, synchronous=NORMAL.
+
+    No namespace, codec, expiry, versions or retry handling: what any SQLite-backed store pays at
+    least for one durable write or one read on this machine.
+    """
+
+    def __init__(self, path: str) -> None:
+        import sqlite3
+
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB)")
+
+    def get(self, key: str) -> Any:
+        row = self.conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def set(self, key: str, value: Any) -> None:
+        self.conn.execute(
+            "INSERT INTO kv (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, json.dumps(value).encode()),
+        )
+
+
 @dataclass
 class Subject:
     name: str
@@ -343,6 +370,9 @@ def build_subjects(tmp: str, manager: Any, redis_url: str, pg_url: str, mc_url: 
         Subject("sharedstate sqlite://", open_sharedstate, (f"sqlite:///{tmp}/ss.sqlite3", "update")),
         Subject("sharedstate sqlite:// (edit)", open_sharedstate, (f"sqlite:///{tmp}/ss.sqlite3", "edit")),
         Subject("sharedstate memory://", open_sharedstate, ("memory://", "update"), multiprocess=False),
+        Subject(
+            "raw sqlite3 (floor, latency only)", RawSQLiteClient, f"{tmp}/raw.sqlite3", multiprocess=False
+        ),
         Subject("diskcache", DiskcacheClient, f"{tmp}/diskcache"),
         Subject("multiprocessing.Manager", ManagerClient, (manager.dict(), manager.Lock())),
         Subject("cachelib FileSystemCache", CachelibClient, f"{tmp}/cachelib"),
@@ -422,7 +452,7 @@ def _drop_pg_table(pg_url: str) -> None:
 
 def fmt(value: Any, kind: str) -> str:
     if value is None:
-        return "n/a (one process)" if kind in ("ops", "lost") else "n/a"
+        return "n/a"
     if kind == "ops":
         return f"{value:,.0f}"
     if kind == "lost":
@@ -470,6 +500,15 @@ def print_ratios(results: dict[str, dict[str, Any]]) -> None:
             ">=",
         ),
     ]
+    floor = results.get("raw sqlite3 (floor, latency only)")
+    if floor and "diskcache" in results:
+        print()
+        print(
+            "Floor: one plain sqlite3 upsert costs "
+            f"{floor['set_us'] / results['diskcache']['set_us']:.2f}x diskcache's set and one plain "
+            f"select {floor['get_us'] / results['diskcache']['get_us']:.2f}x its get in this run; no "
+            "SQLite-backed store can go below that."
+        )
     print()
     print("Ratios measured in this run (ours / peer):")
     for label, ours, peer, metric, target, direction in checks:

@@ -160,14 +160,19 @@ class Lock:
     each other; give each its own ``store.lock(name)``.
     """
 
-    def __init__(self, store: Store, key: str, *, ttl: float, timeout: float | None) -> None:
+    def __init__(
+        self, store: Store, key: str, *, ttl: float, timeout: float | None, fencing: bool = True
+    ) -> None:
         if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl < float("inf"):
             raise ValueError(f"lock ttl must be a positive, finite number of seconds, got {ttl!r}")
         if timeout is not None and not timeout >= 0:
             raise ValueError(f"lock timeout must be None or >= 0, got {timeout!r}")
         self._store = store
         self._key = key
-        self._fence_key = key + ":fence"
+        # The fencing counter must outlive every holder (a counter that restarted would hand out
+        # lower tokens), so it is one permanent key per lock name. Internal locks whose writes are
+        # guarded by compare-and-set anyway (edit, sessions) pass fencing=False and leave nothing.
+        self._fence_key = key + ":fence" if fencing else None
         self.ttl = float(ttl)
         self.timeout = timeout
         self._token: str | None = None
@@ -188,8 +193,9 @@ class Lock:
     def acquire(self, timeout: float | None = _MISSING) -> int:
         """Wait for the lock (at most ``timeout`` seconds; default: the lock's) and take it.
 
-        Returns the fencing token. Raises ``LockTimeout`` if the wait runs out; ``timeout=0`` tries
-        once. Raises ``RuntimeError`` if this object already holds it (locks are not reentrant).
+        Returns the fencing token (0 for a lock made with ``fencing=False``). Raises
+        ``LockTimeout`` if the wait runs out; ``timeout=0`` tries once. Raises ``RuntimeError`` if
+        this object already holds it (locks are not reentrant).
         """
         from sharedstate.store import backoff_delays
 
@@ -198,7 +204,7 @@ class Lock:
         wait = self.timeout if timeout is _MISSING else timeout
         deadline = None if wait is None else time.monotonic() + wait
         backend = self._store.backend
-        delays = backoff_delays(first=0.002, cap=0.1)
+        delays = backoff_delays(first=0.001, cap=0.05)
         while True:
             token = secrets.token_hex(16)
             if backend.get(self._key) is None and backend.add(self._key, token.encode(), self.ttl):
@@ -206,7 +212,7 @@ class Lock:
                 # a token drawn by the owner is higher than every earlier owner's, so tokens
                 # increase in the order holders got the lock. (Drawn before taking the lock, a
                 # stalled attempt could take the lock after a later one with a lower token.)
-                fence = backend.incr(self._fence_key, 1)
+                fence = 0 if self._fence_key is None else backend.incr(self._fence_key, 1)
                 entry = backend.get(self._key)
                 if entry is not None and entry.value == token.encode():
                     self._token = token

@@ -47,6 +47,7 @@ A session object belongs to one request and is not thread safe, like Flask's own
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import re
@@ -62,11 +63,13 @@ from flask.sessions import SessionInterface, SessionMixin
 from itsdangerous import BadData, TimestampSigner, want_bytes
 
 from sharedstate.backends.base import Version
-from sharedstate.errors import LockTimeout
+from sharedstate.errors import LockNotOwnedError, LockTimeout
 from sharedstate.store import RESERVED_PREFIX, Store, backoff_delays
 
 if TYPE_CHECKING:
     from flask.wrappers import Request, Response
+
+    from sharedstate.objects import Lock
 
 SESSION_PREFIX = f"{RESERVED_PREFIX}session:"
 LOCK_PREFIX = f"{RESERVED_PREFIX}session-lock:"
@@ -186,7 +189,7 @@ class SharedStateSession(SessionMixin):
         self._destroyed = False
         self._issue_cookie = False  # incr created the entry: send its cookie at save
         self._mutated = False
-        self._lock: tuple[str, Version] | None = None
+        self._lock: Lock | None = None
         self.accessed = False
 
     # -- loading -----------------------------------------------------------------------------
@@ -230,32 +233,27 @@ class SharedStateSession(SessionMixin):
     # -- the lock ----------------------------------------------------------------------------
 
     def _acquire_lock(self, sid: str) -> None:
-        backend = self._store.backend
         digest = hashlib.sha256(sid.encode("ascii")).hexdigest()
-        key = self._store.full_key(LOCK_PREFIX + digest, internal=True)
-        token = secrets.token_bytes(16)
-        deadline = time.monotonic() + self._settings.lock_timeout
-        delays = backoff_delays(first=0.001, cap=0.02)
-        while True:
-            if backend.get(key) is None and backend.add(key, token, self._settings.lock_lease):
-                entry = backend.get(key)
-                if entry is not None and entry.value == token:
-                    self._lock = (key, entry.version)
-                    _HELD.set(self)
-                    return
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise LockTimeout(
-                    f"session lock not acquired within {self._settings.lock_timeout}s "
-                    "(SHAREDSTATE_SESSION_LOCK_TIMEOUT)"
-                )
-            time.sleep(min(next(delays), left))
+        # No fencing token: saves are compare-and-set merges, safe even after the lease ran out.
+        lock = self._store.lock_for(
+            LOCK_PREFIX + digest, self._settings.lock_lease, self._settings.lock_timeout, fencing=False
+        )
+        try:
+            lock.acquire()
+        except LockTimeout:
+            raise LockTimeout(
+                f"session lock not acquired within {self._settings.lock_timeout}s "
+                "(SHAREDSTATE_SESSION_LOCK_TIMEOUT)"
+            ) from None
+        self._lock = lock
+        _HELD.set(self)
 
     def _release_lock(self) -> None:
         lock, self._lock = self._lock, None
         if lock is not None:
-            # False when the lease ran out; the save was still safe (compare-and-set merge).
-            self._store.backend.delete_if_version(*lock)
+            # Not owned any more when the lease ran out; the save was still safe (CAS merge).
+            with contextlib.suppress(LockNotOwnedError):
+                lock.release()
             if _HELD.get() is self:
                 _HELD.set(None)
 

@@ -195,6 +195,7 @@ class Store:
     def update_raw(self, full: str, fn: Callable[[Any], T], default: Any, *, ttl: float | None) -> T:
         """:meth:`update` on an already validated full key (used by the objects)."""
         delays = backoff_delays()
+        conflicts = 0
         while True:
             entry = self.backend.get(full)
             current = copy.deepcopy(default) if entry is None else self.decode(full, entry.value)
@@ -206,7 +207,11 @@ class Store:
                 done = self.backend.replace_if_version(full, entry.version, raw, ttl)
             if done:
                 return new
-            time.sleep(next(delays))
+            # A first conflict retries at once (re-reading is a round trip already); only writers
+            # that keep colliding back off, so they stop stepping on each other.
+            conflicts += 1
+            if conflicts > 1:
+                time.sleep(next(delays))
 
     @contextmanager
     def edit(
@@ -232,7 +237,8 @@ class Store:
         full = self.full_key(name)
         ttl = _check_ttl(ttl)  # checked before the body runs, not after it
         self.warn_if_evictable("an edited value")
-        lock = self.lock_for(f"{RESERVED_PREFIX}edit:{full[len(self._prefix) :]}", lease, timeout)
+        # No fencing token: the compare-and-set below already refuses a write from a lapsed lease.
+        lock = self.lock_for(f"{RESERVED_PREFIX}edit:{name}", lease, timeout, fencing=False)
         lock.acquire()
         try:
             entry = self.backend.get(full)
@@ -282,10 +288,11 @@ class Store:
         self.warn_if_evictable("a lock")
         return self.lock_for(f"{RESERVED_PREFIX}lock:{name}", ttl, timeout)
 
-    def lock_for(self, key: str, ttl: float, timeout: float | None) -> Lock:
+    def lock_for(self, key: str, ttl: float, timeout: float | None, *, fencing: bool = True) -> Lock:
+        """A :class:`Lock` on an internal key (``_ss:...``); used by edit, sessions and caches."""
         from sharedstate.objects import Lock
 
-        return Lock(self, self.full_key(key, internal=True), ttl=ttl, timeout=timeout)
+        return Lock(self, self.full_key(key, internal=True), ttl=ttl, timeout=timeout, fencing=fencing)
 
     def cached(
         self, ttl: float, stale_ttl: float | None = None, *, lease: float = 30.0, name: str | None = None
