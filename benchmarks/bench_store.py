@@ -224,6 +224,9 @@ class RawRedisClient(Client):
 class RawSQLiteClient(Client):
     """The floor: plain sqlite3, one autocommit upsert/select per call, WAL, synchronous=NORMAL.
 
+    The row written carries a write counter, as every real store's rows carry a version or a
+    timestamp.
+
     No namespace, codec, expiry, versions or retry handling: what any SQLite-backed store pays at
     least for one durable write or one read on this machine.
     """
@@ -234,17 +237,21 @@ class RawSQLiteClient(Client):
         self.conn = sqlite3.connect(path, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB)")
+        self.conn.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB, written INTEGER)")
+        self.writes = 0
 
     def get(self, key: str) -> Any:
         row = self.conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
         return None if row is None else json.loads(row[0])
 
     def set(self, key: str, value: Any) -> None:
+        # Every real store writes something that changes (a version, a timestamp): rewriting an
+        # identical row lets SQLite skip the page write altogether, which would not be a floor.
+        self.writes += 1
         self.conn.execute(
-            "INSERT INTO kv (key, value) VALUES (?, ?)"
-            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (key, json.dumps(value).encode()),
+            "INSERT INTO kv (key, value, written) VALUES (?, ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value, written = excluded.written",
+            (key, json.dumps(value).encode(), self.writes),
         )
 
 

@@ -129,6 +129,28 @@ def _decode_object(obj: dict[str, Any]) -> Any:
     return obj  # not one of ours (written by another tool): leave it as it is
 
 
+def _is_plain(value: Any) -> bool:
+    """Whether ``value`` is JSON as it is (exact types, str keys, no "$" one-key dict to escape).
+
+    Most values are; checking without building a copy, then handing the value itself to the C
+    encoder, is about three times faster than the tagging walk (set latency is a benchmark target).
+    """
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return True
+    if kind is dict:
+        for k, v in value.items():
+            if type(k) is not str or not _is_plain(v):
+                return False
+        # A one-key dict whose key starts with "$" reads like a tag: the walk escapes it.
+        return len(value) != 1 or not next(iter(value)).startswith("$")
+    if kind is list:
+        return all(_is_plain(v) for v in value)
+    return False
+
+
+# Built once: json.dumps/json.loads with options build a new encoder/decoder on every call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _PLAIN_DECODER = json.JSONDecoder()
 _TAGGED_DECODER = json.JSONDecoder(object_hook=_decode_object)
 
@@ -144,7 +166,7 @@ class JSONCodec:
         if _native_int(value):
             return int(value)
         try:
-            tree = _encode(value, "value")
+            tree = value if _is_plain(value) else _encode(value, "value")
         except _Unsupported as exc:
             why = f" ({exc.why})" if exc.why else ""
             raise SerializationError(
@@ -155,7 +177,7 @@ class JSONCodec:
             raise SerializationError(
                 f"cannot store key {key!r}: the value is nested too deeply or contains a cycle"
             ) from None
-        return json.dumps(tree, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return _ENCODER.encode(tree).encode("utf-8")
 
     def loads(self, key: str, raw: RawValue) -> Any:
         if isinstance(raw, int):

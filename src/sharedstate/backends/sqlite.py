@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import secrets
 import sqlite3
 import threading
 import time
@@ -48,7 +47,9 @@ _SCAN_BATCH = 500
 
 def _new_version() -> int:
     # Random, not sequential: a deleted and re-created key must not get an old version back.
-    return secrets.randbits(62) + 1
+    # random's global generator is seeded from os.urandom and reseeded in a forked child by
+    # Python itself, so processes never share a sequence; secrets would cost a syscall per write.
+    return random.getrandbits(62) + 1
 
 
 class SQLiteBackend(Backend):
