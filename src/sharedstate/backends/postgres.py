@@ -1,6 +1,6 @@
 """``postgresql://`` (and ``postgres://``): one PostgreSQL table shared by every process and machine.
 
-URL: ``postgresql://user:password@host:5432/dbname?table=sharedstate&timeout=5``. Options of our own
+URL: ``postgresql://user:password@host:5432/dbname?table=sharedstate&timeout=4``. Options of our own
 (``table``, ``create_table``, ``timeout``, ``pool_size``) are stripped before the rest of the query
 string (``sslmode``, ``application_name``, ``options``, ... any libpq connection parameter) goes to
 libpq. Needs ``pip install 'sharedstate[postgres]'`` (psycopg 3 and psycopg_pool).
@@ -18,7 +18,7 @@ How it stays correct:
   an old version back (a sequence would do too, but would be one more object for migrations).
 - One connection pool per process. After ``fork`` the child opens a pool of its own; see
   :meth:`PostgresBackend._pool_slot` for why it must never touch the parent's.
-- Failures are bounded: no connection within ``timeout`` seconds (default 5) raises
+- Failures are bounded: no connection within ``timeout`` seconds (default 4) raises
   :class:`~sharedstate.errors.BackendUnavailableError` naming the URL with its password masked. A
   write whose connection broke after it was sent reports that its outcome is unknown; nothing that
   raises otherwise was applied. The pool reconnects when the server is back.
@@ -61,7 +61,7 @@ T = TypeVar("T")
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 DEFAULT_TABLE = "sharedstate"
-DEFAULT_TIMEOUT = 5.0
+DEFAULT_TIMEOUT = 4.0  # under the 5 s bound with room for the first connection attempt
 DEFAULT_POOL_SIZE = 10
 
 #: Our URL options and their types; every other query parameter must be a libpq keyword.
