@@ -158,6 +158,9 @@ class Lock:
 
     A ``Lock`` object is one owner: do not share one object between threads that should exclude
     each other; give each its own ``store.lock(name)``.
+
+    The fencing counter is one small key per lock name that never expires (a counter that restarted
+    would hand out lower tokens), so use a bounded set of lock names, not one per user or request.
     """
 
     def __init__(
