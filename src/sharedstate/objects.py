@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sharedstate.backends.base import Version
 from sharedstate.errors import LockNotOwnedError, LockTimeout
+from sharedstate.store import backoff_delays
 
 if TYPE_CHECKING:
     from sharedstate.store import Store
@@ -200,8 +201,6 @@ class Lock:
         ``LockTimeout`` if the wait runs out; ``timeout=0`` tries once. Raises ``RuntimeError`` if
         this object already holds it (locks are not reentrant).
         """
-        from sharedstate.store import backoff_delays
-
         if self._token is not None and self.owned:
             raise RuntimeError(f"lock {self._key!r} is already held by this object")
         wait = self.timeout if timeout is _MISSING else timeout

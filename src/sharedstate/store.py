@@ -12,7 +12,7 @@ from contextlib import contextmanager, suppress
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from sharedstate.backends import Backend, backend_from_url
+from sharedstate.backends import Backend, Entry, backend_from_url
 from sharedstate.codecs import Codec, make_codec
 from sharedstate.errors import ConflictError, LockNotOwnedError, ValueTooLargeError
 
@@ -200,18 +200,19 @@ class Store:
             entry = self.backend.get(full)
             current = copy.deepcopy(default) if entry is None else self.decode(full, entry.value)
             new = fn(current)
-            raw = self.encode(full, new)
-            if entry is None:
-                done = self.backend.add(full, raw, ttl)
-            else:
-                done = self.backend.replace_if_version(full, entry.version, raw, ttl)
-            if done:
+            if self.write_back(full, entry, self.encode(full, new), ttl):
                 return new
             # A first conflict retries at once (re-reading is a round trip already); only writers
             # that keep colliding back off, so they stop stepping on each other.
             conflicts += 1
             if conflicts > 1:
                 time.sleep(next(delays))
+
+    def write_back(self, full: str, read: Entry | None, raw: bytes | int, ttl: float | None) -> bool:
+        """Store ``raw`` only if ``full`` is still as it was ``read`` (absent: only if still absent)."""
+        if read is None:
+            return self.backend.add(full, raw, ttl)
+        return self.backend.replace_if_version(full, read.version, raw, ttl)
 
     @contextmanager
     def edit(
@@ -249,12 +250,7 @@ class Store:
                     "use update() for other values"
                 )
             yield value
-            raw = self.encode(full, value)
-            if entry is None:
-                saved = self.backend.add(full, raw, ttl)
-            else:
-                saved = self.backend.replace_if_version(full, entry.version, raw, ttl)
-            if not saved:
+            if not self.write_back(full, entry, self.encode(full, value), ttl):
                 raise ConflictError(
                     f"edit({name!r}) outlived its {lease}s lease and {name!r} was changed by "
                     "another writer meanwhile; this edit was not saved (raise lease=)"

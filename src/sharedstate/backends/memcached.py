@@ -199,9 +199,7 @@ class MemcachedBackend(Backend):
         elif parts.path not in ("", "/"):
             server = parts.path  # memcached:///path/to/memcached.sock
         else:
-            raise ValueError(
-                f"memcached URL {mask_url(url)!r} names no server, e.g. memcached://127.0.0.1:11211"
-            )
+            raise ValueError(f"memcached URL {mask_url(url)!r} names no server, e.g. memcached://HOST:11211")
         return cls(server, url=url, **options)  # type: ignore[arg-type]
 
     def describe(self) -> str:

@@ -146,7 +146,7 @@ def _parse_db(path: str, url: str) -> int | None:
     if not text.isdigit():
         raise ValueError(
             f"malformed Redis URL {mask_url(url)!r}: the path must be a database number, e.g. "
-            "redis://localhost:6379/0"
+            "redis://HOST:6379/0"
         )
     return int(text)
 
@@ -196,7 +196,7 @@ class RedisBackend(Backend):
         if scheme not in cls.schemes:
             raise ValueError(f"not a Redis URL: {mask_url(url)!r}")
         if not parts.hostname:
-            raise ValueError(f"Redis URL {mask_url(url)!r} names no host, e.g. redis://localhost:6379/0")
+            raise ValueError(f"Redis URL {mask_url(url)!r} names no host, e.g. redis://HOST:6379/0")
         known = {**_OPTIONS, **_TLS_OPTIONS} if scheme == "rediss" else _OPTIONS
         options: dict[str, Any] = query_options(parts, known, url)
         db = _parse_db(parts.path, url)
