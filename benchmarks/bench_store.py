@@ -3,10 +3,11 @@
     python benchmarks/bench_store.py            # full run (a few minutes on 2 cores)
     python benchmarks/bench_store.py --quick    # tiny cells, a smoke test
     python benchmarks/bench_store.py --only sqlite,diskcache
+    python benchmarks/bench_store.py --only redis --processes 8   # more writers on one key
 
 Workloads, the same for every subject:
-- incr: 4 processes increment one key K times each; ops/s over the whole run, and lost updates
-  (expected minus the final value; anything above 0 is a correctness bug of that subject).
+- incr: 4 processes (``--processes``) increment one key K times each; ops/s over the whole run,
+  and lost updates (expected minus the final value; above 0 is a correctness bug of that subject).
 - rmw: 4 processes read-modify-write one small JSON object (``n += 1``) the way a user of that
   library would write it; ops/s and lost updates.
 - get / set: one process, median latency in microseconds of single operations (warmed up).
@@ -33,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-PROCESSES = 4
+PROCESSES = 4  # the default of --processes
 OBJECT = {"n": 0, "owner": "bench", "tags": ["a", "b", "c"], "ratio": 0.5}
 # Inherited by spawned workers through the environment, so every process uses the same keys.
 RUN = os.environ.setdefault("SHAREDSTATE_BENCH_RUN", uuid.uuid4().hex[:8])
@@ -281,13 +282,13 @@ def _worker(subject: Subject, workload: str, key: str, ops: int, start: Any, don
     done.put(os.getpid())
 
 
-def multiprocess_cell(subject: Subject, workload: str, ops: int) -> tuple[float, int]:
-    """(ops/s, lost updates) for PROCESSES processes doing ``ops`` operations each on one key."""
+def multiprocess_cell(subject: Subject, workload: str, ops: int, processes: int) -> tuple[float, int]:
+    """(ops/s, lost updates) for ``processes`` processes doing ``ops`` operations each on one key."""
     ctx = mp.get_context("spawn")
     key = f"{workload}-{uuid.uuid4().hex[:8]}"
     start, done = ctx.Event(), ctx.Queue()
     procs = [
-        ctx.Process(target=_worker, args=(subject, workload, key, ops, start, done)) for _ in range(PROCESSES)
+        ctx.Process(target=_worker, args=(subject, workload, key, ops, start, done)) for _ in range(processes)
     ]
     for p in procs:
         p.start()
@@ -301,7 +302,7 @@ def multiprocess_cell(subject: Subject, workload: str, ops: int) -> tuple[float,
         p.join(30)
     client = subject.opener(subject.config)
     final = client.count(key) if workload == "incr" else client.object_n(key)
-    return PROCESSES * ops / elapsed, PROCESSES * ops - final
+    return processes * ops / elapsed, processes * ops - final
 
 
 def latency_cell(subject: Subject, ops: int) -> tuple[float, float]:
@@ -404,8 +405,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated substrings of subject names")
     parser.add_argument("--repeat", type=int, default=3, help="runs per cell; the median is shown")
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
+    parser.add_argument(
+        "--processes", type=int, default=PROCESSES, help="writer processes in the incr and rmw cells"
+    )
     args = parser.parse_args(argv)
-    incr_ops, rmw_ops, lat_ops = (40, 20, 200) if args.quick else (1000, 300, 3000)
+    incr_ops, rmw_ops, lat_ops = (40, 20, 200) if args.quick else (1000, 1000, 3000)
     repeat = 1 if args.quick else args.repeat
 
     tmp = tempfile.mkdtemp(prefix="ss-bench-")
@@ -425,10 +429,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  measuring {subject.name} ...", file=sys.stderr, flush=True)
             if subject.multiprocess:
                 row["incr_ops"], row["incr_lost"] = median_of(
-                    repeat, lambda s=subject: multiprocess_cell(s, "incr", incr_ops)
+                    repeat, lambda s=subject: multiprocess_cell(s, "incr", incr_ops, args.processes)
                 )
                 row["rmw_ops"], row["rmw_lost"] = median_of(
-                    repeat, lambda s=subject: multiprocess_cell(s, "rmw", rmw_ops)
+                    repeat, lambda s=subject: multiprocess_cell(s, "rmw", rmw_ops, args.processes)
                 )
             row["get_us"], row["set_us"] = median_of(repeat, lambda s=subject: latency_cell(s, lat_ops))
             results[subject.name] = row
@@ -439,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
         _drop_pg_table(pg_url)
 
-    print_table(results, incr_ops, rmw_ops)
+    print_table(results, incr_ops, rmw_ops, args.processes)
     print_ratios(results)
     if args.json:
         print(json.dumps(results, indent=2))
@@ -467,10 +471,10 @@ def fmt(value: Any, kind: str) -> str:
     return f"{value:,.1f}"
 
 
-def print_table(results: dict[str, dict[str, Any]], incr_ops: int, rmw_ops: int) -> None:
+def print_table(results: dict[str, dict[str, Any]], incr_ops: int, rmw_ops: int, processes: int) -> None:
     header = (
-        f"| subject | incr ops/s ({PROCESSES} proc) | incr lost (of {PROCESSES * incr_ops}) "
-        f"| rmw ops/s ({PROCESSES} proc) | rmw lost (of {PROCESSES * rmw_ops}) | get µs (median) "
+        f"| subject | incr ops/s ({processes} proc) | incr lost (of {processes * incr_ops}) "
+        f"| rmw ops/s ({processes} proc) | rmw lost (of {processes * rmw_ops}) | get µs (median) "
         "| set µs (median) |"
     )
     print()

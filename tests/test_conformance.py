@@ -25,7 +25,7 @@ from sharedstate import (
     SharedDict,
     Store,
 )
-from sharedstate.backends import Entry
+from sharedstate.backends import CasResult, Entry
 
 T = TypeVar("T")
 
@@ -211,7 +211,7 @@ def test_expired_key_is_absent_for_every_operation(store: Store) -> None:
     assert store.incr("b") == 1
     assert store.delete("c") is False
     assert store.touch("d", 100) is False and store.get("d") is None
-    assert store.backend.replace_if_version(store.full_key("e"), entry.version, b'"x"') is False
+    assert store.backend.compare_and_set(store.full_key("e"), entry.version, b'"x"') == (False, None)
     assert store.backend.delete_if_version(store.full_key("e"), entry.version) is False
 
 
@@ -245,7 +245,8 @@ def test_versions_compare_and_set(store: Store) -> None:
     b.set(store.full_key("other"), b'"v"')
     foreign = b.get(store.full_key("other"))
     assert foreign is not None
-    assert b.replace_if_version(key, foreign.version, b'"v"') is False  # absent: nothing to replace
+    # Absent: nothing to replace, and the refusal says so.
+    assert b.compare_and_set(key, foreign.version, b'"v"') == CasResult(False, None)
     assert b.get(key) is None
     b.set(key, b'"one"')
     first = b.get(key)
@@ -253,10 +254,13 @@ def test_versions_compare_and_set(store: Store) -> None:
     assert first.value == b'"one"'
     assert b.get(key) == first  # reading does not change the version
 
-    assert b.replace_if_version(key, first.version, b'"two"') is True
+    stored, written = b.compare_and_set(key, first.version, b'"two"')
     second = b.get(key)
+    assert stored is True
     assert second is not None and second.value == b'"two"' and second.version != first.version
-    assert b.replace_if_version(key, first.version, b'"stale"') is False
+    assert written in (second, None)  # the entry as written, if the backend can tell
+    # A refusal carries the entry that refused it, ready for the next try.
+    assert b.compare_and_set(key, first.version, b'"stale"') == CasResult(False, second)
     assert b.get(key) == second
     assert b.delete_if_version(key, first.version) is False
     assert b.get(key) == second
@@ -272,6 +276,34 @@ def test_versions_compare_and_set(store: Store) -> None:
     assert b.delete_if_version(key, third.version) is False
 
 
+def test_compare_and_set_expecting_absent(store: Store) -> None:
+    b = store.backend
+    key = store.full_key("k")
+    stored, written = b.compare_and_set(key, None, b'"first"')
+    assert stored is True
+    assert written in (b.get(key), None)
+    current = b.get(key)
+    assert current is not None and current.value == b'"first"'
+    assert b.compare_and_set(key, None, b'"second"') == CasResult(False, current)
+    assert b.get(key) == current
+    # An expired entry counts as absent.
+    b.set(key, b'"old"', TTL)
+    wait_until(lambda: b.get(key) is None)
+    assert b.compare_and_set(key, None, b'"new"').stored is True
+    assert store.get("k") == "new"
+
+
+def test_written_entry_is_good_for_the_next_compare_and_set(store: Store) -> None:
+    b = store.backend
+    key = store.full_key("chain")
+    entry: Entry | None = None
+    for i in range(5):
+        stored, written = b.compare_and_set(key, None if entry is None else entry.version, f'"{i}"'.encode())
+        assert stored is True
+        entry = written if written is not None else b.get(key)
+    assert store.get("chain") == "4"
+
+
 def test_version_changes_on_incr(store: Store) -> None:
     b = store.backend
     key = store.full_key("n")
@@ -281,18 +313,21 @@ def test_version_changes_on_incr(store: Store) -> None:
     assert b.incr(key, 1) == 2
     after = b.get(key)
     assert after is not None and after.version != before.version
-    assert b.replace_if_version(key, before.version, 100) is False
-    assert b.replace_if_version(key, after.version, 100) is True
+    assert b.compare_and_set(key, before.version, 100) == CasResult(False, after)
+    stored, written = b.compare_and_set(key, after.version, 100)
+    assert stored is True
+    assert written in (b.get(key), None)
     assert store.get("n") == 100
+    assert b.incr(key, 1) == 101  # still a native integer
 
 
-def test_replace_if_version_sets_ttl(store: Store) -> None:
+def test_compare_and_set_sets_ttl(store: Store) -> None:
     b = store.backend
     key = store.full_key("k")
     b.set(key, b'"v"')
     entry = b.get(key)
     assert entry is not None
-    assert b.replace_if_version(key, entry.version, b'"w"', TTL) is True
+    assert b.compare_and_set(key, entry.version, b'"w"', TTL).stored is True
     assert store.get("k") == "w"
     wait_until(lambda: store.get("k") is None)
 
@@ -303,7 +338,7 @@ def test_compare_and_set_race_has_one_winner(store: Store) -> None:
     b.set(key, b'"start"')
     entry = b.get(key)
     assert entry is not None
-    wins = run_threads(8, lambda i: b.replace_if_version(key, entry.version, f'"t{i}"'.encode()))
+    wins = run_threads(8, lambda i: b.compare_and_set(key, entry.version, f'"t{i}"'.encode()).stored)
     assert wins.count(True) == 1
     assert store.get("cas") == f"t{wins.index(True)}"
 
@@ -535,6 +570,76 @@ def test_update_retries_on_conflict(store: Store) -> None:
     assert store.update("v", fn) == 11
     assert calls == [0, 10]
     assert store.get("v") == 11
+
+
+class _CountingBackend:
+    """Counts the backend calls a store makes, passing every call through."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return attr(*args, **kwargs)
+
+        return counted
+
+
+def test_repeated_update_is_one_round_trip(store: Store) -> None:
+    """``update`` starts from what this process last wrote, so it need not read first."""
+    store.update("n", lambda v: v + 1, default=0)
+    counting = _CountingBackend(store.backend)
+    store.backend = counting  # type: ignore[assignment]
+    for _ in range(3):
+        store.update("n", lambda v: v + 1, default=0)
+    assert store.get("n") == 4
+    # A backend that cannot report the version it wrote (memcached) reads first instead.
+    assert counting.calls[:-1] in (["compare_and_set"] * 3, ["get", "compare_and_set"] * 3)
+
+
+def test_update_after_another_write_runs_again_on_the_stored_value(store: Store) -> None:
+    store.update("v", lambda v: v + 1, default=0)
+    store.set("v", 100)  # another writer: what this process wrote is out of date
+    calls: list[int] = []
+
+    def fn(current: int) -> int:
+        calls.append(current)
+        return current + 1
+
+    assert store.update("v", fn) == 101
+    assert calls[-1] == 100 and calls in ([1, 100], [100])  # [1, ...]: the stale guess was refused
+    assert store.get("v") == 101
+
+
+def test_update_error_from_an_out_of_date_guess_is_not_raised(store: Store) -> None:
+    """``fn`` may fail on the value this process last wrote; only the stored value may fail the call."""
+
+    def withdraw(account: dict[str, int]) -> dict[str, int]:
+        if account["balance"] < 50:
+            raise ValueError("insufficient funds")
+        return {"balance": account["balance"] - 50}
+
+    store.update("acct", lambda a: {"balance": 10}, default={})
+    store.set("acct", {"balance": 100})  # a deposit by another writer
+    assert store.update("acct", withdraw) == {"balance": 50}
+    with pytest.raises(ValueError, match="insufficient funds"):
+        store.update("acct", lambda a: withdraw({"balance": a["balance"] - 10}))
+    assert store.get("acct") == {"balance": 50}
+
+
+def test_update_of_an_expired_or_deleted_key_starts_from_default(store: Store) -> None:
+    store.update("gone", lambda v: v + 1, default=0)
+    store.delete("gone")
+    assert store.update("gone", lambda v: v + 1, default=10) == 11
+    store.update("short", lambda v: v + 1, default=0, ttl=TTL)
+    wait_until(lambda: store.get("short") is None)
+    assert store.update("short", lambda v: v + 1, default=0) == 1
 
 
 # -- lock ------------------------------------------------------------------------------------

@@ -307,8 +307,8 @@ def test_foreign_version_tokens_never_match(pg_url: str, table: str) -> None:
     backend = backend_from_url(_with(pg_url, f"table={table}"))
     try:
         backend.set("k", b"v")
-        assert backend.replace_if_version("k", "not-a-version", b"w") is False
-        assert backend.replace_if_version("k", 2**70, b"w") is False
+        assert backend.compare_and_set("k", "not-a-version", b"w").stored is False
+        assert backend.compare_and_set("k", 2**70, b"w").stored is False
         assert backend.delete_if_version("k", b"abc") is False
         entry = backend.get("k")
         assert entry is not None and entry.value == b"v"

@@ -254,7 +254,7 @@ def test_same_store_works_again_after_server_restart(own_server: RedisServer) ->
         assert store.get("greeting") == "back"
         entry = store.backend.get(store.full_key("greeting"))
         assert entry is not None
-        assert store.backend.replace_if_version(store.full_key("greeting"), entry.version, b'"again"')
+        assert store.backend.compare_and_set(store.full_key("greeting"), entry.version, b'"again"').stored
         assert store.get("greeting") == "again"
 
 
@@ -288,7 +288,7 @@ def test_script_cache_flush_is_survived(own_server: RedisServer) -> None:
         entry = store.backend.get(full)
         assert entry is not None
         own_server.command("SCRIPT", "FLUSH")
-        assert store.backend.replace_if_version(full, entry.version, b'"b"')
+        assert store.backend.compare_and_set(full, entry.version, b'"b"').stored
         assert store.get("k") == "b"
 
 
@@ -370,12 +370,12 @@ def test_versions_are_value_digests_with_documented_aba(shared_redis_url: str) -
         assert backend.touch(full, 60)
         assert backend.get(full) == entry  # touch keeps the version
         backend.set(full, b'"b"')
-        assert not backend.replace_if_version(full, entry.version, b'"c"')
+        assert not backend.compare_and_set(full, entry.version, b'"c"').stored
         # ABA, as the module docstring says: equal bytes, equal version.
         backend.set(full, b'"a"')
-        assert backend.replace_if_version(full, entry.version, b'"c"')
+        assert backend.compare_and_set(full, entry.version, b'"c"').stored
         assert not backend.delete_if_version(full, entry.version)
-        assert not backend.replace_if_version(full, 12345, b'"d"')  # not a digest: never matches
+        assert not backend.compare_and_set(full, 12345, b'"d"').stored  # not a digest: never matches
         assert store.get("k") == "c"
 
 

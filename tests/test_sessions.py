@@ -33,7 +33,7 @@ from werkzeug.serving import make_server
 
 from sharedstate import Store
 from sharedstate.backends import sqlite as sqlite_backend
-from sharedstate.backends.base import Backend, Entry, RawValue, Version
+from sharedstate.backends.base import Backend, CasResult, Entry, RawValue, Version
 from sharedstate.sessions import SESSION_PREFIX, SharedStateSessionInterface
 from tests import servers
 from tests.apps.session_app import SECRET_KEY, add_routes, create_app
@@ -340,11 +340,11 @@ class CountingBackend(Backend):
         self._count("add")
         return self.inner.add(key, value, ttl)
 
-    def replace_if_version(
-        self, key: str, version: Version, value: RawValue, ttl: float | None = None
-    ) -> bool:
-        self._count("replace_if_version")
-        return self.inner.replace_if_version(key, version, value, ttl)
+    def compare_and_set(
+        self, key: str, expected: Version | None, value: RawValue, ttl: float | None = None
+    ) -> CasResult:
+        self._count("compare_and_set")
+        return self.inner.compare_and_set(key, expected, value, ttl)
 
     def delete(self, key: str) -> bool:
         self._count("delete")
@@ -444,7 +444,7 @@ def test_save_writes_one_compare_and_set_and_detects_nested_changes(local: Local
     local.counts.reset()
     fetch(local.base, "/append/cart/apple", cookie)
     fetch(local.base, "/append/cart/pear", cookie)
-    assert local.counts.calls == {"get": 2, "replace_if_version": 2}
+    assert local.counts.calls == {"get": 2, "compare_and_set": 2}
     assert session_data(local.base, cookie)["cart"] == {"items": ["apple", "pear"]}
 
 

@@ -243,12 +243,15 @@ class Lock:
         if token is None or version is None:
             raise LockNotOwnedError(f"lock {self._key!r} is not held by this owner")
         new_ttl = self.ttl if ttl is None else float(ttl)
-        if not self._store.backend.replace_if_version(self._key, version, token.encode(), new_ttl):
+        backend = self._store.backend
+        stored, entry = backend.compare_and_set(self._key, version, token.encode(), new_ttl)
+        if not stored:
             self._token = self._version = None
             raise LockNotOwnedError(
                 f"lock {self._key!r} was not held by this owner any more (its lease expired)"
             )
-        entry = self._store.backend.get(self._key)
+        if entry is None:  # the backend could not say the new version: read it
+            entry = backend.get(self._key)
         self._version = entry.version if entry is not None else None
 
     def __enter__(self) -> Lock:

@@ -362,7 +362,7 @@ class SharedStateSession(SessionMixin):
             new = current + by
             data[key] = new
             raw = self._store.encode(full, {"v": _FORMAT, "c": created, "d": data})
-            if backend.replace_if_version(full, entry.version, raw, ttl):
+            if backend.compare_and_set(full, entry.version, raw, ttl).stored:
                 self._base_version = None  # the new version is unknown: the save re-reads
                 break
             time.sleep(next(delays))
@@ -469,7 +469,7 @@ class SharedStateSession(SessionMixin):
                     return ("delete", None, None)
             else:
                 raw = self._store.encode(full, {"v": _FORMAT, "c": created, "d": data})
-                if backend.replace_if_version(full, version, raw, ttl):
+                if backend.compare_and_set(full, version, raw, ttl).stored:
                     return ("set", self._sid, ttl)
             version = None
             time.sleep(next(delays))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from sharedstate.backends.base import Backend, Entry, RawValue, Version
+from sharedstate.backends.base import Backend, CasResult, Entry, RawValue, Version
 from sharedstate.urls import mask_url, split_url
 
 BackendFactory = Callable[[str], Backend]
@@ -63,6 +63,7 @@ def backend_from_url(url: str) -> Backend:
 
 __all__ = [
     "Backend",
+    "CasResult",
     "Entry",
     "RawValue",
     "Version",

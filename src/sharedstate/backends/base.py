@@ -34,7 +34,7 @@ RawValue = bytes | int
 Version = int | bytes | str
 """An opaque token that changes whenever an entry is written.
 
-Compare it only with tokens of the same backend, by passing it back to ``replace_if_version`` or
+Compare it only with tokens of the same backend, by passing it back to ``compare_and_set`` or
 ``delete_if_version``. A deleted and re-created entry never gets its old token back by design, except
 where a backend documents that versions are value digests (then compare-and-set means "if the value
 is still the one I read").
@@ -46,6 +46,18 @@ class Entry(NamedTuple):
 
     value: RawValue
     version: Version
+
+
+class CasResult(NamedTuple):
+    """What :meth:`Backend.compare_and_set` did.
+
+    ``stored``: whether the value was written. ``entry``: if stored, the entry as written (or
+    ``None`` where the backend cannot learn the new version in the same round trip); if refused,
+    the live entry now at the key (``None``: absent).
+    """
+
+    stored: bool
+    entry: Entry | None
 
 
 class Backend(abc.ABC):
@@ -80,12 +92,15 @@ class Backend(abc.ABC):
         """Store ``value`` only if ``key`` is absent (or expired). Return whether it was stored."""
 
     @abc.abstractmethod
-    def replace_if_version(
-        self, key: str, version: Version, value: RawValue, ttl: float | None = None
-    ) -> bool:
-        """Compare-and-set: replace the entry only if its version is still ``version``.
+    def compare_and_set(
+        self, key: str, expected: Version | None, value: RawValue, ttl: float | None = None
+    ) -> CasResult:
+        """Store ``value`` only if the entry is still as the caller last saw it.
 
-        Returns ``False`` (and changes nothing) if the entry is absent, expired or was written since.
+        ``expected`` is the version the caller read, or ``None`` for "only if absent" (an expired
+        entry counts as absent). Either way the answer comes in the same round trip: on success
+        the entry as written (its new version included), on refusal the live entry that refused it,
+        so a read-modify-write loop retries without reading again.
         """
 
     @abc.abstractmethod

@@ -2,8 +2,9 @@
 
 How the contract maps onto memcached (text protocol plus two meta commands, memcached >= 1.6):
 
-- Versions are memcached's CAS unique tokens: ``get`` is ``gets``, ``replace_if_version`` is
-  ``cas``, ``delete_if_version`` is the meta delete ``md <key> C<token>`` (the text protocol has no
+- Versions are memcached's CAS unique tokens: ``get`` is ``gets``; ``compare_and_set`` is ``cas``
+  (or ``add`` when the key must be absent), then ``gets`` to report what refused it;
+  ``delete_if_version`` is the meta delete ``md <key> C<token>`` (the text protocol has no
   delete-with-CAS). ``touch`` keeps the token, as the contract asks.
 - ``incr`` by ``by >= 0`` is memcached's native ``incr`` (``add`` creates a missing key; losing
   that race to another creator just means incrementing again). Memcached's counters are unsigned:
@@ -54,7 +55,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from sharedstate._optional import require
-from sharedstate.backends.base import Backend, Entry, RawValue, Version
+from sharedstate.backends.base import Backend, CasResult, Entry, RawValue, Version
 from sharedstate.errors import BackendUnavailableError, NotSupportedError, ValueTooLargeError
 from sharedstate.urls import mask_url, query_options, split_url
 
@@ -329,19 +330,26 @@ class MemcachedBackend(Backend):
 
         return self._call("add", op, write=True)
 
-    def replace_if_version(
-        self, key: str, version: Version, value: RawValue, ttl: float | None = None
-    ) -> bool:
-        token = _cas_token(version)
-        if token is None:
-            return False  # not a token memcached ever hands out
-        mkey = memcached_key(key)
+    def compare_and_set(
+        self, key: str, expected: Version | None, value: RawValue, ttl: float | None = None
+    ) -> CasResult:
+        if expected is None:
+            stored = self.add(key, value, ttl)
+        else:
+            token = _cas_token(expected)
+            mkey = memcached_key(key)
 
-        def op(c: Any) -> bool:
-            data = self._payload(c, key, mkey, value)
-            return c.cas(mkey, data, token, expire=exptime(ttl), noreply=False) is True
+            def op(c: Any) -> bool:
+                data = self._payload(c, key, mkey, value)
+                return c.cas(mkey, data, token, expire=exptime(ttl), noreply=False) is True
 
-        return self._call("replace_if_version", op, write=True)
+            # A token memcached never hands out cannot match.
+            stored = token is not None and self._call("compare_and_set", op, write=True)
+        if stored:
+            # The text protocol's cas does not return the new token; learning it would cost a
+            # round trip, so callers are not told (they read again if they need it).
+            return CasResult(True, None)
+        return CasResult(False, self.get(key))
 
     def delete(self, key: str) -> bool:
         mkey = memcached_key(key)

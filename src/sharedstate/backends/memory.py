@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from sharedstate.backends.base import Backend, Entry, RawValue, Version
+from sharedstate.backends.base import Backend, CasResult, Entry, RawValue, Version
 from sharedstate.errors import NotSupportedError
 from sharedstate.urls import query_options, split_url
 
@@ -72,7 +72,7 @@ class MemoryBackend(Backend):
         if row is not None and row[2] is not None:
             self._ttl_count -= 1
 
-    def _put(self, key: str, value: RawValue, ttl: float | None, now: float) -> None:
+    def _put(self, key: str, value: RawValue, ttl: float | None, now: float) -> int:
         self._remove(key)
         expires = None if ttl is None else now + ttl
         version = next(self._versions)
@@ -81,6 +81,7 @@ class MemoryBackend(Backend):
             self._ttl_count += 1
             heapq.heappush(self._expiry_heap, (expires, version, key))
             self._evict(now)
+        return version
 
     def _evict(self, now: float) -> None:
         """Drop expired TTL entries, then (over max_entries) those closest to expiry."""
@@ -116,17 +117,17 @@ class MemoryBackend(Backend):
             self._put(key, value, ttl, now)
             return True
 
-    def replace_if_version(
-        self, key: str, version: Version, value: RawValue, ttl: float | None = None
-    ) -> bool:
+    def compare_and_set(
+        self, key: str, expected: Version | None, value: RawValue, ttl: float | None = None
+    ) -> CasResult:
         self._check_process()
         with self._lock:
             now = time.monotonic()
             row = self._live(key, now)
-            if row is None or row[1] != version:
-                return False
-            self._put(key, value, ttl, now)
-            return True
+            current = None if row is None else row[1]
+            if current != expected:
+                return CasResult(False, None if row is None else Entry(row[0], row[1]))
+            return CasResult(True, Entry(value, self._put(key, value, ttl, now)))
 
     def delete(self, key: str) -> bool:
         self._check_process()

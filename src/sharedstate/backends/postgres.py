@@ -53,7 +53,7 @@ require("psycopg_pool", "postgres")
 import psycopg  # noqa: E402
 import psycopg_pool  # noqa: E402
 
-from sharedstate.backends.base import Backend, Entry, RawValue, Version  # noqa: E402
+from sharedstate.backends.base import Backend, CasResult, Entry, RawValue, Version  # noqa: E402
 from sharedstate.errors import BackendUnavailableError  # noqa: E402
 from sharedstate.urls import mask_url, query_options, split_url  # noqa: E402
 
@@ -516,10 +516,7 @@ class PostgresBackend(Backend):
         params = {"key": _check_key(key)}
         sql = self._sql.get
         row = self._run(lambda c: c.execute(sql, params).fetchone(), write=False)
-        if row is None:
-            return None
-        value, num, version = row
-        return Entry(num if num is not None else bytes(value), version)
+        return None if row is None else _entry(row)
 
     def set(self, key: str, value: RawValue, ttl: float | None = None) -> None:
         self._rowcount(self._sql.set, _row(key, value, ttl))
@@ -527,14 +524,29 @@ class PostgresBackend(Backend):
     def add(self, key: str, value: RawValue, ttl: float | None = None) -> bool:
         return self._rowcount(self._sql.add, _row(key, value, ttl)) == 1
 
-    def replace_if_version(
-        self, key: str, version: Version, value: RawValue, ttl: float | None = None
-    ) -> bool:
+    def compare_and_set(
+        self, key: str, expected: Version | None, value: RawValue, ttl: float | None = None
+    ) -> CasResult:
         params = _row(key, value, ttl)
-        if not _is_our_version(version):
-            return False  # a token this backend never hands out cannot match
-        params["old"] = version
-        return self._rowcount(self._sql.replace, params) == 1
+        if expected is None:
+            write = self._sql.add
+        elif _is_our_version(expected):
+            write, params["old"] = self._sql.replace, expected
+        else:
+            write = None  # a token this backend never hands out cannot match
+        read = self._sql.get
+
+        def op(conn: Conn) -> CasResult:
+            if write is not None and conn.execute(write, params).rowcount == 1:
+                return CasResult(True, Entry(value, params["version"]))
+            # Refused. A new statement sees every commit up to now (READ COMMITTED), so this is
+            # the entry that refused the write or a newer one; one more round trip, only here.
+            row = conn.execute(read, params).fetchone()
+            return CasResult(False, None if row is None else _entry(row))
+
+        result = self._run(op, write=True)
+        self._maybe_sweep()
+        return result
 
     def delete(self, key: str) -> bool:
         params = {"key": _check_key(key)}
@@ -687,6 +699,11 @@ def _check_key(key: str) -> str:
 
 def _is_our_version(version: Version) -> bool:
     return type(version) is int and _INT64_MIN <= version <= _INT64_MAX
+
+
+def _entry(row: tuple[Any, ...]) -> Entry:
+    value, num, version = row  # the columns of the "get" statement
+    return Entry(num if num is not None else bytes(value), version)
 
 
 def _row(key: str, value: RawValue, ttl: float | None) -> dict[str, Any]:

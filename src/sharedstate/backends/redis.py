@@ -11,7 +11,7 @@ stored bytes: computed by ``hashlib`` when reading, and by ``redis.sha1hex`` ins
 compare. Keeping a separate version would mean a hash per key (no native ``INCRBY`` on a plain
 key, and every write a script); a digest costs nothing on writes and one hash on reads.
 
-The consequence is ABA: ``replace_if_version``/``delete_if_version`` succeed when the value is still
+The consequence is ABA: ``compare_and_set``/``delete_if_version`` succeed when the value is still
 *equal* to the one that was read, even if it was changed and changed back, or deleted and
 re-created with the same bytes, meanwhile. For the read-modify-write loops built on them this is
 still linearizable: the new value was computed from a value equal to the current one. Code that
@@ -24,24 +24,31 @@ with no reply (outcome unknown). Nothing is ever retried automatically, so no co
 twice. The pool reconnects on the next call, so the same backend works again when the server is
 back.
 
-**Fork.** One ``redis.ConnectionPool`` per backend. redis-py's pool is fork-safe by itself:
-``ConnectionPool.get_connection`` and ``release`` call ``_checkpid()``, which sees the pid change
-in a child and resets the pool there, so a child never reuses the parent's sockets; and
-``Connection.disconnect`` only ``shutdown()``s a socket in the process that opened it, so a child
-dropping inherited connections does not cut the parent's. This module only uses the pool through
-those two methods (see ``_execute``), which is where fork is handled.
+**Connections.** Each backend keeps its own small pool of redis-py connections (:class:`_Pool`),
+not redis-py's ``ConnectionPool``: before lending a connection, that pool checks that the server
+has sent nothing unasked by switching the socket to non-blocking, trying a read and switching it
+back, three system calls per command, which on a loopback server cost more than a tenth of the
+round trip. ``_Pool`` checks the same with one ``poll``.
+
+**Fork.** The pool remembers the pid that filled it. In a forked child it starts empty, so the
+child never uses the parent's sockets; it drops the inherited connections without closing them
+(redis-py's ``Connection.disconnect`` would not shut down a socket of another process anyway).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import os
+import select
+import threading
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote
 
 from sharedstate._optional import require
-from sharedstate.backends.base import Backend, Entry, RawValue, Version
+from sharedstate.backends.base import Backend, CasResult, Entry, RawValue, Version
 from sharedstate.errors import BackendUnavailableError
 from sharedstate.urls import mask_url, query_options, split_url
 
@@ -75,21 +82,26 @@ class _Script:
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
 
 
-# KEYS[1]: the key. ARGV[1]: the expected version (SHA-1 hex of the current value). ARGV[2]: the
-# new value. ARGV[3]: the new ttl in milliseconds, or "" for no expiry.
-# Returns 1 if the value was replaced, 0 if the key is absent or holds another value.
-_REPLACE_IF_VERSION = _Script(
+# KEYS[1]: the key. ARGV[1]: the expected version (SHA-1 hex of the current value), or "" for
+# "only if absent". ARGV[2]: the new value. ARGV[3]: the new ttl in milliseconds, or "" for none.
+# Returns {1} if the value was stored; {0, current} if refused, current being the value now at the
+# key or false if absent, so the caller can retry without another GET.
+_COMPARE_AND_SET = _Script(
     """
 local current = redis.call('GET', KEYS[1])
-if not current or redis.sha1hex(current) ~= ARGV[1] then
-    return 0
+if ARGV[1] == '' then
+    if current then
+        return {0, current}
+    end
+elseif not current or redis.sha1hex(current) ~= ARGV[1] then
+    return {0, current}
 end
 if ARGV[3] == '' then
     redis.call('SET', KEYS[1], ARGV[2])
 else
     redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 end
-return 1
+return {1}
 """
 )
 
@@ -174,20 +186,17 @@ class RedisBackend(Backend):
         self.url = url
         self.timeout = timeout
         max_connections = pool_options.pop("max_connections", None)
-        kwargs: dict[str, Any] = {
+        settings: dict[str, Any] = {
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
             "socket_keepalive": True,
             # Never retry: a command re-sent after a lost reply could be applied twice.
             "retry": require("redis.retry", "redis").Retry(require("redis.backoff", "redis").NoBackoff(), 0),
             **pool_options,
+            **self._redis.connection.parse_url(url),  # host, port, db, user, password; TLS class
         }
-        if max_connections is not None:
-            self._pool = self._redis.BlockingConnectionPool.from_url(
-                url, max_connections=max_connections, timeout=timeout, **kwargs
-            )
-        else:
-            self._pool = self._redis.ConnectionPool.from_url(url, **kwargs)
+        connection_class = settings.pop("connection_class", self._redis.Connection)
+        self._pool = _Pool(connection_class, settings, max_connections, timeout)
 
     @classmethod
     def from_url(cls, url: str) -> RedisBackend:
@@ -241,8 +250,7 @@ class RedisBackend(Backend):
         r = self._redis
         network_errors = (r.ConnectionError, r.TimeoutError, OSError)
         try:
-            # Fork safety lives here: get_connection() and release() reset the pool in a child.
-            conn = self._pool.get_connection()
+            conn = self._pool.acquire()
         except network_errors as exc:  # failed to connect: nothing was sent
             raise self._unavailable(exc, sent=False) from None
         try:
@@ -318,11 +326,17 @@ class RedisBackend(Backend):
         expiry = () if ttl is None else ("PX", _ttl_ms(ttl))
         return self._call(key, "SET", key, value, "NX", *expiry) is not None
 
-    def replace_if_version(
-        self, key: str, version: Version, value: RawValue, ttl: float | None = None
-    ) -> bool:
+    def compare_and_set(
+        self, key: str, expected: Version | None, value: RawValue, ttl: float | None = None
+    ) -> CasResult:
         ttl_arg = "" if ttl is None else _ttl_ms(ttl)
-        return self._eval(_REPLACE_IF_VERSION, key, _version_arg(version), value, ttl_arg) == 1
+        expected_arg = "" if expected is None else _version_arg(expected)
+        reply: Any = self._eval(_COMPARE_AND_SET, key, expected_arg, value, ttl_arg)
+        if reply[0] == 1:
+            stored = value if isinstance(value, bytes) else str(value).encode()  # as GET returns it
+            return CasResult(True, Entry(stored, version_of(stored)))
+        current = reply[1] if len(reply) > 1 else None  # Lua's false arrives as nil: absent
+        return CasResult(False, None if current is None else Entry(current, version_of(current)))
 
     def delete(self, key: str) -> bool:
         return self._call(key, "DEL", key) == 1
@@ -382,9 +396,89 @@ class RedisBackend(Backend):
         return 0  # Redis expires keys itself
 
     def close(self) -> None:
-        # In a forked child, disconnect() first resets the pool (_checkpid) and closes nothing
-        # of the parent's.
         self._pool.disconnect()
+
+
+class _Pool:
+    """This process's connections to one server; the most recently used idle one is lent first.
+
+    Safe to share between threads (``deque`` appends and pops are atomic). With
+    ``max_connections``, at most that many are lent at once and a caller waits up to ``timeout``
+    for one. See the module docstring for why this is not redis-py's ``ConnectionPool``.
+    """
+
+    def __init__(
+        self,
+        connection_class: Any,
+        connection_kwargs: dict[str, Any],
+        max_connections: int | None,
+        timeout: float,
+    ) -> None:
+        self.connection_class = connection_class
+        self.connection_kwargs = connection_kwargs
+        self.max_connections = max_connections
+        self.timeout = timeout
+        self._start()
+
+    def _start(self) -> None:
+        self._pid = os.getpid()
+        self._idle: deque[Any] = deque()
+        self._slots = None if self.max_connections is None else threading.Semaphore(self.max_connections)
+
+    def acquire(self) -> Any:
+        """A connected connection; raises redis-py's ``ConnectionError`` (or ``OSError``) if none."""
+        if self._pid != os.getpid():
+            self._start()  # a forked child: never touch the parent's connections
+        slots = self._slots
+        if slots is not None and not slots.acquire(timeout=self.timeout):
+            raise require("redis", "redis").ConnectionError(
+                f"all {self.max_connections} connections (max_connections) stayed busy for {self.timeout:g}s"
+            )
+        try:
+            try:
+                conn = self._idle.pop()
+            except IndexError:
+                conn = self.connection_class(**self.connection_kwargs)
+            else:
+                if _has_unread_data(conn):
+                    # The server closed it (restart, idle timeout) or sent something unasked:
+                    # start afresh rather than fail or misread the next reply.
+                    conn.disconnect()
+            conn.connect()  # no-op when connected
+        except BaseException:
+            if slots is not None:
+                slots.release()
+            raise
+        return conn
+
+    def release(self, conn: Any) -> None:
+        if self._pid != os.getpid():
+            return  # lent before a fork, returned in the child: not ours to keep
+        self._idle.append(conn)
+        if self._slots is not None:
+            self._slots.release()
+
+    def disconnect(self) -> None:
+        """Close the idle connections (ones in use now come back to the pool when done)."""
+        if self._pid != os.getpid():
+            self._start()
+            return
+        while True:
+            try:
+                conn = self._idle.pop()
+            except IndexError:
+                return
+            conn.disconnect()
+
+
+def _has_unread_data(conn: Any) -> bool:
+    """Whether the server has sent anything (data or end of stream) on an idle connection."""
+    sock = getattr(conn, "_sock", None)
+    if sock is None:
+        return False  # not connected: connect() will open it
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _version_arg(version: Version) -> str | bytes:

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
 
-from sharedstate.backends.base import Backend, Entry, RawValue, Version
+from sharedstate.backends.base import Backend, CasResult, Entry, RawValue, Version
 from sharedstate.errors import BackendUnavailableError
 from sharedstate.urls import query_options, split_url
 
@@ -309,12 +309,28 @@ class SQLiteBackend(Backend):
     def add(self, key: str, value: RawValue, ttl: float | None = None) -> bool:
         return self._write(self._sql_add, _row(key, value, ttl)) == 1
 
-    def replace_if_version(
-        self, key: str, version: Version, value: RawValue, ttl: float | None = None
-    ) -> bool:
+    def compare_and_set(
+        self, key: str, expected: Version | None, value: RawValue, ttl: float | None = None
+    ) -> CasResult:
         params = _row(key, value, ttl)
-        params["new_version"], params["version"] = params["version"], version
-        return self._write(self._sql_replace, params) == 1
+        new_version = params["version"]
+        assert isinstance(new_version, int)
+        statement = self._sql_add
+        if expected is not None:
+            statement = self._sql_replace
+            params["new_version"], params["version"] = params["version"], expected
+
+        def op(conn: sqlite3.Connection) -> CasResult:
+            conn.execute("BEGIN IMMEDIATE")
+            if conn.execute(statement, params).rowcount == 1:
+                result = CasResult(True, Entry(value, new_version))
+            else:  # refused: read what refused it inside the same write lock, so it is current
+                row = conn.execute(self._sql_get, (key, params["now"])).fetchone()
+                result = CasResult(False, None if row is None else Entry(row[0], row[1]))
+            conn.execute("COMMIT")
+            return result
+
+        return self._run(op, write=True)
 
     def delete(self, key: str) -> bool:
         return self._write(self._sql_delete, {"key": key, "now": time.time()}) == 1
