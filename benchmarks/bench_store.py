@@ -12,8 +12,9 @@ Workloads, the same for every subject:
   library would write it; ops/s and lost updates.
 - get / set: one process, median latency in microseconds of single operations (warmed up).
 
-Each cell is the median of ``--repeat`` runs. The machine is shared and noisy: read the ratios
-printed under the table (measured in this same run), not the absolute numbers.
+Each cell is the median of ``--repeat`` rounds (lost updates: the worst round); a round measures
+every subject once. The machine is shared and noisy: read the ratios printed under the table
+(measured in this same run), not the absolute numbers.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -326,11 +328,6 @@ def latency_cell(subject: Subject, ops: int) -> tuple[float, float]:
     return statistics.median(gets) / 1000, statistics.median(sets) / 1000
 
 
-def median_of(repeat: int, fn: Callable[[], tuple[float, float]]) -> tuple[float, float]:
-    runs = [fn() for _ in range(repeat)]
-    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
-
-
 # -- servers ----------------------------------------------------------------------------------------
 
 
@@ -424,18 +421,26 @@ def main(argv: list[str] | None = None) -> int:
         subjects = build_subjects(tmp, manager, redis_url, pg_url, mc_url if mc_proc else None)
         wanted = [s for s in args.only.split(",") if s]
         subjects = [s for s in subjects if not wanted or any(w in s.name for w in wanted)]
-        for subject in subjects:
-            row: dict[str, Any] = {}
-            print(f"  measuring {subject.name} ...", file=sys.stderr, flush=True)
-            if subject.multiprocess:
-                row["incr_ops"], row["incr_lost"] = median_of(
-                    repeat, lambda s=subject: multiprocess_cell(s, "incr", incr_ops, args.processes)
-                )
-                row["rmw_ops"], row["rmw_lost"] = median_of(
-                    repeat, lambda s=subject: multiprocess_cell(s, "rmw", rmw_ops, args.processes)
-                )
-            row["get_us"], row["set_us"] = median_of(repeat, lambda s=subject: latency_cell(s, lat_ops))
-            results[subject.name] = row
+        # Rounds, each measuring every subject once: slow drifts of a shared machine then fall on
+        # every subject alike instead of on whichever was measured during them.
+        runs: dict[str, dict[str, list[float]]] = {s.name: defaultdict(list) for s in subjects}
+        for round_no in range(1, repeat + 1):
+            for subject in subjects:
+                print(f"  round {round_no}/{repeat}: {subject.name} ...", file=sys.stderr, flush=True)
+                cells = runs[subject.name]
+                if subject.multiprocess:
+                    for workload, ops in (("incr", incr_ops), ("rmw", rmw_ops)):
+                        rate, lost = multiprocess_cell(subject, workload, ops, args.processes)
+                        cells[f"{workload}_ops"].append(rate)
+                        cells[f"{workload}_lost"].append(lost)
+                get_us, set_us = latency_cell(subject, lat_ops)
+                cells["get_us"].append(get_us)
+                cells["set_us"].append(set_us)
+        for name, cells in runs.items():
+            # Medians of speeds; the worst round of losses (any loss at all is a bug).
+            results[name] = {
+                k: (max(v) if k.endswith("_lost") else statistics.median(v)) for k, v in cells.items()
+            }
     finally:
         manager.shutdown()
         if mc_proc is not None:

@@ -196,6 +196,11 @@ class Store:
         result is written by compare-and-set. If another writer got in first, ``fn`` runs again on
         the newer value, so ``fn`` may run more than once and must have no side effects. No update
         is ever lost. Use :meth:`edit` when the body must run exactly once.
+
+        ``fn`` is first called on the value this process last wrote to ``name``, if it remembers
+        it, to save a read: a process that is the only writer of a key pays one round trip. If
+        that value is out of date, the write is refused and ``fn`` runs again on the stored value;
+        an exception ``fn`` raises on the out-of-date value is not raised.
         """
         self.warn_if_evictable("an updated value")
         return self.update_raw(self.full_key(name), fn, default, ttl=_check_ttl(ttl))
@@ -225,10 +230,12 @@ class Store:
                 self._last_written.remember(full, entry)
                 return new
             # Refused, and ``entry`` is what is stored now: retry on it without reading again.
-            # Writers that collide back off (tens of microseconds, growing), so one of them gets
-            # a run of successful writes instead of all of them failing in turn.
+            # A refused guess only means another writer came by since this process last wrote:
+            # retry at once. A refused read-modify-write is a collision: back off, so one writer
+            # gets a run of successful writes instead of all of them failing in turn.
+            if not guessed:
+                time.sleep(next(delays))
             guessed = False
-            time.sleep(next(delays))
 
     @contextmanager
     def edit(
