@@ -423,6 +423,18 @@ def test_dict_mapping(store: Store) -> None:
     assert len(d) == 0 and dict(d) == {}
 
 
+def test_dicts_whose_names_share_a_prefix_never_share_items(store: Store) -> None:
+    a, ab, pct = store.dict("a"), store.dict("a:b"), store.dict("a%3Ab")
+    a["b:x"] = "item b:x of a"
+    ab["x"] = "item x of a:b"
+    pct["x"] = "item x of a%3Ab"
+    assert (a["b:x"], ab["x"], pct["x"]) == ("item b:x of a", "item x of a:b", "item x of a%3Ab")
+    assert supported(lambda: sorted(a)) == ["b:x"]
+    assert sorted(ab) == ["x"] and sorted(pct) == ["x"]
+    del ab["x"]
+    assert a["b:x"] == "item b:x of a" and pct["x"] == "item x of a%3Ab"
+
+
 def test_dict_setdefault_pop(store: Store) -> None:
     d = store.dict("d")
     assert d.setdefault("k", [1]) == [1]
@@ -675,6 +687,15 @@ def test_lock_context_manager_and_fencing_tokens_increase(store: Store) -> None:
     tokens.append(store.lock("job").acquire())
     assert all(isinstance(t, int) for t in tokens)
     assert tokens == sorted(set(tokens)), tokens
+
+
+def test_lock_names_never_collide_with_fencing_counters(store: Store) -> None:
+    x = store.lock("x", ttl=5)
+    first = x.acquire()
+    with store.lock("x:fence", ttl=5, timeout=1) as other:  # not where lock "x" counts
+        assert other.fencing_token == 1
+    x.release()
+    assert store.lock("x", ttl=5, timeout=1).acquire() == first + 1
 
 
 def test_lock_release_by_owner_only(store: Store) -> None:

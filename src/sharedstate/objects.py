@@ -62,6 +62,9 @@ class Counter:
 class SharedDict(MutableMapping[str, Any]):
     """A ``MutableMapping`` whose items live one per key, at ``"{name}:{item}"``.
 
+    ``%`` and ``:`` in ``name`` are stored percent-encoded (``%25``, ``%3A``), so the items of
+    dict ``"a"`` and of dict ``"a:b"`` never share a key or show up in each other's iteration.
+
     Each item operation is atomic on its own; ``setdefault``, ``pop``, ``incr`` and ``update_item``
     are atomic read-modify-writes. Iteration and ``len`` scan the prefix and see a live, not a
     frozen, view. Writers of different items never contend.
@@ -70,12 +73,13 @@ class SharedDict(MutableMapping[str, Any]):
     def __init__(self, store: Store, name: str) -> None:
         self._store = store
         self.name = name
-        self._item_prefix = store.full_key(name) + ":"
+        self._stored_name = name.replace("%", "%25").replace(":", "%3A")
+        self._item_prefix = store.full_key(self._stored_name) + ":"
 
     def _full(self, item: str) -> str:
         if not isinstance(item, str):
             raise TypeError(f"SharedDict keys must be str, got {type(item).__name__}: {item!r}")
-        return self._store.full_key(f"{self.name}:{item}")
+        return self._store.full_key(f"{self._stored_name}:{item}")
 
     def __getitem__(self, item: str) -> Any:
         full = self._full(item)
@@ -165,7 +169,13 @@ class Lock:
     """
 
     def __init__(
-        self, store: Store, key: str, *, ttl: float, timeout: float | None, fencing: bool = True
+        self,
+        store: Store,
+        key: str,
+        *,
+        ttl: float,
+        timeout: float | None,
+        fence_key: str | None = None,
     ) -> None:
         if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl < float("inf"):
             raise ValueError(f"lock ttl must be a positive, finite number of seconds, got {ttl!r}")
@@ -173,10 +183,10 @@ class Lock:
             raise ValueError(f"lock timeout must be None or >= 0, got {timeout!r}")
         self._store = store
         self._key = key
-        # The fencing counter must outlive every holder (a counter that restarted would hand out
-        # lower tokens), so it is one permanent key per lock name. Internal locks whose writes are
-        # guarded by compare-and-set anyway (edit, sessions) pass fencing=False and leave nothing.
-        self._fence_key = key + ":fence" if fencing else None
+        # The fencing counter (full key) must outlive every holder (a counter that restarted would
+        # hand out lower tokens), so it is one permanent key per lock name. Internal locks whose
+        # writes are guarded by compare-and-set anyway (edit, sessions) have none and leave nothing.
+        self._fence_key = fence_key
         self.ttl = float(ttl)
         self.timeout = timeout
         self._token: str | None = None
@@ -197,7 +207,7 @@ class Lock:
     def acquire(self, timeout: float | None = _MISSING) -> int:
         """Wait for the lock (at most ``timeout`` seconds; default: the lock's) and take it.
 
-        Returns the fencing token (0 for a lock made with ``fencing=False``). Raises
+        Returns the fencing token (0 for a lock without a fencing counter). Raises
         ``LockTimeout`` if the wait runs out; ``timeout=0`` tries once. Raises ``RuntimeError`` if
         this object already holds it (locks are not reentrant).
         """

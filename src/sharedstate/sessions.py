@@ -236,7 +236,7 @@ class SharedStateSession(SessionMixin):
         digest = hashlib.sha256(sid.encode("ascii")).hexdigest()
         # No fencing token: saves are compare-and-set merges, safe even after the lease ran out.
         lock = self._store.lock_for(
-            LOCK_PREFIX + digest, self._settings.lock_lease, self._settings.lock_timeout, fencing=False
+            LOCK_PREFIX + digest, self._settings.lock_lease, self._settings.lock_timeout
         )
         try:
             lock.acquire()

@@ -262,7 +262,7 @@ class Store:
         ttl = _check_ttl(ttl)  # checked before the body runs, not after it
         self.warn_if_evictable("an edited value")
         # No fencing token: the compare-and-set below already refuses a write from a lapsed lease.
-        lock = self.lock_for(f"{RESERVED_PREFIX}edit:{name}", lease, timeout, fencing=False)
+        lock = self.lock_for(f"{RESERVED_PREFIX}edit:{name}", lease, timeout)
         lock.acquire()
         try:
             entry = self.backend.get(full)
@@ -306,13 +306,17 @@ class Store:
         """A lock named ``name`` with an owner token and a lease of ``ttl`` seconds."""
         self.full_key(name)  # validates the name
         self.warn_if_evictable("a lock")
-        return self.lock_for(f"{RESERVED_PREFIX}lock:{name}", ttl, timeout)
+        # The fencing counters live apart from the lock keys, so no lock name can collide with
+        # another lock's counter (lock "x:fence" and the counter of lock "x").
+        fence_key = self.full_key(f"{RESERVED_PREFIX}fence:{name}", internal=True)
+        return self.lock_for(f"{RESERVED_PREFIX}lock:{name}", ttl, timeout, fence_key=fence_key)
 
-    def lock_for(self, key: str, ttl: float, timeout: float | None, *, fencing: bool = True) -> Lock:
-        """A :class:`Lock` on an internal key (``_ss:...``); used by edit, sessions and caches."""
+    def lock_for(self, key: str, ttl: float, timeout: float | None, *, fence_key: str | None = None) -> Lock:
+        """A :class:`Lock` on an internal key (``_ss:...``); used by edit and sessions without a
+        fencing counter (``fence_key``)."""
         from sharedstate.objects import Lock
 
-        return Lock(self, self.full_key(key, internal=True), ttl=ttl, timeout=timeout, fencing=fencing)
+        return Lock(self, self.full_key(key, internal=True), ttl=ttl, timeout=timeout, fence_key=fence_key)
 
     def cached(
         self, ttl: float, stale_ttl: float | None = None, *, lease: float = 30.0, name: str | None = None
