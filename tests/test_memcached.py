@@ -389,16 +389,23 @@ def test_eviction_warning_once(store: Store) -> None:
     assert "may evict" in str(caught[0].message)
 
 
+def _edit(store: Store) -> None:
+    with store.edit("e", default={}) as value:
+        value["n"] = 1
+
+
 def test_state_objects_warn_that_memcached_may_evict(url: str) -> None:
     makers: list[Callable[[Store], object]] = [
         lambda s: s.counter("hits"),
         lambda s: s.dict("d"),
         lambda s: s.lock("l"),
         lambda s: s.update("u", lambda v: 1),
+        _edit,
     ]
     for make in makers:
-        with Store(url) as fresh, pytest.warns(RuntimeWarning, match="may evict"):
+        with Store(url) as fresh, pytest.warns(RuntimeWarning, match="may evict") as record:
             make(fresh)
+        assert record[0].filename == __file__  # the caller's line, not one inside sharedstate
 
 
 # -- failures ------------------------------------------------------------------------------

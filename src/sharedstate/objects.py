@@ -73,6 +73,7 @@ class SharedDict(MutableMapping[str, Any]):
     def __init__(self, store: Store, name: str) -> None:
         self._store = store
         self.name = name
+        store.full_key(name)  # validates the name as a key (type, empty, reserved prefix, text)
         self._stored_name = name.replace("%", "%25").replace(":", "%3A")
         self._item_prefix = store.full_key(self._stored_name) + ":"
 

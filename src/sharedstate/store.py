@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import random
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from sharedstate.backends import Backend, Entry, backend_from_url
@@ -29,9 +31,10 @@ DEFAULT_MAX_VALUE_SIZE = 1024 * 1024
 RESERVED_PREFIX = "_ss:"
 
 
-# update() backs off after every refused compare-and-set: from about one round trip (0.1 ms) up to
-# 10 ms. Losers step aside, and the writer that got in keeps writing at one round trip per update
-# instead of every writer failing in turn (see benchmarks/README.md).
+# update() backs off after each collision (a refused compare-and-set of a value it had just read):
+# from about one round trip (0.1 ms) up to 10 ms. Losers step aside, and the writer that got in
+# keeps writing at one round trip per update instead of every writer failing in turn (see
+# benchmarks/README.md).
 _UPDATE_FIRST_DELAY = 0.0001
 _UPDATE_MAX_DELAY = 0.01
 
@@ -127,7 +130,7 @@ class Store:
                 "memory runs short: use it for caches, and sqlite://, redis:// or postgresql:// "
                 "for state that must not be lost",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=_user_stacklevel(),
             )
 
     # -- key-value ---------------------------------------------------------------------------
@@ -312,8 +315,8 @@ class Store:
         return self.lock_for(f"{RESERVED_PREFIX}lock:{name}", ttl, timeout, fence_key=fence_key)
 
     def lock_for(self, key: str, ttl: float, timeout: float | None, *, fence_key: str | None = None) -> Lock:
-        """A :class:`Lock` on an internal key (``_ss:...``); used by edit and sessions without a
-        fencing counter (``fence_key``)."""
+        """A :class:`Lock` on an internal key (``_ss:...``), counting fencing tokens at
+        ``fence_key`` if given (edit and sessions lock without one)."""
         from sharedstate.objects import Lock
 
         return Lock(self, self.full_key(key, internal=True), ttl=ttl, timeout=timeout, fence_key=fence_key)
@@ -356,6 +359,24 @@ class Store:
     def __repr__(self) -> str:
         ns = f", namespace={self.namespace!r}" if self.namespace else ""
         return f"<Store {self.backend.describe()}{ns}>"
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning point at the nearest caller outside sharedstate.
+
+    Counted from the function that calls ``warnings.warn`` (level 1), past this package's frames
+    and ``contextlib``'s (``store.edit`` is entered through it), however the call came in: a store
+    method, an object, the Flask extension.
+    """
+    internal = (_PACKAGE_DIR, contextlib.__file__)
+    frame: FrameType | None = sys._getframe(2)
+    level = 2
+    while frame is not None and frame.f_code.co_filename.startswith(internal):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _check_ttl(ttl: float | None) -> float | None:
