@@ -61,11 +61,11 @@ class Client:
 
     def count(self, key: str) -> int:
         """The final value of an incr key."""
-        raise NotImplementedError
+        return int(self.get(key) or 0)
 
     def object_n(self, key: str) -> int:
         """The final ``n`` of an rmw key."""
-        raise NotImplementedError
+        return int((self.get(key) or OBJECT)["n"])
 
 
 class SharedStateClient(Client):
@@ -91,12 +91,6 @@ class SharedStateClient(Client):
     def set(self, key: str, value: Any) -> None:
         self.store.set(key, value)
 
-    def count(self, key: str) -> int:
-        return int(self.store.get(key, 0))
-
-    def object_n(self, key: str) -> int:
-        return int(self.store.get(key, OBJECT)["n"])
-
 
 class DiskcacheClient(Client):
     def __init__(self, directory: str) -> None:
@@ -117,12 +111,6 @@ class DiskcacheClient(Client):
 
     def set(self, key: str, value: Any) -> None:
         self.cache.set(key, value)
-
-    def count(self, key: str) -> int:
-        return int(self.cache.get(key, 0))
-
-    def object_n(self, key: str) -> int:
-        return int(self.cache.get(key, OBJECT)["n"])
 
 
 class ManagerClient(Client):
@@ -146,12 +134,6 @@ class ManagerClient(Client):
     def set(self, key: str, value: Any) -> None:
         self.d[key] = value
 
-    def count(self, key: str) -> int:
-        return int(self.d.get(key, 0))
-
-    def object_n(self, key: str) -> int:
-        return int(self.d.get(key, OBJECT)["n"])
-
 
 class CachelibClient(Client):
     """cachelib's FileSystemCache: ``inc`` is documented atomic in BaseCache but is get + set."""
@@ -173,12 +155,6 @@ class CachelibClient(Client):
 
     def set(self, key: str, value: Any) -> None:
         self.cache.set(key, value)
-
-    def count(self, key: str) -> int:
-        return int(self.cache.get(key) or 0)
-
-    def object_n(self, key: str) -> int:
-        return int((self.cache.get(key) or OBJECT)["n"])
 
 
 class RawRedisClient(Client):
@@ -215,9 +191,6 @@ class RawRedisClient(Client):
 
     def set(self, key: str, value: Any) -> None:
         self.r.set(self.prefix + key, json.dumps(value))
-
-    def count(self, key: str) -> int:
-        return int(self.r.get(self.prefix + key) or 0)
 
     def object_n(self, key: str) -> int:
         raw = self.r.get(self.prefix + key)

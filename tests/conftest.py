@@ -2,12 +2,11 @@
 
 ``store_url`` / ``store`` run a test on every backend; ``shared_url`` / ``shared_store`` on the
 backends that processes can share (all but ``memory://``). A server backend plugs in by adding its
-name to ``ALL_BACKENDS`` and a branch to ``_url_for``.
+name to ``ALL_BACKENDS`` and a branch to ``servers.backend_url``.
 """
 
 from __future__ import annotations
 
-import importlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,49 +18,16 @@ from tests import servers
 
 ALL_BACKENDS = ["memory", "sqlite", "redis", "postgresql", "memcached"]
 SHARED_BACKENDS = [b for b in ALL_BACKENDS if b != "memory"]
-SERVER_BACKENDS = {"redis", "postgresql", "memcached"}
-_BACKEND_MODULES = {
-    "redis": "sharedstate.backends.redis",
-    "postgresql": "sharedstate.backends.postgres",
-    "memcached": "sharedstate.backends.memcached",
-}
-
-
-def _url_for(name: str, tmp_path: Path) -> str:
-    if name == "memory":
-        return "memory://"
-    if name == "sqlite":
-        return f"sqlite:///{tmp_path}/state.sqlite3"
-    try:
-        importlib.import_module(_BACKEND_MODULES[name])
-    except ImportError as exc:
-        servers.unavailable(f"the {name} backend cannot be imported: {exc}")
-    if name == "redis":
-        if not servers.reachable(servers.REDIS_URL, 6379):
-            servers.unavailable(f"Redis is not reachable at {servers.REDIS_URL}")
-        return servers.REDIS_URL
-    if name == "postgresql":
-        if not servers.reachable(servers.POSTGRES_URL, 5432):
-            servers.unavailable(f"PostgreSQL is not reachable at {servers.POSTGRES_URL}")
-        sep = "&" if "?" in servers.POSTGRES_URL else "?"
-        return f"{servers.POSTGRES_URL}{sep}table=sharedstate_test_{servers.RUN_ID}"
-    if name == "memcached":
-        url = servers.MEMCACHED.start()
-        if url is None:
-            servers.unavailable(servers.MEMCACHED.reason)
-        assert url is not None
-        return url
-    raise AssertionError(name)
 
 
 @pytest.fixture(params=ALL_BACKENDS)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return _url_for(request.param, tmp_path)
+    return servers.backend_url(request.param, tmp_path)
 
 
 @pytest.fixture(params=SHARED_BACKENDS)
 def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return _url_for(request.param, tmp_path)
+    return servers.backend_url(request.param, tmp_path)
 
 
 @pytest.fixture

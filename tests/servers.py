@@ -8,12 +8,14 @@ when the ``memcached`` binary is installed (``make test`` installs it).
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import socket
 import subprocess
 import time
 import uuid
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -94,3 +96,38 @@ class Memcached:
 
 
 MEMCACHED = Memcached()
+
+
+_BACKEND_MODULES = {
+    "redis": "sharedstate.backends.redis",
+    "postgresql": "sharedstate.backends.postgres",
+    "memcached": "sharedstate.backends.memcached",
+}
+
+
+def backend_url(name: str, tmp_path: Path) -> str:
+    """The URL for backend ``name``: a file in ``tmp_path`` for sqlite, else a server (or skip/fail)."""
+    if name == "memory":
+        return "memory://"
+    if name == "sqlite":
+        return f"sqlite:///{tmp_path}/state.sqlite3"
+    try:
+        importlib.import_module(_BACKEND_MODULES[name])
+    except ImportError as exc:
+        unavailable(f"the {name} backend cannot be imported: {exc}")
+    if name == "redis":
+        if not reachable(REDIS_URL, 6379):
+            unavailable(f"Redis is not reachable at {REDIS_URL}")
+        return REDIS_URL
+    if name == "postgresql":
+        if not reachable(POSTGRES_URL, 5432):
+            unavailable(f"PostgreSQL is not reachable at {POSTGRES_URL}")
+        sep = "&" if "?" in POSTGRES_URL else "?"
+        return f"{POSTGRES_URL}{sep}table=sharedstate_test_{RUN_ID}"
+    if name == "memcached":
+        url = MEMCACHED.start()
+        if url is None:
+            unavailable(MEMCACHED.reason)
+        assert url is not None
+        return url
+    raise AssertionError(name)

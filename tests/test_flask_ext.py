@@ -362,23 +362,11 @@ def gunicorn(tmp_path: Path, env: dict[str, str], *, preload: bool) -> Iterator[
                 proc.wait(10)
 
 
-def _gunicorn_url(backend: str, tmp_path: Path) -> str:
-    if backend == "sqlite":
-        return f"sqlite:///{tmp_path}/gunicorn.sqlite3"
-    try:
-        import sharedstate.backends.redis  # noqa: F401
-    except ImportError as exc:
-        servers.unavailable(f"the redis backend cannot be imported: {exc}")
-    if not servers.reachable(servers.REDIS_URL, 6379):
-        servers.unavailable(f"Redis is not reachable at {servers.REDIS_URL}")
-    return servers.REDIS_URL
-
-
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("preload", [False, True], ids=["per-worker", "preload"])
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 def test_gunicorn_workers(backend: str, preload: bool, namespace: str, tmp_path: Path) -> None:
-    url = _gunicorn_url(backend, tmp_path)
+    url = servers.backend_url(backend, tmp_path)
     env = {"EXT_APP_URL": url, "EXT_APP_NAMESPACE": namespace, "EXT_APP_INSTANCE": str(tmp_path / "inst")}
     with gunicorn(tmp_path, env, preload=preload) as port:
         hits = fire(port, ["/incr?sleep=0.02"] * 60, concurrency=12)

@@ -184,18 +184,6 @@ class Gunicorn:
         self.log.close()
 
 
-def backend_url(name: str, tmp: Path) -> str:
-    if name == "sqlite":
-        return f"sqlite:///{tmp}/sessions.sqlite3"
-    try:
-        import sharedstate.backends.redis  # noqa: F401
-    except ImportError as exc:
-        servers.unavailable(f"the redis backend cannot be imported: {exc}")
-    if not servers.reachable(servers.REDIS_URL, 6379):
-        servers.unavailable(f"Redis is not reachable at {servers.REDIS_URL}")
-    return servers.REDIS_URL
-
-
 def drop_namespace(url: str, namespace: str) -> None:
     with Store(url, namespace=namespace) as store:
         for key in list(store.backend.scan(namespace + "/")):
@@ -210,7 +198,7 @@ def live(
 ) -> Iterator[tuple[str, Store]]:
     """(base address, store) of the session app under a real server."""
     kind, backend = request.param.split("-")
-    url = backend_url(backend, tmp_path_factory.mktemp("sessions"))
+    url = servers.backend_url(backend, tmp_path_factory.mktemp("sessions"))
     namespace = f"t{servers.RUN_ID}{uuid.uuid4().hex[:8]}"
     server: Werkzeug | Gunicorn
     if kind == "werkzeug":

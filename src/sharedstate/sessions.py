@@ -62,7 +62,7 @@ from flask import Flask, request_tearing_down
 from flask.sessions import SessionInterface, SessionMixin
 from itsdangerous import BadData, TimestampSigner, want_bytes
 
-from sharedstate.backends.base import Version
+from sharedstate.backends.base import Entry, Version
 from sharedstate.errors import LockNotOwnedError, LockTimeout
 from sharedstate.store import RESERVED_PREFIX, Store, backoff_delays
 
@@ -334,13 +334,15 @@ class SharedStateSession(SessionMixin):
         self._mutated = True
         backend = self._store.backend
         delays = backoff_delays()
+        entry: Entry | None = None
+        read = True
         while True:
             now = time.time()
             if not self._existed:
                 sid = new_session_id()
                 full = entry_key(self._store, sid)
                 ttl = self._settings.ttl(now, now)
-                raw = self._store.encode(full, {"v": _FORMAT, "c": now, "d": {key: by}})
+                raw = self._store.encode(full, _entry(now, {key: by}))
                 if backend.add(full, raw, ttl):
                     self._sid, self._existed, self._created = sid, True, now
                     self._base_version, self._issue_cookie = None, True
@@ -349,7 +351,8 @@ class SharedStateSession(SessionMixin):
                 continue  # a 256-bit id collision: draw another
             assert self._sid is not None
             full = entry_key(self._store, self._sid)
-            entry = backend.get(full)
+            if read:
+                entry = backend.get(full)
             stored = None if entry is None else _parse(self._store, full, entry.value)
             ttl = None if stored is None else self._settings.ttl(stored[0], now)
             if entry is None or stored is None or ttl is None:
@@ -361,10 +364,12 @@ class SharedStateSession(SessionMixin):
                 raise TypeError(f"session[{key!r}] holds a {type(current).__name__}, not an int")
             new = current + by
             data[key] = new
-            raw = self._store.encode(full, {"v": _FORMAT, "c": created, "d": data})
-            if backend.compare_and_set(full, entry.version, raw, ttl).stored:
-                self._base_version = None  # the new version is unknown: the save re-reads
+            raw = self._store.encode(full, _entry(created, data))
+            written, entry = backend.compare_and_set(full, entry.version, raw, ttl)
+            if written:
+                self._base_version = None  # the save re-reads rather than trust a version here
                 break
+            read = False  # the refusal carried the entry stored now
             time.sleep(next(delays))
         snapshot = self._snap()
         self._raw = None  # no longer what is stored
@@ -421,11 +426,11 @@ class SharedStateSession(SessionMixin):
             self._snapshot = {k: self._encode(k, v) for k, v in parsed[1].items()}
         return self._snapshot
 
-    def _read_merged(
-        self, full: str, changed: dict[str, Any], deleted: set[str]
+    def _merged(
+        self, full: str, entry: Entry | None, changed: dict[str, Any], deleted: set[str]
     ) -> tuple[Version, float, dict[str, Any]] | None:
-        """The stored entry with this request's changes applied; ``None`` if it is gone."""
-        entry = self._store.backend.get(full)
+        """``entry`` (as stored at ``full``) with this request's changes applied; ``None`` if the
+        session is gone."""
         stored = None if entry is None else _parse(self._store, full, entry.value)
         if entry is None or stored is None:
             return None
@@ -457,7 +462,7 @@ class SharedStateSession(SessionMixin):
         version, created, data = self._base_version, self._created, dict(self._data)
         while True:
             if version is None:
-                merged = self._read_merged(full, changed, deleted)
+                merged = self._merged(full, backend.get(full), changed, deleted)
                 if merged is None:
                     return keep  # destroyed or expired since it was read: drop this write
                 version, created, data = merged
@@ -467,11 +472,17 @@ class SharedStateSession(SessionMixin):
             if not data:
                 if backend.delete_if_version(full, version):
                     return ("delete", None, None)
+                version = None
             else:
-                raw = self._store.encode(full, {"v": _FORMAT, "c": created, "d": data})
-                if backend.compare_and_set(full, version, raw, ttl).stored:
+                raw = self._store.encode(full, _entry(created, data))
+                written, current = backend.compare_and_set(full, version, raw, ttl)
+                if written:
                     return ("set", self._sid, ttl)
-            version = None
+                # Refused: merge into the entry that refused it, without reading it again.
+                merged = self._merged(full, current, changed, deleted)
+                if merged is None:
+                    return keep
+                version, created, data = merged
             time.sleep(next(delays))
 
     def _save_new(self, now: float) -> tuple[str, str | None, float | None]:
@@ -511,7 +522,7 @@ class SharedStateSession(SessionMixin):
         assert ttl is not None
         while True:
             if version is None:
-                merged = self._read_merged(old, changed, deleted)
+                merged = self._merged(old, backend.get(old), changed, deleted)
                 if merged is None:  # the old session was destroyed meanwhile: so is the move
                     if written:
                         backend.delete(new)
