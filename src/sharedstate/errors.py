@@ -21,11 +21,23 @@ class NotSupportedError(SharedStateError):
 
 
 class BackendUnavailableError(SharedStateError):
-    """The backend could not be reached or opened in bounded time.
+    """The backend could not be reached, answered wrongly, or did not answer in bounded time.
 
-    The message names the URL with its password masked. Nothing was applied unless the operation
-    says otherwise; the same store works again once the backend is back.
+    ``applied`` says what became of the operation: ``False`` when it certainly was not applied
+    (nothing was sent: no connection, refused at connect), ``None`` when it is unknown (the request
+    was sent and the answer never came: a timeout, a connection dropped mid-call), ``True`` when it
+    was applied but something after it failed. The driver's exception is chained as
+    ``__cause__``. The message names the URL with its password masked; the same store works again
+    once the backend is back.
     """
+
+    def __init__(self, message: str, *, applied: bool | None = False) -> None:
+        super().__init__(message)
+        self.applied = applied
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keep ``applied`` across pickling (multiprocessing hands exceptions between processes).
+        return (_rebuild_unavailable, (type(self), str(self), self.applied))
 
 
 class LockTimeout(SharedStateError, TimeoutError):
@@ -54,6 +66,12 @@ class SerializationError(SharedStateError, TypeError):
 
 class ValueTooLargeError(SharedStateError, ValueError):
     """An encoded value is larger than the store's ``max_value_size`` (or the backend's limit)."""
+
+
+def _rebuild_unavailable(
+    cls: type[BackendUnavailableError], message: str, applied: bool | None
+) -> BackendUnavailableError:
+    return cls(message, applied=applied)
 
 
 __all__ = [
