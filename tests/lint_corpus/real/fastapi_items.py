@@ -1,9 +1,8 @@
 # Modelled on: FastAPI in-memory item stores (ubclaunchpad/forum backend/main.py, jacobrak/image_clf_api
 # main.py, and an APIRouter `_items` list from the code index). Pattern only: written anew.
+from backend.db.main import InMemoryDatabase
 from fastapi import APIRouter, FastAPI, HTTPException
 from pydantic import BaseModel
-
-from backend.db.main import InMemoryDatabase
 
 app = FastAPI()
 router = APIRouter(prefix="/items", tags=["items"])

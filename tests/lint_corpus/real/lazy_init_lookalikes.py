@@ -6,7 +6,7 @@
 import hashlib
 import os
 import threading
-from functools import lru_cache
+from functools import cache
 
 from flask import Flask, abort, jsonify, render_template_string, send_from_directory
 
@@ -33,7 +33,7 @@ def poll_forever():
         pass
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_settings():
     with open("settings.json") as fh:
         return fh.read()

@@ -51,7 +51,7 @@ class TodoList(AuthedResource):
 
     def post(self):
         args = parser.parse_args()
-        todo_id = "todo%i" % (len(TODOS) + 1)
+        todo_id = f"todo{len(TODOS) + 1}"
         TODOS[todo_id] = {"task": args["task"], "by": self.current_user()}  # expect: SS103
         return TODOS[todo_id], 201
 
