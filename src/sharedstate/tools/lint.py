@@ -1301,6 +1301,7 @@ def _check_handlers(
     project: Project,
     roots: list[tuple[FuncNode, ast.ClassDef | None]],
     root_is_helper: bool = False,
+    honour_noqa: bool = True,
 ) -> list[Finding]:
     """Findings in ``roots`` and in every function of the module they reach."""
     nested = not root_is_helper and any(view is None and root.col_offset > 0 for root, view in roots)
@@ -1328,6 +1329,8 @@ def _check_handlers(
             findings.update(checker.findings)
             for callee, callee_view in checker.callees:
                 queue.append((callee, callee_view, f"in {callee.name!r}, called from {caller}", {}))
+    if not honour_noqa:  # flake8 applies the noqa comments itself
+        return sorted(findings)
     noqa = _noqa_lines(module.source)
     kept = []
     for f in findings:
@@ -1373,6 +1376,55 @@ def lint_path(path: Path, project: Project | None = None, enable: Iterable[str] 
     except (OSError, SyntaxError, UnicodeDecodeError) as exc:
         return [Finding(shown, 1, 1, "SS900", f"cannot read file: {exc}")]
     return lint_source(source, shown, project, enable)
+
+
+# --- flake8 --------------------------------------------------------------------------------------
+
+_FLAKE8_PROJECT: Project | None = None
+
+
+class Flake8Checker:
+    """The flake8 plugin (entry point ``SS``): the default codes, so ``# noqa: SS105``,
+    ``per-file-ignores``, ``extend-select``/``extend-ignore`` and editor integration come from flake8.
+    Modules imported from the checked file are read from disk as ``sharedstate lint`` does; one
+    :class:`Project` per flake8 worker process caches them."""
+
+    name = "sharedstate"
+    version = "0"
+    codes: frozenset[str] | None = None  # None: every code that is on by default
+
+    def __init__(self, tree: ast.Module, filename: str, lines: list[str]) -> None:
+        self.tree = tree
+        self.filename = filename
+        self.source = "".join(lines)
+
+    def run(self) -> Iterator[tuple[int, int, str, type[Flake8Checker]]]:
+        global _FLAKE8_PROJECT
+        if _FLAKE8_PROJECT is None:
+            _FLAKE8_PROJECT = Project()
+        path = Path(self.filename)
+        module = _Module(path, self.tree, _collect_module(self.tree), self.source)
+        handlers = _HandlerFinder(module, _FLAKE8_PROJECT).find()
+        for f in _check_handlers(module, _FLAKE8_PROJECT, handlers, honour_noqa=False):
+            wanted = f.code not in OFF_BY_DEFAULT if self.codes is None else f.code in self.codes
+            if wanted:
+                yield f.line, f.col - 1, f"{f.code} {f.message}", type(self)
+
+
+class Flake8CacheChecker(Flake8Checker):
+    """The flake8 plugin for SS201 (entry point ``SS2``), off by default: ``flake8
+    --enable-extensions SS2`` turns it on."""
+
+    off_by_default = True
+    codes = OFF_BY_DEFAULT
+
+
+try:  # the installed version, for ``flake8 --version``; lint.py stays importable on its own
+    from sharedstate import __version__ as _version
+
+    Flake8Checker.version = _version
+except ImportError:  # pragma: no cover
+    pass
 
 
 SKIP_DIRS = frozenset({"__pycache__", "node_modules", "venv", "site-packages", "build", "dist"})
