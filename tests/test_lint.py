@@ -595,3 +595,49 @@ def test_a_2000_file_project_is_linted(tmp_path: Path, capsys: pytest.CaptureFix
     make_tree(tmp_path, 2000)
     assert main(["lint", "--format", "json", str(tmp_path)]) == 1
     assert len(json.loads(capsys.readouterr().out)) > 2000
+
+
+def test_tornado_handlers_and_socketio_namespaces_are_views() -> None:
+    source = """
+        import tornado.web
+        from flask_socketio import Namespace
+        peers = []
+        class Base(tornado.web.RequestHandler):
+            pass
+        class Page(Base):
+            def post(self):
+                peers.append(1)
+        class Chat(Namespace):
+            def on_join(self, data):
+                peers.append(2)
+            def helper_not_an_event(self):
+                peers.append(3)
+    """
+    assert lint(source) == [(9, "SS105"), (12, "SS105")]
+
+
+def test_elements_reached_through_get_loops_and_filters_are_shared() -> None:
+    source = """
+        from flask import Flask
+        from prometheus_client import Counter
+        app = Flask(__name__)
+        JOBS = {}
+        tasks = []
+        hits = Counter("hits", "doc")
+        @app.route("/")
+        def view():
+            job = JOBS.get(1)
+            job["status"] = "x"
+            JOBS.get(2, []).append(3)
+            found = [t for t in tasks if t["id"] == 1]
+            found[0]["done"] = True
+            found.append({})
+            for task in tasks:
+                task["seen"] = True
+            first = next(t for t in tasks if t)
+            first["x"] = 1
+            copy = dict(JOBS.get(1, {}))
+            copy["y"] = 2
+            hits.update()
+    """
+    assert lint(source) == [(11, "SS103"), (12, "SS105"), (14, "SS103"), (17, "SS103"), (19, "SS103")]

@@ -75,7 +75,7 @@ SOCKET_RECEIVER = re.compile(r"socket|sio|^io$|^ws$", re.IGNORECASE)
 REGISTER_CALLS = frozenset(
     {
         "add_url_rule", "add_api_route", "add_route", "add_websocket_route", "add_api_websocket_route",
-        "on_event", "Route", "WebSocketRoute", "add_resource", "register_view",
+        "on_event", "Route", "WebSocketRoute", "add_resource", "register_view", "on_namespace",
     }
 )  # fmt: skip
 # Keyword arguments whose value is a per-request handler or a list of them (Litestar, Starlette, ...).
@@ -87,14 +87,20 @@ HANDLER_KEYWORDS = frozenset(
 )  # fmt: skip
 # Class-based views: these bases make the HTTP-verb methods handlers.
 VIEW_BASES = frozenset(
-    {"View", "MethodView", "Resource", "HTTPEndpoint", "HTTPMethodView", "WebSocketEndpoint", "Controller"}
-)
-VIEW_METHODS = frozenset(
     {
-        "get", "post", "put", "patch", "delete", "head", "options", "dispatch_request", "on_receive",
-        "on_connect", "on_disconnect",
+        "View", "MethodView", "Resource", "HTTPEndpoint", "HTTPMethodView", "WebSocketEndpoint",
+        "Controller", "RequestHandler", "WebSocketHandler", "Namespace", "AsyncNamespace",
     }
 )  # fmt: skip
+VIEW_METHODS = frozenset(
+    {
+        "get", "post", "put", "patch", "delete", "head", "options", "dispatch_request", "open",
+        "prepare", "on_finish",
+    }
+)  # fmt: skip
+# ... and every ``on_*`` method of a view class: Socket.IO namespaces' ``on_join``, Tornado's
+# ``on_message``/``on_close``, Starlette's ``on_receive``, Falcon's ``on_get``.
+VIEW_METHOD_PREFIX = "on_"
 # Decorators that make a function's result one shared object per process.
 CACHE_DECORATORS = frozenset({"lru_cache", "cache", "cached", "memoize", "cached_property"})
 # Methods that change a Flask/Quart config in place.
@@ -269,6 +275,18 @@ class _Classifier:
         self.info = info
         self.safe_roots = safe_roots
 
+    def _standard_container(self, func: ast.expr) -> bool:
+        """Whether ``dict``/``Counter``/``deque``... here is the builtin or the standard library's."""
+        root = _root(func)
+        if root is None:
+            return True
+        ref = self.info.imports.get(root.id)
+        return (
+            ref is None
+            or ref.module.split(".")[0] in STDLIB_CONTAINER_MODULES
+            or (ref.attr is None and ref.module.split(".")[0] in STDLIB_CONTAINER_MODULES)
+        )
+
     def kind(self, value: ast.expr) -> tuple[str | None, str | None]:
         """(kind, class name) of a module-level value; kind None means immutable, unknown or safe."""
         if isinstance(value, ast.List | ast.ListComp):
@@ -301,6 +319,8 @@ class _Classifier:
                 return None, None
             if name in SAFE_FACTORIES:
                 return "safe", None
+            if not self._standard_container(value.func):
+                return "object", None  # prometheus_client.Counter is not collections.Counter
             if name == "Counter":
                 return "Counter", None
             if name in DICT_FACTORIES:
@@ -315,6 +335,9 @@ class _Classifier:
                 return "instance", name
             return "object", None
         return None, None
+
+
+STDLIB_CONTAINER_MODULES = frozenset({"collections", "typing", "array", "builtins"})
 
 
 def _collect_module(tree: ast.Module) -> ModuleInfo:
@@ -622,7 +645,7 @@ def _registered_names(node: ast.Call) -> Iterator[ast.expr]:
     func = node.func
     name = _final_name(func)
     if name in REGISTER_CALLS:
-        if name == "add_resource":
+        if name in ("add_resource", "on_namespace"):
             yield from node.args[:1]
         else:
             yield from node.args[1:3]
@@ -663,7 +686,9 @@ class _HandlerFinder:
             if cls is None:
                 continue
             for stmt in cls.body:
-                if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef) and stmt.name in VIEW_METHODS:
+                if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef) and (
+                    stmt.name in VIEW_METHODS or stmt.name.startswith(VIEW_METHOD_PREFIX)
+                ):
                     found.setdefault(id(stmt), (stmt, cls))
         return sorted(found.values(), key=lambda item: (item[0].lineno, item[0].col_offset))
 
@@ -745,11 +770,81 @@ def _nonlocal_names(fn: FuncNode) -> set[str]:
     return {name for node in _own_statements(fn) if isinstance(node, ast.Nonlocal) for name in node.names}
 
 
+# Methods that return a part of a container, not a copy: ``ROOMS.get(room).append(sid)`` changes ROOMS.
+ACCESSOR_METHODS = frozenset({"get", "setdefault"})
+
+
+def _step_in(node: ast.expr) -> ast.expr | None:
+    """One step toward the root of ``a.b[c].get(k)``; None at the root."""
+    if isinstance(node, ast.Attribute | ast.Subscript):
+        return node.value
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in ACCESSOR_METHODS
+    ):
+        return node.func.value
+    return None
+
+
+def _root_and_hops(node: ast.expr) -> tuple[ast.expr, int]:
+    """The root of an access chain and the number of steps to it (``a[0]["x"]``: a, 2)."""
+    hops = 0
+    inner = _step_in(node)
+    while inner is not None:
+        node, hops = inner, hops + 1
+        inner = _step_in(node)
+    return node, hops
+
+
 def _is_view_expression(node: ast.expr) -> bool:
-    """``ROOMS``, ``STATE["players"]``, ``cfg.items``: the same object, not a copy or a call result."""
-    while isinstance(node, ast.Attribute | ast.Subscript):
-        node = node.value
-    return isinstance(node, ast.Name)
+    """``ROOMS``, ``STATE["players"]``, ``JOBS.get(k)``: the same object, not a copy or a result."""
+    return isinstance(_root_and_hops(node)[0], ast.Name)
+
+
+def _element_source(node: ast.expr) -> ast.expr | None:
+    """The container whose *elements* a value holds: ``tasks`` for ``[t for t in tasks if ...]`` (a new
+    list of the same elements)."""
+    if isinstance(node, ast.ListComp) and _is_element_comprehension(node):
+        return node.generators[0].iter
+    return None
+
+
+def _is_element_comprehension(node: ast.ListComp | ast.GeneratorExp) -> bool:
+    gen = node.generators[0]
+    return (
+        len(node.generators) == 1
+        and isinstance(gen.target, ast.Name)
+        and isinstance(node.elt, ast.Name)
+        and node.elt.id == gen.target.id
+    )
+
+
+def _loop_elements(node: ast.For | ast.AsyncFor) -> tuple[str, ast.expr] | None:
+    """(loop variable, container) when a loop's variable is each element of a container in turn:
+    ``for user in users``, ``for job in JOBS.values()``, ``for k, job in JOBS.items()``,
+    ``for i, user in enumerate(users)``."""
+    target, source = node.target, node.iter
+    if isinstance(source, ast.Call) and isinstance(source.func, ast.Attribute) and not source.args:
+        if source.func.attr == "values" and isinstance(target, ast.Name):
+            return target.id, source.func.value
+        if source.func.attr == "items" and isinstance(target, ast.Tuple) and len(target.elts) == 2:
+            second = target.elts[1]
+            return (second.id, source.func.value) if isinstance(second, ast.Name) else None
+        return None
+    if (
+        isinstance(source, ast.Call)
+        and isinstance(source.func, ast.Name)
+        and source.func.id == "enumerate"
+        and source.args
+        and isinstance(target, ast.Tuple)
+        and len(target.elts) == 2
+        and isinstance(target.elts[1], ast.Name)
+    ):
+        return target.elts[1].id, source.args[0]
+    if isinstance(target, ast.Name):
+        return target.id, source
+    return None
 
 
 REQUEST_NAMES = frozenset({"request", "websocket", "session"})
@@ -780,6 +875,7 @@ class _FunctionChecker:
         self.tainted: set[str] = set(REQUEST_NAMES)
         self.guards: list[ast.expr] = []  # tests of the enclosing ifs, innermost last
         self.derived: dict[str, set[str]] = {}  # local -> the names its value was computed from
+        self.element_lists: dict[str, Shared] = {}  # local lists of a shared container's elements
 
     def check(self, fn: FuncNode) -> None:
         local, declared = _scope_names(fn)
@@ -820,10 +916,32 @@ class _FunctionChecker:
                     if names:
                         self.tainted |= names
                         changed = True
+        loops = {
+            found[0]: found[1]
+            for node in _own_statements(fn)
+            if isinstance(node, ast.For | ast.AsyncFor) and (found := _loop_elements(node)) is not None
+        }
         for name, values in assigned.items():
             value = values[0]
             if len(values) != 1 or name in scope.declared_global:
                 continue
+            if name in loops:  # ``for user in users``: each element in turn
+                value = loops[name]
+            elements = _element_source(value)
+            if elements is not None:  # ``task = [t for t in tasks if ...]``: a new list, shared elements
+                shared = self._expr_shared(elements, scope, allow_root=True)
+                if shared is not None:
+                    self.element_lists[name] = shared
+                continue
+            if (  # ``next(t for t in tasks if ...)``: one element itself
+                isinstance(value, ast.Call)
+                and isinstance(value.func, ast.Name)
+                and value.func.id == "next"
+                and value.args
+                and isinstance(value.args[0], ast.GeneratorExp)
+                and _is_element_comprehension(value.args[0])
+            ):
+                value = value.args[0].generators[0].iter
             if not _is_view_expression(value) and self._cached_call_root(value, scope) is None:
                 continue
             shared = self._expr_shared(value, scope, allow_root=True)
@@ -854,8 +972,7 @@ class _FunctionChecker:
 
     def _cached_call_root(self, node: ast.expr, scope: _Scope) -> str | None:
         """``get_settings`` for ``get_settings()["theme"]`` when get_settings is lru_cache'd."""
-        while isinstance(node, ast.Attribute | ast.Subscript):
-            node = node.value
+        node = _root_and_hops(node)[0]
         if (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Name)
@@ -868,15 +985,18 @@ class _FunctionChecker:
     def _expr_shared(self, node: ast.expr, scope: _Scope, allow_root: bool = False) -> Shared | None:
         """The shared object an expression's root is (None if it is not shared). Unless
         ``allow_root``, the expression must reach into the root (``x[k]``, ``x.a``), not be it."""
-        cached = self._cached_call_root(node, scope)
+        root, hops = _root_and_hops(node)
+        reached = hops if allow_root else hops - 1  # steps into the root of the object changed
+        if reached < 0:
+            return None
+        cached = self._cached_call_root(root, scope)
         if cached is not None:
-            fn = self.info.functions[cached]
-            if allow_root or not isinstance(node, ast.Call):
-                return Shared(f"{cached}()", "cached result", fn.lineno)
+            return Shared(f"{cached}()", "cached result", self.info.functions[cached].lineno)
+        if not isinstance(root, ast.Name):
             return None
-        root = _root(node)
-        if root is None or (root is node and not allow_root):
-            return None
+        if root.id in self.element_lists and root.id not in self.aliases:
+            # a new list holding shared elements: only changes to an element count
+            return self.element_lists[root.id] if reached >= 1 else None
         return self._shared(root.id, scope)
 
     def _visit_body(self, nodes: Iterable[ast.AST], scope: _Scope) -> None:
@@ -1150,6 +1270,8 @@ class _FunctionChecker:
             and self._method_call(node, shared, method)
         ):
             return
+        if isinstance(owner, ast.Call) and _final_name(owner.func) in MUTATING_METHODS:
+            return  # ROOMS.setdefault(k, []).append(v): one change, reported at the setdefault
         if method in MUTATING_METHODS and self._mutable_receiver(shared, owner):
             self._add(
                 node,
