@@ -641,3 +641,64 @@ def test_elements_reached_through_get_loops_and_filters_are_shared() -> None:
             hits.update()
     """
     assert lint(source) == [(11, "SS103"), (12, "SS105"), (14, "SS103"), (17, "SS103"), (19, "SS103")]
+
+
+def test_decorators_run_their_wrappers_per_request_and_their_bodies_once() -> None:
+    source = """
+        from functools import wraps
+        from flask import Flask
+        app = Flask(__name__)
+        REGISTRY = {}
+        seen = []
+        MODEL = None
+        def register(fn):
+            REGISTRY[fn.__name__] = fn
+            return fn
+        def tracked(fn):
+            @wraps(fn)
+            def inner(*args):
+                seen.append(fn.__name__)
+                return fn(*args)
+            return inner
+        @app.before_first_request
+        def load():
+            global MODEL
+            MODEL = {}
+        @app.route("/")
+        @register
+        @tracked
+        def view():
+            return ""
+        def plain():
+            return ""
+        app.add_url_rule("/p", view_func=tracked(plain))
+    """
+    assert lint(source) == [(14, "SS105")]
+
+
+def test_model_lookups_are_not_container_items_and_helpers_are_given_state() -> None:
+    source = """
+        from flask import Flask
+        from flask_sqlalchemy import SQLAlchemy
+        app = Flask(__name__)
+        db = SQLAlchemy(app)
+        ITEMS = []
+        class User(db.Model):
+            pass
+        def add(store, item):
+            store.append(item)
+        def first_page(items):
+            page = items[:10]
+            page.append(None)
+            return page
+        @app.route("/")
+        def view():
+            user = User.query.get(1)
+            user.name = "x"
+            add(ITEMS, 1)
+            add([], 2)
+            return first_page(ITEMS)
+    """
+    findings = lint_source(textwrap.dedent(source))
+    assert [(f.line, f.code) for f in findings] == [(19, "SS105")]
+    assert "changes what it is given at line 10" in findings[0].message

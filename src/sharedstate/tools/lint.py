@@ -56,11 +56,12 @@ ROUTE_DECORATORS = frozenset(
     {
         "route", "get", "post", "put", "patch", "delete", "head", "options", "websocket", "api_route",
         "before_request", "after_request", "teardown_request", "before_app_request", "after_app_request",
-        "teardown_app_request", "teardown_appcontext", "before_first_request", "context_processor",
+        "teardown_app_request", "teardown_appcontext", "context_processor",
         "app_context_processor", "errorhandler", "app_errorhandler", "exception_handler",
         "url_value_preprocessor", "app_url_value_preprocessor", "url_defaults", "app_url_defaults",
         "template_filter", "app_template_filter", "template_global", "app_template_global",
-        "template_test", "app_template_test", "middleware",
+        "template_test", "app_template_test", "middleware", "user_loader", "request_loader",
+        "header_loader", "verify_password", "verify_token",
     }
 )  # fmt: skip
 # Bare-name decorators (bottle/Litestar-style ``@get("/")``) count only when called with arguments, and
@@ -521,6 +522,8 @@ class Project:
         self._modules: dict[Path, _Module | None] = {}
         self._resolved: dict[tuple[Path, str, int], Path | None] = {}
         self._summaries: dict[tuple[Path, str], list[Finding]] = {}
+        # (id(function), ((parameter, shared name), ...)) -> findings about those parameters
+        self.param_summaries: dict[tuple[int, tuple[tuple[str, str], ...]], list[Finding]] = {}
 
     def add(self, path: Path, source: str) -> _Module:
         """Parse ``source`` as the module at ``path`` (raises SyntaxError)."""
@@ -698,11 +701,19 @@ class _HandlerFinder:
         """Every module function or class named in a registration expression: ``login_required(f)``
         registers ``f``; ``rate_limited(f)`` also runs ``rate_limited``'s wrapper per request;
         ``UserAPI.as_view("users")`` registers the view class."""
+        wrappers = {
+            node.func.id
+            for node in ast.walk(expr)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+        }
         for node in ast.walk(expr):
             if not isinstance(node, ast.Name):
                 continue
             fn = self.info.functions.get(node.id)
-            if fn is not None:
+            if fn is not None and node.id in wrappers:
+                for inner in _wrapper_functions(fn):
+                    found.setdefault(id(inner), (inner, None))
+            elif fn is not None:
                 found.setdefault(id(fn), (fn, None))
             elif node.id in self.info.classes:
                 views.add(node.id)
@@ -797,9 +808,24 @@ def _root_and_hops(node: ast.expr) -> tuple[ast.expr, int]:
     return node, hops
 
 
+def _through_accessor(node: ast.expr) -> bool:
+    inner: ast.expr | None = node
+    while inner is not None:
+        if isinstance(inner, ast.Call):
+            return True
+        inner = _step_in(inner)
+    return False
+
+
 def _is_view_expression(node: ast.expr) -> bool:
-    """``ROOMS``, ``STATE["players"]``, ``JOBS.get(k)``: the same object, not a copy or a result."""
-    return isinstance(_root_and_hops(node)[0], ast.Name)
+    """``ROOMS``, ``STATE["players"]``, ``JOBS.get(k)``: the same object, not a copy (``ITEMS[a:b]``)
+    or a call result."""
+    inner: ast.expr | None = node
+    while inner is not None:
+        if isinstance(inner, ast.Subscript) and isinstance(inner.slice, ast.Slice):
+            return False
+        node, inner = inner, _step_in(inner)
+    return isinstance(node, ast.Name)
 
 
 def _element_source(node: ast.expr) -> ast.expr | None:
@@ -876,6 +902,7 @@ class _FunctionChecker:
         self.guards: list[ast.expr] = []  # tests of the enclosing ifs, innermost last
         self.derived: dict[str, set[str]] = {}  # local -> the names its value was computed from
         self.element_lists: dict[str, Shared] = {}  # local lists of a shared container's elements
+        self.only: dict[str, Shared] | None = None  # parameters bound to shared containers
 
     def check(self, fn: FuncNode) -> None:
         local, declared = _scope_names(fn)
@@ -925,12 +952,15 @@ class _FunctionChecker:
             value = values[0]
             if len(values) != 1 or name in scope.declared_global:
                 continue
-            if name in loops:  # ``for user in users``: each element in turn
-                value = loops[name]
+            if name in loops:  # ``for user in users``: each element in turn, of a container
+                looped = self._expr_shared(loops[name], scope, allow_root=True)
+                if looped is not None and looped.kind in CONTAINER_KINDS:
+                    self.aliases[name] = looped
+                continue
             elements = _element_source(value)
             if elements is not None:  # ``task = [t for t in tasks if ...]``: a new list, shared elements
                 shared = self._expr_shared(elements, scope, allow_root=True)
-                if shared is not None:
+                if shared is not None and shared.kind in CONTAINER_KINDS:
                     self.element_lists[name] = shared
                 continue
             if (  # ``next(t for t in tasks if ...)``: one element itself
@@ -951,6 +981,8 @@ class _FunctionChecker:
     def _shared(self, name: str, scope: _Scope) -> Shared | None:
         if name in self.aliases:
             return self.aliases[name]
+        if self.only is not None:  # checking a helper for what it does to its arguments
+            return self.only.get(name)
         if name in CONTEXT_LOCALS or (name in scope.shadowed and name not in scope.declared_global):
             return None
         if name in self.enclosing:
@@ -997,7 +1029,10 @@ class _FunctionChecker:
         if root.id in self.element_lists and root.id not in self.aliases:
             # a new list holding shared elements: only changes to an element count
             return self.element_lists[root.id] if reached >= 1 else None
-        return self._shared(root.id, scope)
+        shared = self._shared(root.id, scope)
+        if shared is not None and shared.kind not in CONTAINER_KINDS and _through_accessor(node):
+            return None  # ``User.query.get(id)``: a method of an object, not a container's item
+        return shared
 
     def _visit_body(self, nodes: Iterable[ast.AST], scope: _Scope) -> None:
         for node in nodes:
@@ -1238,6 +1273,7 @@ class _FunctionChecker:
                 return
             if func.id in self.info.functions:
                 self.callees.append((self.info.functions[func.id], None))
+                self._passed_state(node, self.info.functions[func.id], scope)
             elif func.id in self.info.imports:
                 self._imported_call(node, func.id, None)
             return
@@ -1277,6 +1313,38 @@ class _FunctionChecker:
                 node,
                 "SS105",
                 f"{_short(func)}() mutates {_describe(shared)}; {_method_advice(shared, method)}",
+            )
+
+    def _passed_state(self, node: ast.Call, callee: FuncNode, scope: _Scope) -> None:
+        """``add_item(ITEMS, item)`` where ``add_item(store, item)`` does ``store.append(item)``: the
+        helper changes the container it is given, reported here, at the call."""
+        params = [a.arg for a in callee.args.posonlyargs + callee.args.args]
+        passed: dict[str, Shared] = {}
+        pairs = list(zip(params, node.args, strict=False))
+        pairs += [(kw.arg, kw.value) for kw in node.keywords if kw.arg]
+        for param, arg in pairs:
+            if isinstance(arg, ast.Starred):
+                break
+            shared = self._expr_shared(arg, scope, allow_root=True) if _is_view_expression(arg) else None
+            if shared is not None and shared.kind in CONTAINER_KINDS:
+                passed[param] = shared
+        if not passed:
+            return
+        key = (id(callee), tuple(sorted((k, v.name) for k, v in passed.items())))
+        inner = self.project.param_summaries.get(key)
+        if inner is None:
+            self.project.param_summaries[key] = []  # recursion ends here
+            checker = _FunctionChecker(self.module, self.project, f"in {callee.name!r}", None, {})
+            checker.only = passed
+            checker.check(callee)
+            inner = self.project.param_summaries[key] = sorted(checker.findings)
+        if inner:
+            first = inner[0]
+            core = first.message.rsplit(" [", 1)[0]
+            self._add(
+                node,
+                first.code,
+                f"{_short(node.func)}() changes what it is given at line {first.line}: {core}",
             )
 
     def _mutable_receiver(self, shared: Shared, owner: ast.expr) -> bool:
@@ -1410,12 +1478,24 @@ def _factory_state(module: _Module, fn: FuncNode, parents: dict[int, FuncNode]) 
     return state
 
 
-def _decorator_functions(fn: FuncNode, info: ModuleInfo) -> Iterator[FuncNode]:
-    """Module functions used as decorators of a handler: their wrappers run on every request."""
+def _wrapper_functions(decorator: FuncNode) -> Iterator[FuncNode]:
+    """The functions a decorator defines (its wrappers): they run on every request, while the
+    decorator's own body runs once, when it is applied (``ACTIONS[fn.__name__] = fn`` is import time)."""
+    for node in _own_statements(decorator):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            yield node
+
+
+def _decorator_functions(fn: FuncNode, info: ModuleInfo) -> Iterator[tuple[FuncNode, FuncNode]]:
+    """(decorator, wrapper) for the module functions decorating a handler."""
     for dec in fn.decorator_list:
         target = dec.func if isinstance(dec, ast.Call) else dec
         if isinstance(target, ast.Name) and target.id in info.functions:
-            yield info.functions[target.id]
+            decorator = info.functions[target.id]
+            if isinstance(dec, ast.Call):  # @retry(3): the decorator factory's result decorates
+                for inner in _wrapper_functions(decorator):
+                    yield from ((decorator, w) for w in _wrapper_functions(inner))
+            yield from ((decorator, w) for w in _wrapper_functions(decorator))
 
 
 def _check_handlers(
@@ -1426,20 +1506,33 @@ def _check_handlers(
     honour_noqa: bool = True,
 ) -> list[Finding]:
     """Findings in ``roots`` and in every function of the module they reach."""
-    nested = not root_is_helper and any(view is None and root.col_offset > 0 for root, view in roots)
-    parents = _enclosing_functions(module.tree) if nested else {}
+    parents: dict[int, FuncNode] | None = None
+
+    def enclosing_state(fn: FuncNode) -> dict[str, Shared]:
+        nonlocal parents
+        if root_is_helper or fn.col_offset == 0:
+            return {}
+        if parents is None:
+            parents = _enclosing_functions(module.tree)
+        return _factory_state(module, fn, parents)
+
     findings: set[Finding] = set()
     visited: set[int] = set()
     for root, view in roots:
         label = f"in {root.name!r}" if root_is_helper else f"in handler {root.name!r}"
         caller = f"{root.name!r}" if root_is_helper else f"handler {root.name!r}"
-        enclosing = _factory_state(module, root, parents) if parents else {}
+        enclosing = enclosing_state(root) if view is None else {}
         queue: list[tuple[FuncNode, ast.ClassDef | None, str, dict[str, Shared]]] = [
             (root, view, label, enclosing)
         ]
         queue += [
-            (d, None, f"in decorator {d.name!r} of {root.name!r}", {})
-            for d in _decorator_functions(root, module.info)
+            (
+                wrapper,
+                None,
+                f"in {wrapper.name!r} of decorator {d.name!r} of {root.name!r}",
+                enclosing_state(wrapper),
+            )
+            for d, wrapper in _decorator_functions(root, module.info)
         ]
         while queue:
             fn, fn_view, context, fn_enclosing = queue.pop(0)
