@@ -702,3 +702,37 @@ def test_model_lookups_are_not_container_items_and_helpers_are_given_state() -> 
     findings = lint_source(textwrap.dedent(source))
     assert [(f.line, f.code) for f in findings] == [(19, "SS105")]
     assert "changes what it is given at line 10" in findings[0].message
+
+
+def test_memo_caches_app_state_and_class_level_view_state() -> None:
+    source = """
+        from cachetools import TTLCache
+        from fastapi import FastAPI, Request
+        from flask.views import MethodView
+        app = FastAPI()
+        ttl = TTLCache(maxsize=10, ttl=60)
+        memo = {}
+        def compute(k):
+            return k
+        @app.get("/{k}")
+        async def view(k: str, request: Request):
+            ttl[k] = compute(k)
+            value = memo.get(k)
+            if value is None:
+                value = compute(k)
+                memo[k] = value
+            app.state.hits += 1
+            request.app.state.last = k
+            return value
+        class Report(MethodView):
+            seen = {}
+            names = []
+            def __init__(self):
+                self.names = []
+            def get(self):
+                self.seen["x"] = 1
+                self.names.append("y")
+    """
+    assert lint(source) == [(17, "SS107"), (18, "SS107"), (26, "SS103")]
+    enabled = lint_source(textwrap.dedent(source), enable=["SS201"])
+    assert [(f.line, f.code) for f in enabled if f.code == "SS201"] == [(12, "SS201"), (16, "SS201")]

@@ -111,7 +111,10 @@ CONFIG_METHODS = frozenset(
 # Kinds of shared values whose mutating-method calls (``.append``, ``.update``) are findings. Unknown
 # objects (database clients, SDKs) are not: ``mongo.db.tasks.update(...)`` changes the database.
 CONTAINER_KINDS = frozenset({"list", "dict", "set", "Counter", "deque", "cached result"})
-APP_FACTORIES = frozenset({"Flask", "Quart", "Sanic", "APIFlask"})
+APP_FACTORIES = frozenset({"Flask", "Quart", "Sanic", "APIFlask", "FastAPI", "Starlette", "Litestar"})
+# Per-process application state: Flask's ``app.config``, Starlette/FastAPI's ``app.state``, Sanic's
+# ``app.ctx``.
+APP_STATE_ATTRS = frozenset({"config", "state", "ctx"})
 
 # Context-locals: one per request by design.
 CONTEXT_LOCALS = frozenset({"g", "request", "session", "current_app"})
@@ -208,6 +211,8 @@ class ModuleInfo:
     cached_functions: set[str] = field(default_factory=set)
     # names bound to an application object (Flask(), Quart()): their ``.config`` is per process
     app_names: set[str] = field(default_factory=lambda: {"current_app"})
+    # class name -> its class-level containers (filled on first use)
+    class_containers: dict[str, dict[str, Shared]] = field(default_factory=dict)
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -320,6 +325,8 @@ class _Classifier:
                 return None, None
             if name in SAFE_FACTORIES:
                 return "safe", None
+            if name.endswith("Cache"):  # cachetools' TTLCache, LRUCache...: a cache by construction
+                return "cache", None
             if not self._standard_container(value.func):
                 return "object", None  # prometheus_client.Counter is not collections.Counter
             if name == "Counter":
@@ -903,6 +910,7 @@ class _FunctionChecker:
         self.derived: dict[str, set[str]] = {}  # local -> the names its value was computed from
         self.element_lists: dict[str, Shared] = {}  # local lists of a shared container's elements
         self.only: dict[str, Shared] | None = None  # parameters bound to shared containers
+        self.computed: set[str] = set()  # locals assigned from a call (``value = compute(key)``)
 
     def check(self, fn: FuncNode) -> None:
         local, declared = _scope_names(fn)
@@ -928,6 +936,8 @@ class _FunctionChecker:
                             node.value if isinstance(target, ast.Name) else target
                         )
                         self.derived.setdefault(name, set()).update(_names_in(node.value))
+                        if any(isinstance(n, ast.Call) for n in ast.walk(node.value)):
+                            self.computed.add(name)
             elif isinstance(node, ast.AugAssign | ast.AnnAssign | ast.For | ast.AsyncFor | ast.NamedExpr):
                 for name in _bound_names(node.target):
                     assigned.setdefault(name, []).append(node.target)
@@ -1026,6 +1036,8 @@ class _FunctionChecker:
             return Shared(f"{cached}()", "cached result", self.info.functions[cached].lineno)
         if not isinstance(root, ast.Name):
             return None
+        if root.id == "self" and self.view is not None and reached >= 1:
+            return self._class_level(node)
         if root.id in self.element_lists and root.id not in self.aliases:
             # a new list holding shared elements: only changes to an element count
             return self.element_lists[root.id] if reached >= 1 else None
@@ -1083,23 +1095,28 @@ class _FunctionChecker:
     def _cache_fill(self, name: str, value: ast.expr, key: ast.expr | None) -> bool:
         """The per-process cache idioms: ``if X is None: X = build()`` and ``if k not in X: X[k] =
         compute(k)``, where the value is computed (a call), not taken from the request."""
-        if not any(isinstance(n, ast.Call) for n in ast.walk(value)):
+        names = _names_in(value)
+        if not any(isinstance(n, ast.Call) for n in ast.walk(value)) and not names & self.computed:
             return False
-        if _names_in(value) & (self.tainted | {name}):
+        if names & (self.tainted | {name}):
             return False
         return self._guarded_by(name, key)
 
     def _config_target(self, node: ast.expr) -> str | None:
-        """``current_app.config`` for ``current_app.config["X"]``: the app's config, one per process."""
+        """``current_app.config`` for ``current_app.config["X"]``, ``app.state`` for
+        ``request.app.state.x``: the application's config or state, one per process."""
         while isinstance(node, ast.Subscript | ast.Attribute):
             value = node.value
-            if (
-                isinstance(node, ast.Attribute)
-                and node.attr == "config"
-                and isinstance(value, ast.Name)
-                and value.id in self.info.app_names
-            ):
-                return f"{value.id}.config"
+            if isinstance(node, ast.Attribute) and node.attr in APP_STATE_ATTRS:
+                if isinstance(value, ast.Name) and value.id in self.info.app_names:
+                    return f"{value.id}.{node.attr}"
+                if (  # request.app.state, websocket.app.state
+                    isinstance(value, ast.Attribute)
+                    and value.attr == "app"
+                    and isinstance(value.value, ast.Name)
+                    and value.value.id in REQUEST_NAMES
+                ):
+                    return f"app.{node.attr}"
             node = value
         return None
 
@@ -1107,12 +1124,16 @@ class _FunctionChecker:
         config = self._config_target(target)
         if config is None:
             return False
+        advice = (
+            "keep runtime settings in the store: store.dict('config')[key] = value"
+            if config.endswith(".config")
+            else "keep it in the store: store.counter(name) / store.dict(name)"
+        )
         self._add(
             node,
             "SS107",
-            f"{_short(target)} is changed in a request: {config} is one dict per process, so only the "
-            f"worker that served this request sees the change; keep runtime settings in the store: "
-            f"store.dict('config')[key] = value",
+            f"{_short(target)} is changed in a request: {config} is one object per process, so only "
+            f"the worker that served this request sees the change; {advice}",
         )
         return True
 
@@ -1178,10 +1199,9 @@ class _FunctionChecker:
             shared = self._expr_shared(target, scope)
             if shared is None:
                 return
-            if (
-                isinstance(target, ast.Subscript)
-                and value is not None
-                and self._cache_fill(shared.name, value, target.slice)
+            if isinstance(target, ast.Subscript) and (
+                shared.kind == "cache"
+                or (value is not None and self._cache_fill(shared.name, value, target.slice))
             ):
                 self._add(
                     target,
@@ -1315,6 +1335,18 @@ class _FunctionChecker:
                 f"{_short(func)}() mutates {_describe(shared)}; {_method_advice(shared, method)}",
             )
 
+    def _class_level(self, node: ast.expr) -> Shared | None:
+        """``self.rendered[k] = v`` in a class-based view where ``rendered = {}`` is a class attribute:
+        one dict shared by every instance (views are instantiated per request)."""
+        assert self.view is not None
+        while isinstance(node, ast.Attribute | ast.Subscript) and not (
+            isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self"
+        ):
+            node = node.value
+        if not isinstance(node, ast.Attribute):
+            return None
+        return _class_containers(self.info, self.view).get(node.attr)
+
     def _passed_state(self, node: ast.Call, callee: FuncNode, scope: _Scope) -> None:
         """``add_item(ITEMS, item)`` where ``add_item(store, item)`` does ``store.append(item)``: the
         helper changes the container it is given, reported here, at the call."""
@@ -1396,6 +1428,31 @@ class _FunctionChecker:
         core = first.message.rsplit(" [", 1)[0]
         self._add(node, code, f"{_short(node.func)}() changes module-level state in {where}: {core}")
         return True
+
+
+def _class_containers(info: ModuleInfo, cls: ast.ClassDef) -> dict[str, Shared]:
+    """Class attributes bound to containers (``rendered = {}``) that no method rebinds on ``self``."""
+    cached = info.class_containers.get(cls.name)
+    if cached is not None:
+        return cached
+    classify = _Classifier(info, set())
+    found: dict[str, Shared] = {}
+    for stmt in cls.body:
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+            kind, _ = classify.kind(stmt.value)
+            if kind in CONTAINER_KINDS:
+                name = stmt.targets[0].id
+                found[name] = Shared(f"{cls.name}.{name}", kind, stmt.lineno)
+    for node in ast.walk(cls):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.ctx, ast.Store)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "self"
+        ):
+            found.pop(node.attr, None)  # an instance attribute hides the class one
+    info.class_containers[cls.name] = found
+    return found
 
 
 def _describe(shared: Shared) -> str:
