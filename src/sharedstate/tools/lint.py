@@ -784,8 +784,8 @@ def _own_statements(fn: FuncNode) -> Iterator[ast.AST]:
         stack.extend(ast.iter_child_nodes(node))
 
 
-def _nonlocal_names(fn: FuncNode) -> set[str]:
-    return {name for node in _own_statements(fn) if isinstance(node, ast.Nonlocal) for name in node.names}
+def _nonlocal_names(own: list[ast.AST]) -> set[str]:
+    return {name for node in own if isinstance(node, ast.Nonlocal) for name in node.names}
 
 
 # Methods that return a part of a container, not a copy: ``ROOMS.get(room).append(sid)`` changes ROOMS.
@@ -914,20 +914,21 @@ class _FunctionChecker:
 
     def check(self, fn: FuncNode) -> None:
         local, declared = _scope_names(fn)
-        self.nonlocal_names = _nonlocal_names(fn)
+        own = list(_own_statements(fn))  # one walk of the body for the passes below
+        self.nonlocal_names = _nonlocal_names(own)
         scope = _Scope(local, declared)
-        self._collect_aliases(fn, scope)
+        self._collect_aliases(own, scope)
         self._visit_body(fn.body, scope)
 
     # scope handling
 
-    def _collect_aliases(self, fn: FuncNode, scope: _Scope) -> None:
+    def _collect_aliases(self, own: list[ast.AST], scope: _Scope) -> None:
         """Locals bound to a shared object itself (``rooms = ROOMS``, ``players = STATE["players"]``,
         ``cfg = get_settings()``); locals read from anything (for the cache guards); and locals
         computed from the request (a value taken from the request is data, not a cache)."""
         assigned: dict[str, list[ast.expr]] = {}
         assigns: list[ast.Assign] = []
-        for node in _own_statements(fn):
+        for node in own:
             if isinstance(node, ast.Assign):
                 assigns.append(node)
                 for target in node.targets:
@@ -955,7 +956,7 @@ class _FunctionChecker:
                         changed = True
         loops = {
             found[0]: found[1]
-            for node in _own_statements(fn)
+            for node in own
             if isinstance(node, ast.For | ast.AsyncFor) and (found := _loop_elements(node)) is not None
         }
         for name, values in assigned.items():
