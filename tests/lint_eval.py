@@ -68,8 +68,9 @@ def corpus_files() -> list[Path]:
 def category_of(path: Path, categories: dict[Path, str]) -> str:
     if path in categories:
         return categories[path]
-    if REAL in path.parents:
-        return categories.get(path.parent / "views.py", path.parent.name)
+    if REAL in path.parents:  # a package: the category of the file of it the manifest names
+        siblings = [category for named, category in categories.items() if named.parent == path.parent]
+        return siblings[0] if siblings else path.parent.name
     return "original"
 
 

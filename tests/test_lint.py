@@ -736,3 +736,58 @@ def test_memo_caches_app_state_and_class_level_view_state() -> None:
     assert lint(source) == [(17, "SS107"), (18, "SS107"), (26, "SS103")]
     enabled = lint_source(textwrap.dedent(source), enable=["SS201"])
     assert [(f.line, f.code) for f in enabled if f.code == "SS201"] == [(12, "SS201"), (16, "SS201")]
+
+
+def test_library_functions_that_change_their_argument() -> None:
+    source = """
+        import heapq
+        import itertools
+        import random
+        from flask import Flask
+        app = Flask(__name__)
+        DECK = list(range(52))
+        QUEUE = []
+        ids = itertools.count(1)
+        class Flags:
+            dark = False
+        def rows(items):
+            items = list(items)
+            items.append(None)
+            return items
+        @app.route("/")
+        def view():
+            random.shuffle(DECK)
+            heapq.heappush(QUEUE, 1)
+            n = next(ids)
+            setattr(Flags, "dark", True)
+            local = [1, 2]
+            random.shuffle(local)
+            return rows(QUEUE)
+    """
+    assert lint(source) == [(18, "SS105"), (19, "SS105"), (20, "SS105"), (21, "SS104")]
+
+
+def test_methods_of_an_instance_imported_from_another_module(tmp_path: Path) -> None:
+    (tmp_path / "manager.py").write_text(
+        textwrap.dedent(
+            """\
+            class Manager:
+                def __init__(self):
+                    self.active = []
+                def connect(self, ws):
+                    self.active.append(ws)
+                def count(self):
+                    return len(self.active)
+            manager = Manager()
+            """
+        )
+    )
+    routes = tmp_path / "routes.py"
+    routes.write_text(
+        "from fastapi import FastAPI\nfrom manager import manager\napp = FastAPI()\n"
+        "@app.websocket('/ws')\nasync def ws(websocket):\n    manager.connect(websocket)\n"
+        "    return manager.count()\n"
+    )
+    findings = lint_path(routes)
+    assert [(f.line, f.code) for f in findings] == [(6, "SS106")]
+    assert "self.active.append(ws)" in findings[0].message

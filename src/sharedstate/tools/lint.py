@@ -111,6 +111,13 @@ CONFIG_METHODS = frozenset(
 # Kinds of shared values whose mutating-method calls (``.append``, ``.update``) are findings. Unknown
 # objects (database clients, SDKs) are not: ``mongo.db.tasks.update(...)`` changes the database.
 CONTAINER_KINDS = frozenset({"list", "dict", "set", "Counter", "deque", "cached result"})
+# Library functions that change the container given as their first argument.
+ARGUMENT_MUTATORS = frozenset(
+    {
+        "shuffle", "heappush", "heappop", "heapify", "heapreplace", "heappushpop", "insort",
+        "insort_left", "insort_right",
+    }
+)  # fmt: skip
 APP_FACTORIES = frozenset({"Flask", "Quart", "Sanic", "APIFlask", "FastAPI", "Starlette", "Litestar"})
 # Per-process application state: Flask's ``app.config``, Starlette/FastAPI's ``app.state``, Sanic's
 # ``app.ctx``.
@@ -185,6 +192,7 @@ class Shared:
     line: int
     class_name: str | None = None
     origin: str | None = None  # "state.py" when imported from another module of the project
+    info: ModuleInfo | None = field(default=None, repr=False, compare=False)  # that module's
 
 
 @dataclass(frozen=True)
@@ -281,6 +289,11 @@ class _Classifier:
         self.info = info
         self.safe_roots = safe_roots
 
+    def _from_module(self, func: ast.expr, module: str) -> bool:
+        root = _root(func)
+        ref = self.info.imports.get(root.id) if root is not None else None
+        return ref is not None and ref.module.split(".")[0] == module
+
     def _standard_container(self, func: ast.expr) -> bool:
         """Whether ``dict``/``Counter``/``deque``... here is the builtin or the standard library's."""
         root = _root(func)
@@ -325,6 +338,8 @@ class _Classifier:
                 return None, None
             if name in SAFE_FACTORIES:
                 return "safe", None
+            if name == "count" and self._from_module(value.func, "itertools"):
+                return "iterator", None  # ids = itertools.count(1): next(ids) in a request
             if name.endswith("Cache"):  # cachetools' TTLCache, LRUCache...: a cache by construction
                 return "cache", None
             if not self._standard_container(value.func):
@@ -911,6 +926,7 @@ class _FunctionChecker:
         self.element_lists: dict[str, Shared] = {}  # local lists of a shared container's elements
         self.only: dict[str, Shared] | None = None  # parameters bound to shared containers
         self.computed: set[str] = set()  # locals assigned from a call (``value = compute(key)``)
+        self.rebound: set[str] = set()  # names assigned in the body (a parameter given a new value)
 
     def check(self, fn: FuncNode) -> None:
         local, declared = _scope_names(fn)
@@ -954,6 +970,7 @@ class _FunctionChecker:
                     if names:
                         self.tainted |= names
                         changed = True
+        self.rebound = set(assigned)
         loops = {
             found[0]: found[1]
             for node in own
@@ -993,7 +1010,7 @@ class _FunctionChecker:
         if name in self.aliases:
             return self.aliases[name]
         if self.only is not None:  # checking a helper for what it does to its arguments
-            return self.only.get(name)
+            return None if name in self.rebound else self.only.get(name)
         if name in CONTEXT_LOCALS or (name in scope.shadowed and name not in scope.declared_global):
             return None
         if name in self.enclosing:
@@ -1011,7 +1028,7 @@ class _FunctionChecker:
         shared = other.info.shared.get(attr)
         if shared is None or shared.kind in ("object", "class"):
             return None  # unknown objects and classes of other modules: too little is known
-        return Shared(name, shared.kind, shared.line, shared.class_name, other.path.name)
+        return Shared(name, shared.kind, shared.line, shared.class_name, other.path.name, other.info)
 
     def _cached_call_root(self, node: ast.expr, scope: _Scope) -> str | None:
         """``get_settings`` for ``get_settings()["theme"]`` when get_settings is lru_cache'd."""
@@ -1289,6 +1306,8 @@ class _FunctionChecker:
 
     def _call(self, node: ast.Call, scope: _Scope) -> None:
         func = node.func
+        if self._argument_mutation(node, scope):
+            return
         if isinstance(func, ast.Name):
             if func.id in scope.shadowed:
                 return
@@ -1348,6 +1367,45 @@ class _FunctionChecker:
             return None
         return _class_containers(self.info, self.view).get(node.attr)
 
+    def _argument_mutation(self, node: ast.Call, scope: _Scope) -> bool:
+        """``random.shuffle(DECK)``, ``heapq.heappush(QUEUE, x)``, ``next(ids)`` on an
+        ``itertools.count()``, ``setattr(CONFIG, k, v)``: library functions that change their first
+        argument."""
+        name = _final_name(node.func)
+        if name is None or not node.args or not _is_view_expression(node.args[0]):
+            return False
+        if isinstance(node.func, ast.Name) and node.func.id in scope.shadowed | set(self.info.functions):
+            return False
+        shared = self._expr_shared(node.args[0], scope, allow_root=True)
+        if shared is None:
+            return False
+        target = _short(node.args[0])
+        if name in ("setattr", "delattr") and isinstance(node.func, ast.Name):
+            self._add(
+                node,
+                "SS104",
+                f"{name}({target}, ...) on {_describe(shared)}; "
+                f"use `with store.edit({shared.name!r}) as obj:`",
+            )
+            return True
+        if name == "next" and isinstance(node.func, ast.Name) and shared.kind == "iterator":
+            self._add(
+                node,
+                "SS105",
+                f"next({target}) advances {_describe(shared)}: each process counts on its own, so two "
+                f"workers hand out the same numbers; use store.counter({shared.name!r}).incr()",
+            )
+            return True
+        if name in ARGUMENT_MUTATORS and shared.kind in CONTAINER_KINDS:
+            self._add(
+                node,
+                "SS105",
+                f"{_short(node.func)}({target}, ...) changes {_describe(shared)}; "
+                f"{_method_advice(shared, name)}",
+            )
+            return True
+        return False
+
     def _passed_state(self, node: ast.Call, callee: FuncNode, scope: _Scope) -> None:
         """``add_item(ITEMS, item)`` where ``add_item(store, item)`` does ``store.append(item)``: the
         helper changes the container it is given, reported here, at the call."""
@@ -1391,11 +1449,12 @@ class _FunctionChecker:
         """``obj.m()`` on a module-level instance (or ``Cls.m()``) of a class of this module: SS106 if
         ``m`` mutates self/cls, else ``m`` is followed. False if the class has no such method."""
         assert shared.class_name is not None
-        methods = self.info.methods.get(shared.class_name, {})
+        info = shared.info or self.info  # an instance imported from another module: its class there
+        methods = info.methods.get(shared.class_name, {})
         if method not in methods:
             return False
         fn = methods[method]
-        why = self.info.mutators.get(shared.class_name, {}).get(method)
+        why = info.mutators.get(shared.class_name, {}).get(method)
         is_classmethod = any(_final_name(d) == "classmethod" for d in fn.decorator_list)
         if why is not None and (shared.kind != "class" or is_classmethod):
             what = "class" if shared.kind == "class" else f"{shared.class_name} instance"
@@ -1406,7 +1465,7 @@ class _FunctionChecker:
                 f"{shared.class_name}.{method}() {why}; keep the state in the store: "
                 f"`with store.edit({shared.name!r}) as obj:` or store.counter(...)",
             )
-        elif why is None:  # it may still mutate module-level state: follow it like a helper function
+        elif why is None and info is self.info:  # it may still change module state: follow it
             self.callees.append((fn, None))
         return True
 
