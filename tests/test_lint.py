@@ -791,3 +791,38 @@ def test_methods_of_an_instance_imported_from_another_module(tmp_path: Path) -> 
     findings = lint_path(routes)
     assert [(f.line, f.code) for f in findings] == [(6, "SS106")]
     assert "self.active.append(ws)" in findings[0].message
+
+
+def test_methods_refilling_their_own_cache_are_ss201_not_ss106() -> None:
+    source = """
+        import sqlite3
+        from flask import Flask, request
+        app = Flask(__name__)
+        class Db:
+            def __init__(self):
+                self.conn = None
+                self.memo = {}
+                self.seen = {}
+            def connection(self):
+                if self.conn is None:
+                    self.conn = sqlite3.connect("x")
+                return self.conn
+            def lookup(self, key):
+                if key not in self.memo:
+                    self.memo[key] = self.load(key)
+                return self.memo[key]
+            def remember(self, key, value):
+                if key not in self.seen:
+                    self.seen[key] = value
+            def load(self, key):
+                return key
+        db = Db()
+        @app.route("/")
+        def view():
+            db.connection()
+            db.lookup("a")
+            db.remember("b", request.args["v"])
+    """
+    assert lint(source) == [(28, "SS106")]  # the value comes from the caller: data, not a cache
+    enabled = lint_source(textwrap.dedent(source), enable=["SS201"])
+    assert [(f.line, f.code) for f in enabled] == [(26, "SS201"), (27, "SS201"), (28, "SS106")]

@@ -212,6 +212,8 @@ class ModuleInfo:
     functions: dict[str, FuncNode] = field(default_factory=dict)
     # class name -> method name -> why it mutates self ("self.param += 1 at line 7")
     mutators: dict[str, dict[str, str]] = field(default_factory=dict)
+    # class name -> method name -> how it refills a per-process cache on self (SS201)
+    cache_methods: dict[str, dict[str, str]] = field(default_factory=dict)
     # class name -> every method name it defines (own and module-level bases)
     methods: dict[str, dict[str, FuncNode]] = field(default_factory=dict)
     imports: dict[str, ImportRef] = field(default_factory=dict)
@@ -444,6 +446,7 @@ def _analyze_classes(info: ModuleInfo) -> None:
         info.methods[cls] = methods_of(cls)
     for cls, methods in info.methods.items():
         direct: dict[str, str] = {}
+        caches: dict[str, str] = {}
         calls: dict[str, set[str]] = {}
         for name, fn in methods.items():
             if any(_final_name(d) == "staticmethod" for d in fn.decorator_list):
@@ -451,9 +454,11 @@ def _analyze_classes(info: ModuleInfo) -> None:
             params = fn.args.posonlyargs + fn.args.args
             if not params:
                 continue
-            reason, called = _self_mutation(fn, params[0].arg, methods)
+            reason, called, cache = _self_mutation(fn, params[0].arg, methods)
             if reason is not None:
                 direct[name] = reason
+            elif cache is not None:
+                caches[name] = cache
             calls[name] = called
         changed = True
         while changed:  # fixed point over self.other() calls
@@ -467,16 +472,60 @@ def _analyze_classes(info: ModuleInfo) -> None:
                         changed = True
                         break
         info.mutators[cls] = direct
+        info.cache_methods[cls] = {name: why for name, why in caches.items() if name not in direct}
 
 
-def _self_mutation(fn: FuncNode, self_name: str, methods: dict[str, FuncNode]) -> tuple[str | None, set[str]]:
-    """(first direct mutation of self in ``fn`` as text, or None; names of self.methods it calls)."""
+def _self_attr(node: ast.expr, self_name: str) -> str | None:
+    """``_tokens`` for ``self._tokens[scope]`` and ``self._tokens.update``."""
+    while isinstance(node, ast.Attribute | ast.Subscript):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == self_name
+        ):
+            return node.attr
+        node = node.value
+    return None
+
+
+def _self_mutation(
+    fn: FuncNode, self_name: str, methods: dict[str, FuncNode]
+) -> tuple[str | None, set[str], str | None]:
+    """(first direct mutation of self in ``fn`` as text, or None; names of self.methods it calls;
+    first cache refresh of self as text, or None). A cache refresh is a change of ``self.x`` under an
+    ``if`` that tests the object's own state (``if self.conn is None``, ``if mtime != self._mtime``,
+    ``if key not in self._memo``) to a value not taken from the caller's other arguments."""
     reason: str | None = None
+    cache: str | None = None
     called: set[str] = set()
+    parents = {id(child): node for node in ast.walk(fn) for child in ast.iter_child_nodes(node)}
+    params = {a.arg for a in fn.args.posonlyargs + fn.args.args + fn.args.kwonlyargs} - {self_name}
 
     def on_self(target: ast.expr) -> bool:
         root = _root(target)
         return root is not None and root.id == self_name and root is not target
+
+    def self_attrs(node: ast.AST) -> set[str]:
+        return {
+            n.attr
+            for n in ast.walk(node)
+            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == self_name
+        }
+
+    def refreshes_cache(found: ast.AST) -> bool:
+        if isinstance(found, ast.Assign):
+            attr, value = _self_attr(found.targets[0], self_name), found.value
+        else:
+            return False  # += and del change state; they never just refill it
+        node: ast.AST = found
+        while id(node) in parents:
+            node = parents[id(node)]
+            if isinstance(node, ast.If):
+                tested = self_attrs(node.test)
+                refilled = {t for stmt in node.body for t in self_attrs(stmt)}
+                if attr in tested or tested & refilled:
+                    return not (_names_in(value) & (params - _names_in(node.test)))
+        return False
 
     for node in ast.walk(fn):
         found: ast.AST | None = None
@@ -505,13 +554,17 @@ def _self_mutation(fn: FuncNode, self_name: str, methods: dict[str, FuncNode]) -
             and node.args[0].id == self_name
         ):
             found = node
-        if found is not None and reason is None:
-            line = getattr(found, "lineno", fn.lineno)
-            text = _short(found.targets[0] if isinstance(found, ast.Delete) else found, 50)
-            if isinstance(found, ast.Delete):
-                text = f"del {text}"
-            reason = f"mutates {self_name} ({text} at line {line})"
-    return reason, called
+        if found is None:
+            continue
+        line = getattr(found, "lineno", fn.lineno)
+        text = _short(found.targets[0] if isinstance(found, ast.Delete) else found, 50)
+        if isinstance(found, ast.Delete):
+            text = f"del {text}"
+        if refreshes_cache(found):
+            cache = cache or f"refills a per-process cache ({text} at line {line})"
+        else:
+            reason = reason or f"mutates {self_name} ({text} at line {line})"
+    return reason, called, cache
 
 
 # --- the project: modules that import each other ------------------------------------------------
@@ -1465,8 +1518,17 @@ class _FunctionChecker:
                 f"{shared.class_name}.{method}() {why}; keep the state in the store: "
                 f"`with store.edit({shared.name!r}) as obj:` or store.counter(...)",
             )
-        elif why is None and info is self.info:  # it may still change module state: follow it
-            self.callees.append((fn, None))
+        elif why is None:
+            refill = info.cache_methods.get(shared.class_name, {}).get(method)
+            if refill is not None:
+                self._add(
+                    node,
+                    "SS201",
+                    f"{shared.name}.{method}() {refill}: each process keeps its own copy (correct if "
+                    f"every process can rebuild it)",
+                )
+            if info is self.info:  # it may still change module state: follow it
+                self.callees.append((fn, None))
         return True
 
     def _imported_call(self, node: ast.Call, name: str, method: str | None) -> bool:
