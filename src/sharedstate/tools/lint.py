@@ -214,6 +214,7 @@ class ModuleInfo:
     mutators: dict[str, dict[str, str]] = field(default_factory=dict)
     # class name -> method name -> how it refills a per-process cache on self (SS201)
     cache_methods: dict[str, dict[str, str]] = field(default_factory=dict)
+    mutators_ready: bool = False  # mutators and cache_methods are filled by _analyze_mutators
     # class name -> every method name it defines (own and module-level bases)
     methods: dict[str, dict[str, FuncNode]] = field(default_factory=dict)
     imports: dict[str, ImportRef] = field(default_factory=dict)
@@ -226,6 +227,36 @@ class ModuleInfo:
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+# Fields that never hold child nodes worth visiting (``ctx`` is Load/Store): skipped, for speed.
+_SKIPPED_FIELDS = frozenset({"ctx", "type_comment", "kind", "type_ignores"})
+_CHILD_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _children(node: ast.AST) -> list[ast.AST]:
+    """``ast.iter_child_nodes`` as a list, without the Load/Store context nodes: the linter's hot path."""
+    kind = type(node)
+    fields = _CHILD_FIELDS.get(kind)
+    if fields is None:
+        fields = _CHILD_FIELDS[kind] = tuple(f for f in node._fields if f not in _SKIPPED_FIELDS)
+    found: list[ast.AST] = []
+    for name in fields:
+        value = getattr(node, name, None)
+        if isinstance(value, list):
+            found.extend(item for item in value if isinstance(item, ast.AST))
+        elif isinstance(value, ast.AST):
+            found.append(value)
+    return found
+
+
+def _walk(node: ast.AST) -> Iterator[ast.AST]:
+    """``ast.walk`` over :func:`_children`."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(_children(current))
+
 
 
 def _final_name(node: ast.expr) -> str | None:
@@ -242,7 +273,7 @@ def _decorator_name(dec: ast.expr) -> str | None:
 
 
 def _names_in(node: ast.AST) -> set[str]:
-    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+    return {n.id for n in _walk(node) if isinstance(n, ast.Name)}
 
 
 def _root(node: ast.expr) -> ast.Name | None:
@@ -429,7 +460,7 @@ def _collect_module(tree: ast.Module) -> ModuleInfo:
 
 
 def _analyze_classes(info: ModuleInfo) -> None:
-    """Find, per class, the methods that mutate ``self`` (directly or via ``self.other()``)."""
+    """Find, per class, its methods (own and inherited from classes of the module)."""
 
     def methods_of(cls: str, seen: frozenset[str] = frozenset()) -> dict[str, FuncNode]:
         node = info.classes[cls]
@@ -444,6 +475,13 @@ def _analyze_classes(info: ModuleInfo) -> None:
 
     for cls in info.classes:
         info.methods[cls] = methods_of(cls)
+
+
+def _analyze_mutators(info: ModuleInfo) -> None:
+    """Per class, the methods that mutate ``self``; done on first use (most modules never need it)."""
+    if info.mutators_ready:
+        return
+    info.mutators_ready = True
     for cls, methods in info.methods.items():
         direct: dict[str, str] = {}
         caches: dict[str, str] = {}
@@ -498,7 +536,7 @@ def _self_mutation(
     reason: str | None = None
     cache: str | None = None
     called: set[str] = set()
-    parents = {id(child): node for node in ast.walk(fn) for child in ast.iter_child_nodes(node)}
+    parents = {id(child): node for node in _walk(fn) for child in _children(node)}
     params = {a.arg for a in fn.args.posonlyargs + fn.args.args + fn.args.kwonlyargs} - {self_name}
 
     def on_self(target: ast.expr) -> bool:
@@ -508,7 +546,7 @@ def _self_mutation(
     def self_attrs(node: ast.AST) -> set[str]:
         return {
             n.attr
-            for n in ast.walk(node)
+            for n in _walk(node)
             if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == self_name
         }
 
@@ -527,7 +565,7 @@ def _self_mutation(
                     return not (_names_in(value) & (params - _names_in(node.test)))
         return False
 
-    for node in ast.walk(fn):
+    for node in _walk(fn):
         found: ast.AST | None = None
         if isinstance(node, ast.Assign | ast.Delete):
             targets = node.targets
@@ -749,7 +787,7 @@ class _HandlerFinder:
     def find(self) -> list[tuple[FuncNode, ast.ClassDef | None]]:
         found: dict[int, tuple[FuncNode, ast.ClassDef | None]] = {}
         view_classes: set[str] = set()
-        for node in ast.walk(self.module.tree):
+        for node in _walk(self.module.tree):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 if any(_is_route_decorator(d, self.info) for d in node.decorator_list):
                     found.setdefault(id(node), (node, None))
@@ -778,10 +816,10 @@ class _HandlerFinder:
         ``UserAPI.as_view("users")`` registers the view class."""
         wrappers = {
             node.func.id
-            for node in ast.walk(expr)
+            for node in _walk(expr)
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
         }
-        for node in ast.walk(expr):
+        for node in _walk(expr):
             if not isinstance(node, ast.Name):
                 continue
             fn = self.info.functions.get(node.id)
@@ -831,7 +869,7 @@ def _scope_names(fn: FuncNode | ast.Lambda) -> tuple[set[str], set[str]]:
             continue  # its body is another scope
         if isinstance(node, ast.Lambda | ast.ListComp | ast.SetComp | ast.DictComp | ast.GeneratorExp):
             continue
-        stack.extend(ast.iter_child_nodes(node))
+        stack.extend(_children(node))
     return local - declared_global, declared_global
 
 
@@ -849,7 +887,7 @@ def _own_statements(fn: FuncNode) -> Iterator[ast.AST]:
         yield node
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
             continue
-        stack.extend(ast.iter_child_nodes(node))
+        stack.extend(_children(node))
 
 
 def _nonlocal_names(own: list[ast.AST]) -> set[str]:
@@ -1006,7 +1044,7 @@ class _FunctionChecker:
                             node.value if isinstance(target, ast.Name) else target
                         )
                         self.derived.setdefault(name, set()).update(_names_in(node.value))
-                        if any(isinstance(n, ast.Call) for n in ast.walk(node.value)):
+                        if any(isinstance(n, ast.Call) for n in _walk(node.value)):
                             self.computed.add(name)
             elif isinstance(node, ast.AugAssign | ast.AnnAssign | ast.For | ast.AsyncFor | ast.NamedExpr):
                 for name in _bound_names(node.target):
@@ -1132,7 +1170,7 @@ class _FunctionChecker:
         if isinstance(node, ast.ListComp | ast.SetComp | ast.DictComp | ast.GeneratorExp):
             names = {n for gen in node.generators for n in _bound_names(gen.target)}
             inner = _Scope(scope.shadowed | names, scope.declared_global - names)
-            self._visit_body(ast.iter_child_nodes(node), inner)
+            self._visit_body(_children(node), inner)
             return
         if isinstance(node, ast.If | ast.While):
             self._visit(node.test, scope)
@@ -1142,7 +1180,7 @@ class _FunctionChecker:
             self._visit_body(node.orelse, scope)
             return
         self._inspect(node, scope)
-        self._visit_body(ast.iter_child_nodes(node), scope)
+        self._visit_body(_children(node), scope)
 
     # the checks
 
@@ -1167,7 +1205,7 @@ class _FunctionChecker:
         """The per-process cache idioms: ``if X is None: X = build()`` and ``if k not in X: X[k] =
         compute(k)``, where the value is computed (a call), not taken from the request."""
         names = _names_in(value)
-        if not any(isinstance(n, ast.Call) for n in ast.walk(value)) and not names & self.computed:
+        if not any(isinstance(n, ast.Call) for n in _walk(value)) and not names & self.computed:
             return False
         if names & (self.tainted | {name}):
             return False
@@ -1506,6 +1544,7 @@ class _FunctionChecker:
         methods = info.methods.get(shared.class_name, {})
         if method not in methods:
             return False
+        _analyze_mutators(info)
         fn = methods[method]
         why = info.mutators.get(shared.class_name, {}).get(method)
         is_classmethod = any(_final_name(d) == "classmethod" for d in fn.decorator_list)
@@ -1565,7 +1604,7 @@ def _class_containers(info: ModuleInfo, cls: ast.ClassDef) -> dict[str, Shared]:
             if kind in CONTAINER_KINDS:
                 name = stmt.targets[0].id
                 found[name] = Shared(f"{cls.name}.{name}", kind, stmt.lineno)
-    for node in ast.walk(cls):
+    for node in _walk(cls):
         if (
             isinstance(node, ast.Attribute)
             and isinstance(node.ctx, ast.Store)
@@ -1626,7 +1665,7 @@ def _enclosing_functions(tree: ast.Module) -> dict[int, FuncNode]:
     stack: list[tuple[ast.AST, FuncNode | None]] = [(tree, None)]
     while stack:
         node, current = stack.pop()
-        for child in ast.iter_child_nodes(node):
+        for child in _children(node):
             if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
                 if current is not None:
                     parents[id(child)] = current
