@@ -32,6 +32,7 @@ import os
 import re
 import sys
 import tokenize
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -614,6 +615,7 @@ class _Module:
     tree: ast.Module
     info: ModuleInfo
     source: str
+    shown: str | None = None  # the path as the user gave it, for findings
 
 
 def _parse_module(path: Path, source: str) -> _Module:
@@ -632,28 +634,46 @@ class Project:
     MAX_PARENT_DIRS = 6
 
     def __init__(self) -> None:
-        self._modules: dict[Path, _Module | None] = {}
+        # parsed modules, the most recently used last; bounded so a large project's trees are not all
+        # kept in memory at once
+        self._modules: OrderedDict[Path, _Module | None] = OrderedDict()
         self._resolved: dict[tuple[Path, str, int], Path | None] = {}
         self._summaries: dict[tuple[Path, str], list[Finding]] = {}
-        # (id(function), ((parameter, shared name), ...)) -> findings about those parameters
-        self.param_summaries: dict[tuple[int, tuple[tuple[str, str], ...]], list[Finding]] = {}
+        # (file, line of the function, ((parameter, shared name), ...)) -> findings about them
+        self.param_summaries: dict[tuple[Path, int, tuple[tuple[str, str], ...]], list[Finding]] = {}
+
+    MAX_MODULES = 256
 
     def add(self, path: Path, source: str) -> _Module:
-        """Parse ``source`` as the module at ``path`` (raises SyntaxError)."""
+        """Parse ``source`` as the module at ``path`` (raises SyntaxError), or take the module already
+        parsed from the same file with the same source (when another module imported it first)."""
+        key = path.resolve()
+        cached = self._modules.get(key)
+        if cached is not None and cached.source == source:
+            self._modules.move_to_end(key)
+            return cached
         module = _parse_module(path, source)
-        self._modules[path.resolve()] = module
+        self._remember(key, module)
         return module
 
     def module(self, path: Path) -> _Module | None:
         key = path.resolve()
-        if key not in self._modules:
-            self._modules[key] = None  # a cycle or an unreadable file resolves to nothing
-            try:
-                with tokenize.open(key) as fh:
-                    self._modules[key] = _parse_module(key, fh.read())
-            except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
-                pass
-        return self._modules[key]
+        if key in self._modules:
+            self._modules.move_to_end(key)
+            return self._modules[key]
+        self._remember(key, None)  # a cycle or an unreadable file resolves to nothing
+        try:
+            with tokenize.open(key) as fh:
+                self._remember(key, _parse_module(key, fh.read()))
+        except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+            pass
+        return self._modules.get(key)
+
+    def _remember(self, key: Path, module: _Module | None) -> None:
+        self._modules[key] = module
+        self._modules.move_to_end(key)
+        while len(self._modules) > self.MAX_MODULES:
+            self._modules.popitem(last=False)
 
     def resolve(self, importer: Path, dotted: str, level: int) -> Path | None:
         """The file of module ``dotted`` imported from ``importer`` (``level`` dots), or None."""
@@ -776,6 +796,38 @@ def _registered_names(node: ast.Call) -> Iterator[ast.expr]:
             yield kw.value
 
 
+def _is_view_method(stmt: ast.stmt) -> bool:
+    return isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef) and (
+        stmt.name in VIEW_METHODS or stmt.name.startswith(VIEW_METHOD_PREFIX)
+    )
+
+
+def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """Every statement under ``body``, nested ones included (function and class bodies too)."""
+    stack = list(body)
+    while stack:
+        stmt = stack.pop()
+        yield stmt
+        for name in ("body", "orelse", "finalbody"):
+            value = getattr(stmt, name, None)
+            if isinstance(value, list):
+                stack.extend(value)
+        for handler in getattr(stmt, "handlers", ()):
+            stack.extend(handler.body)
+        if isinstance(stmt, ast.Match):
+            for case in stmt.cases:
+                stack.extend(case.body)
+
+
+# Source text that a registration call needs (``add_url_rule(``, ``view_func=``, ``app.route("/")(f)``):
+# a module without any skips the walk over all its expressions.
+_REGISTRATION_HINT = re.compile(
+    r"\b(?:" + "|".join(sorted(REGISTER_CALLS)) + r")\s*\("
+    r"|\b(?:" + "|".join(sorted(HANDLER_KEYWORDS)) + r")\s*="
+    r"|\)\s*\("
+)
+
+
 class _HandlerFinder:
     """Finds a module's handlers: decorated functions, registered views, class-based view methods."""
 
@@ -787,25 +839,28 @@ class _HandlerFinder:
     def find(self) -> list[tuple[FuncNode, ast.ClassDef | None]]:
         found: dict[int, tuple[FuncNode, ast.ClassDef | None]] = {}
         view_classes: set[str] = set()
-        for node in _walk(self.module.tree):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                if any(_is_route_decorator(d, self.info) for d in node.decorator_list):
-                    found.setdefault(id(node), (node, None))
-            elif isinstance(node, ast.ClassDef):
-                if self.project.is_view_class(self.module, node, frozenset()):
-                    view_classes.add(node.name)
-            elif isinstance(node, ast.Call):
-                for expr in _registered_names(node):
-                    self._register(expr, found, view_classes)
+        for stmt in _statements(self.module.tree.body):  # functions are statements: no expressions
+            if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef) and any(
+                _is_route_decorator(d, self.info) for d in stmt.decorator_list
+            ):
+                found.setdefault(id(stmt), (stmt, None))
+        for cls in self.info.classes.values():
+            if any(_is_view_method(stmt) for stmt in cls.body) and self.project.is_view_class(
+                self.module, cls, frozenset()
+            ):
+                view_classes.add(cls.name)
+        if _REGISTRATION_HINT.search(self.module.source):  # else no registration call to look for
+            for node in _walk(self.module.tree):
+                if isinstance(node, ast.Call):
+                    for expr in _registered_names(node):
+                        self._register(expr, found, view_classes)
         for cls_name in view_classes:
-            cls = self.info.classes.get(cls_name)
-            if cls is None:
+            view = self.info.classes.get(cls_name)
+            if view is None:
                 continue
-            for stmt in cls.body:
-                if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef) and (
-                    stmt.name in VIEW_METHODS or stmt.name.startswith(VIEW_METHOD_PREFIX)
-                ):
-                    found.setdefault(id(stmt), (stmt, cls))
+            for stmt in view.body:
+                if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef) and _is_view_method(stmt):
+                    found.setdefault(id(stmt), (stmt, view))
         return sorted(found.values(), key=lambda item: (item[0].lineno, item[0].col_offset))
 
     def _register(
@@ -1003,7 +1058,7 @@ class _FunctionChecker:
         self.module = module
         self.project = project
         self.info = module.info
-        self.path = str(module.path)
+        self.path = module.shown or str(module.path)
         self.context = context
         self.view = view
         self.enclosing = enclosing  # an app factory's locals, for routes defined inside it
@@ -1512,7 +1567,7 @@ class _FunctionChecker:
                 passed[param] = shared
         if not passed:
             return
-        key = (id(callee), tuple(sorted((k, v.name) for k, v in passed.items())))
+        key = (self.module.path, callee.lineno, tuple(sorted((k, v.name) for k, v in passed.items())))
         inner = self.project.param_summaries.get(key)
         if inner is None:
             self.project.param_summaries[key] = []  # recursion ends here
@@ -1796,7 +1851,7 @@ def lint_source(
         return [Finding(path, exc.lineno or 1, exc.offset or 1, "SS900", f"syntax error: {exc.msg}")]
     except ValueError as exc:  # source code string cannot contain null bytes
         return [Finding(path, 1, 1, "SS900", f"cannot parse: {exc}")]
-    module.path = Path(path)  # findings carry the path as given
+    module.shown = path  # findings carry the path as given
     return _lint_module(module, project, frozenset(enable))
 
 
