@@ -826,3 +826,32 @@ def test_methods_refilling_their_own_cache_are_ss201_not_ss106() -> None:
     assert lint(source) == [(28, "SS106")]  # the value comes from the caller: data, not a cache
     enabled = lint_source(textwrap.dedent(source), enable=["SS201"])
     assert [(f.line, f.code) for f in enabled] == [(26, "SS201"), (27, "SS201"), (28, "SS106")]
+
+
+def test_dash_callbacks_aiohttp_routes_falcon_and_bottle() -> None:
+    source = """
+        import falcon
+        from aiohttp import web
+        from bottle import post
+        from dash import Dash, Input, Output
+        app = Dash(__name__)
+        seen = []
+        @app.callback(Output("a", "children"), Input("b", "n_clicks"))
+        def cb(n):
+            seen.append(1)
+        async def aio(request):
+            seen.append(2)
+        async def aio2(request):
+            seen.append(3)
+        class Things:
+            def on_post(self, req, resp):
+                seen.append(4)
+        @post("/x")
+        def bottle_view():
+            seen.append(5)
+        api = web.Application()
+        api.router.add_get("/", aio)
+        api.add_routes([web.post("/2", aio2)])
+        falcon.App().add_route("/t", Things())
+    """
+    assert lint(source) == [(10, "SS105"), (12, "SS105"), (14, "SS105"), (17, "SS105"), (20, "SS105")]

@@ -78,6 +78,7 @@ REGISTER_CALLS = frozenset(
     {
         "add_url_rule", "add_api_route", "add_route", "add_websocket_route", "add_api_websocket_route",
         "on_event", "Route", "WebSocketRoute", "add_resource", "register_view", "on_namespace",
+        "add_get", "add_post", "add_put", "add_patch", "add_delete", "add_head", "add_view",
     }
 )  # fmt: skip
 # Keyword arguments whose value is a per-request handler or a list of them (Litestar, Starlette, ...).
@@ -257,7 +258,6 @@ def _walk(node: ast.AST) -> Iterator[ast.AST]:
         current = stack.pop()
         yield current
         stack.extend(_children(current))
-
 
 
 def _final_name(node: ast.expr) -> str | None:
@@ -759,6 +759,8 @@ class Project:
 def _is_route_decorator(dec: ast.expr, info: ModuleInfo) -> bool:
     call = dec if isinstance(dec, ast.Call) else None
     target = call.func if call is not None else dec
+    if call is not None and _final_name(target) == "callback" and _imports_module(info, "dash"):
+        return True  # Dash: ``@app.callback(Output(...), Input(...))`` runs on every request
     if isinstance(target, ast.Attribute):
         root = _root(target.value)
         if root is not None and root.id in MOCK_MODULES | {"patch", "mocker"}:
@@ -776,6 +778,10 @@ def _is_route_decorator(dec: ast.expr, info: ModuleInfo) -> bool:
     return False
 
 
+def _imports_module(info: ModuleInfo, top: str) -> bool:
+    return any(ref.module.split(".")[0] == top for ref in info.imports.values())
+
+
 def _registered_names(node: ast.Call) -> Iterator[ast.expr]:
     """Expressions naming the views a registration call registers (``view_func=login_required(f)``)."""
     func = node.func
@@ -785,6 +791,13 @@ def _registered_names(node: ast.Call) -> Iterator[ast.expr]:
             yield from node.args[:1]
         else:
             yield from node.args[1:3]
+    elif (  # aiohttp's ``web.get("/", handler)`` route definitions
+        isinstance(func, ast.Attribute)
+        and func.attr in BARE_ROUTE_DECORATORS | {"view"}
+        and isinstance(func.value, ast.Name)
+        and func.value.id == "web"
+    ):
+        yield from node.args[1:2]
     elif isinstance(func, ast.Call) and isinstance(func.func, ast.Attribute):
         # ``app.route("/x")(view)`` and ``socketio.on("x")(handler)``
         attr = func.func.attr
@@ -825,6 +838,7 @@ _REGISTRATION_HINT = re.compile(
     r"\b(?:" + "|".join(sorted(REGISTER_CALLS)) + r")\s*\("
     r"|\b(?:" + "|".join(sorted(HANDLER_KEYWORDS)) + r")\s*="
     r"|\)\s*\("
+    r"|\bweb\.\w+\s*\("
 )
 
 
