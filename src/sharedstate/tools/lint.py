@@ -11,16 +11,25 @@ What it looks at:
 * *shared names*: module-level names bound to a mutable value: list/dict/set displays and
   comprehensions, ``dict()``/``list()``/``defaultdict()``/``Counter()``/``deque()``..., instances of
   classes, and any other call result not known to be immutable or thread-safe (locks, queues,
-  framework objects, sharedstate objects). Constants (numbers, strings, tuples, frozensets) are not
-  shared names, but ``global x; x = ...`` rebinding of *any* module-level name is reported.
-* *handlers*: functions decorated with ``@app.route``, ``@bp.get``/``post``/..., ``@app.before_request``
-  and the other per-request hooks, registered with ``add_url_rule(view_func=...)``, or methods of
-  class-based views; plus every module-level function they call in the same module, transitively.
-* *mutations* inside handlers: codes SS101-SS106 (see :data:`CODES` and docs/tools.md).
+  framework objects, sharedstate objects); also a ``functools.lru_cache`` function's result, the
+  containers of an app factory for the routes inside it, containers imported from another module of
+  the project, local aliases and the elements of a container. Constants (numbers, strings, tuples,
+  frozensets) are not shared names, but ``global x; x = ...`` rebinding of *any* module-level name is
+  reported.
+* *handlers*: functions decorated with a route or per-request hook of Flask, FastAPI, Quart,
+  Starlette, Litestar, Sanic, Bottle, Dash or a Socket.IO server (not ``@patch`` from
+  unittest.mock), registered with ``add_url_rule(view_func=...)``, ``Route(...)`` and the like, the
+  wrappers of the decorators they carry, and the handler methods of class-based views (through
+  intermediate bases, also in other modules); plus every module-level function they call in the same
+  module, transitively, and the functions of other project modules they call (reported at the call).
+* *mutations* inside handlers: codes SS101-SS107; SS201 (per-process caches and lazy initialisation)
+  only when enabled (see :data:`CODES` and docs/tools.md).
 
-Locals and parameters that shadow a module-level name are not shared; nor are ``g``, ``request``,
-``session`` and ``current_app`` (context-locals). A ``# noqa`` or ``# noqa: SS1xx`` comment on the line
-silences a finding.
+Mutating *methods* (``append``, ``update``) count only on containers and the project's own objects:
+a database client's ``update`` is not module state. Locals and parameters that shadow a module-level
+name are not shared; nor are ``g``, ``request``, ``session`` and ``current_app`` (context-locals)
+other than the app's ``config``/``state``. A ``# noqa`` or ``# noqa: SS1xx`` comment on the line
+silences a finding. :class:`Flake8Checker` is the same check as a flake8 plugin.
 """
 
 from __future__ import annotations
