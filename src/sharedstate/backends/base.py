@@ -25,7 +25,7 @@ in seconds, ``None`` means no expiry.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import NamedTuple
 
 RawValue = bytes | int
@@ -144,6 +144,80 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release connections held by this process. The backend may be used again afterwards."""
+
+    def describe(self) -> str:
+        """A one-line description for logs and errors, with any password masked."""
+        return type(self).__name__
+
+
+class AsyncBackend(abc.ABC):
+    """The same contract as :class:`Backend`, for ``asyncio``: every operation is a coroutine.
+
+    Method for method, arguments, results, atomicity and errors are those of :class:`Backend`;
+    only the waiting differs. No method ever blocks the event loop: a backend whose driver has an
+    asyncio API awaits it; one whose driver blocks (sqlite3, pymemcache) runs each blocking call
+    off the loop, and every wait of its own (a busy database, a full pool, a retry) is awaited.
+
+    One instance serves every task of one event loop, in one process. Across ``fork`` it never
+    shares a connection with the parent, as for :class:`Backend`.
+    """
+
+    schemes: tuple[str, ...] = ()
+    may_evict: bool = False
+
+    @classmethod
+    @abc.abstractmethod
+    def from_url(cls, url: str) -> AsyncBackend:
+        """Open a backend from its URL (the same URLs as the sync backend); connects lazily."""
+
+    def attach(self, namespace: str) -> None:  # noqa: B027 - a hook, not an operation
+        """Called once by the ``AsyncStore`` that opened this backend (see :meth:`Backend.attach`)."""
+
+    @abc.abstractmethod
+    async def get(self, key: str) -> Entry | None:
+        """See :meth:`Backend.get`."""
+
+    @abc.abstractmethod
+    async def set(self, key: str, value: RawValue, ttl: float | None = None) -> None:
+        """See :meth:`Backend.set`."""
+
+    @abc.abstractmethod
+    async def add(self, key: str, value: RawValue, ttl: float | None = None) -> bool:
+        """See :meth:`Backend.add`."""
+
+    @abc.abstractmethod
+    async def compare_and_set(
+        self, key: str, expected: Version | None, value: RawValue, ttl: float | None = None
+    ) -> CasResult:
+        """See :meth:`Backend.compare_and_set`."""
+
+    @abc.abstractmethod
+    async def delete(self, key: str) -> bool:
+        """See :meth:`Backend.delete`."""
+
+    @abc.abstractmethod
+    async def delete_if_version(self, key: str, version: Version) -> bool:
+        """See :meth:`Backend.delete_if_version`."""
+
+    @abc.abstractmethod
+    async def incr(self, key: str, by: int = 1, ttl: float | None = None) -> int:
+        """See :meth:`Backend.incr`."""
+
+    @abc.abstractmethod
+    async def touch(self, key: str, ttl: float | None) -> bool:
+        """See :meth:`Backend.touch`."""
+
+    @abc.abstractmethod
+    def scan(self, prefix: str = "") -> AsyncIterator[str]:
+        """See :meth:`Backend.scan`; iterate with ``async for``."""
+
+    @abc.abstractmethod
+    async def sweep(self, limit: int = 1000) -> int:
+        """See :meth:`Backend.sweep`."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Release this process's connections; the backend may be used again afterwards."""
 
     def describe(self) -> str:
         """A one-line description for logs and errors, with any password masked."""
