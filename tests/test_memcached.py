@@ -419,7 +419,8 @@ def test_closed_port_raises_unavailable_quickly() -> None:
     with pytest.raises(BackendUnavailableError, match=re.escape(url)) as info:
         store.get("x")
     assert time.monotonic() - started < 5
-    assert "nothing was applied" in str(info.value)
+    assert info.value.applied is False
+    assert isinstance(info.value.__cause__, ConnectionRefusedError)
 
 
 @pytest.mark.timeout(30)
@@ -429,13 +430,14 @@ def test_server_that_never_answers_times_out() -> None:
         silent.listen(8)
         port = silent.getsockname()[1]
         store = Store(f"memcached://127.0.0.1:{port}?timeout=0.5")
-        for op in (lambda: store.get("x"), lambda: store.set("x", 1)):
+        # set asks the server's item size limit first; with no reply the set itself is never sent.
+        for op, applied in ((lambda: store.get("x"), None), (lambda: store.set("x", 1), False),
+                            (lambda: store.incr("x"), None)):  # fmt: skip
             started = time.monotonic()
-            with pytest.raises(BackendUnavailableError, match="unavailable"):
+            with pytest.raises(BackendUnavailableError) as info:
                 op()
             assert time.monotonic() - started < 5
-        with pytest.raises(BackendUnavailableError, match="unknown"):
-            store.incr("x")
+            assert info.value.applied is applied
 
 
 @pytest.mark.timeout(60)
