@@ -333,6 +333,7 @@ def test_closed_port_fails_fast_with_masked_password() -> None:
             assert PASSWORD not in message
             assert f"postgresql://app:***@127.0.0.1:{port}/db" in message
             assert "refused" in message.lower() or "failed" in message.lower()
+            assert info.value.applied is False
 
 
 def test_fork_child_opens_its_own_pool(pg_url: str, table: str) -> None:
