@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from urllib.parse import SplitResult, parse_qsl, unquote, unquote_plus, urlsplit
+from urllib.parse import SplitResult, parse_qsl, quote, unquote, unquote_plus, urlsplit
 
 _SECRET_OPTIONS = frozenset({"password", "passwd", "pass", "secret", "token", "sslpassword"})
 MASK = "***"
@@ -81,6 +81,21 @@ def _query_items(url: str) -> Iterable[tuple[int, int, str]]:
             pos = stop + 1
 
 
+def _secret_values(url: str) -> list[tuple[int, int]]:
+    """Spans of the secret options' values in the query (``?password=...``).
+
+    Each runs to the end of the URL: an unencoded ``&`` or ``#`` in the password would otherwise
+    leave its tail in view as another option or a fragment. Options after a secret one are
+    masked with it: never less than the password.
+    """
+    return [(start, len(url)) for start, _, name in _query_items(url) if name.lower() in _SECRET_OPTIONS]
+
+
+def has_secret_option(url: str) -> bool:
+    """Whether ``url``'s query string holds a password (or another secret) option."""
+    return bool(_secret_values(url))
+
+
 def secrets_of(url: str) -> list[str]:
     """Every secret in ``url`` as raw text and percent-decoded: the password, ``?password=``...
 
@@ -92,8 +107,9 @@ def secrets_of(url: str) -> list[str]:
         for match in _KEYWORD_SECRET.finditer(url):
             value = match.group(1)
             found.add(value)
-            if value.startswith("'"):
-                found.add(value.strip("'").replace("\\'", "'").replace("\\\\", "\\"))
+            if value.startswith("'"):  # quoted: backslash escapes ' and \\
+                inner = value[1:-1] if len(value) > 1 and value.endswith("'") else value[1:]
+                found.add(re.sub(r"\\(.)", r"\1", inner))
         return sorted((s for s in found if s), key=len, reverse=True)
     span = _raw_password(url)
     if span is not None:
@@ -101,8 +117,11 @@ def secrets_of(url: str) -> list[str]:
     for start, stop, name in _query_items(url):
         if name.lower() in _SECRET_OPTIONS:
             found.add(url[start:stop])
+    for start, stop in _secret_values(url):
+        found.add(url[start:stop])
     decoded = {unquote(s) for s in found} | {unquote_plus(s) for s in found}
-    return sorted((s for s in found | decoded if s), key=len, reverse=True)
+    encoded = {quote(s, safe="") for s in decoded}  # as a driver re-encodes it for its own use
+    return sorted((s for s in found | decoded | encoded if s), key=len, reverse=True)
 
 
 def scrub(message: str, secrets: Iterable[str]) -> str:
@@ -129,9 +148,7 @@ def mask_url(url: str) -> str:
     span = _raw_password(url)
     if span is not None:
         cuts.append(span)
-    for start, stop, name in _query_items(url):
-        if name.lower() in _SECRET_OPTIONS:
-            cuts.append((start, stop))
+    cuts += _secret_values(url)
     merged: list[list[int]] = []
     for start, stop in sorted(cuts):
         if merged and start <= merged[-1][1]:
@@ -173,6 +190,11 @@ def split_url(url: str) -> SplitResult:
         raise ValueError(f"malformed store URL {mask_url(url)!r}: {scrub(str(exc), secrets)}") from None
     if not parts.scheme or "://" not in url:
         raise ValueError(f"malformed store URL {mask_url(url)!r}: expected scheme://...")
+    if "#" in url:
+        raise ValueError(
+            f"malformed store URL {mask_url(url)!r}: store URLs have no #fragment; percent-encode "
+            "a '#' in a password or an option (%23)"
+        )
     return parts
 
 
@@ -185,8 +207,14 @@ def query_options(
         kind = known.get(name)
         if kind is None:
             listed = ", ".join(sorted(known)) or "none"
+            # After ?password=..., an "option" may be the tail of a password with an unencoded "&".
+            shown = (
+                "(name not shown: is an '&' in the password percent-encoded?)"
+                if (has_secret_option(url))
+                else repr(name)
+            )
             raise ValueError(
-                f"unknown option {name!r} in store URL {mask_url(url)!r}; known options: {listed}"
+                f"unknown option {shown} in store URL {mask_url(url)!r}; known options: {listed}"
             )
         try:
             if kind is bool:

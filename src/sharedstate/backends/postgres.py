@@ -43,7 +43,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, quote, urlencode
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from sharedstate._optional import require
 
@@ -69,9 +69,13 @@ logger = logging.getLogger(__name__)
 #: Every pool this module opens is named with this prefix (see _QuietOwnPools).
 _POOL_PREFIX = "sharedstate-pg-"
 
-# A connection attempt the server answered with one of these will fail again the same way:
-# failing fast beats psycopg_pool's retry loop (and its log line per attempt).
+# A connection attempt that failed with one of these will not succeed within the caller's timeout
+# (the server refused the credentials or the database, or nothing listens there): the call fails
+# at once instead of waiting out psycopg_pool's retry loop (and its log line per attempt). The
+# next call tries again, on a new pool.
 _PERMANENT_CONNECT_ERRORS = (
+    "Connection refused",
+    "could not translate host name",
     "does not exist",  # database or role
     "authentication failed",
     "no pg_hba.conf entry",
@@ -370,7 +374,13 @@ class PostgresBackend(Backend):
         self._url = display_url if display_url is not None else conninfo  # masked where shown
         self.display_url = mask_url(self._url)
         self._conninfo = conninfo
-        self._connect_kwargs = _connect_defaults(conninfo, self.timeout)
+        try:
+            self._connect_kwargs = _connect_defaults(conninfo, self.timeout)
+        except psycopg.Error as exc:
+            # Not chained: libpq quotes the connection string, password and all, in its message.
+            raise ValueError(
+                f"malformed PostgreSQL connection string {self.display_url!r}: {driver_text(self._url, exc)}"
+            ) from None
         self._sql = _Statements(self.table)
         self._lock = threading.Lock()
         self._slot: _PoolSlot | None = None
@@ -386,10 +396,14 @@ class PostgresBackend(Backend):
         options = query_options(parts, known, url)
         ours = {k: v for k, v in options.items() if k in OPTIONS}
         rest = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in OPTIONS]
-        # libpq ends the user info at its first "@", every other parser at the last: an "@" in
-        # the password is read the way users mean it (and split_url accepted it) only encoded.
+        # libpq ends the user info at its first "@", every other parser at the last, and it
+        # refuses spaces: the user name and password reach it percent-encoded, read as users
+        # mean them (split_url accepted them).
         userinfo, at, hostport = parts.netloc.rpartition("@")
-        netloc = userinfo.replace("@", "%40") + at + hostport
+        if at:
+            user, colon, password = userinfo.partition(":")
+            userinfo = _encoded(user) + colon + _encoded(password)
+        netloc = userinfo + at + hostport
         # Built by hand: urlunsplit drops the "//" of an empty host ("postgresql://", libpq's
         # defaults), which libpq then takes for a key=value string. quote, not quote_plus:
         # libpq does not read '+' as a space.
@@ -780,6 +794,11 @@ def _has_pending_input(conn: Conn) -> bool:
         return bool(poller.poll(0))
     readable, _, _ = select.select([fd], [], [], 0)
     return bool(readable)
+
+
+def _encoded(text: str) -> str:
+    """``text`` percent-encoded throughout; ``%xx`` sequences already in it are kept as they are."""
+    return quote(unquote(text), safe="")
 
 
 def _check_key(key: str) -> str:
