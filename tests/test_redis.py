@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -505,3 +506,67 @@ def test_bounded_pool_serves_many_threads(shared_redis_url: str) -> None:
         for t in threads:
             t.join(50)
         assert sorted(results) == list(range(1, 801))
+
+
+# -- errors from outside the hierarchy are wrapped -------------------------------------------
+
+
+def test_database_number_the_server_lacks_is_unavailable(shared_redis_url: str) -> None:
+    url = shared_redis_url.rsplit("/", 1)[0] + "/99"  # the default server has 16 databases
+    with Store(url) as store, pytest.raises(BackendUnavailableError) as info:
+        store.get("k")
+    assert info.value.applied is False
+    assert isinstance(info.value.__cause__, redis.ResponseError)
+    assert "/99" in str(info.value) and "out of range" in str(info.value)
+
+
+class GarbageServer:
+    """A TCP server on a free loopback port that answers every connection with non-Redis bytes."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn, contextlib.suppress(OSError):
+                conn.recv(65536)
+                conn.sendall(self.answer)
+                time.sleep(0.5)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_server_that_does_not_speak_redis_is_unavailable() -> None:
+    server = GarbageServer(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+    try:
+        with Store(f"redis://:{PASSWORD}@127.0.0.1:{server.port}/0?timeout=2") as store:
+            for op in (lambda: store.get("k"), lambda: store.incr("n")):
+                with pytest.raises(BackendUnavailableError) as info:
+                    op()
+                assert info.value.applied is False  # the garbage came during the connection's setup
+                assert isinstance(info.value.__cause__, redis.RedisError)
+                assert "protocol" in str(info.value)
+                assert PASSWORD not in str(info.value)
+    finally:
+        server.close()
+
+
+@pytest.mark.timeout(30)
+def test_redis_url_at_the_postgresql_port_is_unavailable() -> None:
+    if not servers.reachable(servers.POSTGRES_URL, 5432):
+        servers.unavailable(f"PostgreSQL is not reachable at {servers.POSTGRES_URL}")
+    port = urlsplit(servers.POSTGRES_URL).port or 5432
+    url = f"redis://127.0.0.1:{port}/0?timeout=2"
+    with Store(url) as store, pytest.raises(BackendUnavailableError) as info:
+        store.get("k")
+    assert info.value.applied is False
+    assert isinstance(info.value.__cause__, redis.RedisError)
