@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import logging
 import math
 import os
@@ -54,6 +55,13 @@ require("psycopg_pool", "postgres")
 import psycopg  # noqa: E402
 import psycopg_pool  # noqa: E402
 from psycopg.abc import PQGen  # noqa: E402
+
+if "timeout" not in inspect.signature(psycopg.Connection.wait).parameters:
+    raise ImportError(
+        f"sharedstate's postgresql:// backend needs psycopg 3.3 or newer, which can bound the wait "
+        f"for a statement's reply (psycopg {psycopg.__version__} is installed): "
+        "pip install -U 'sharedstate[postgres]'"
+    )
 
 from sharedstate.backends._failures import driver_text, unavailable  # noqa: E402
 from sharedstate.backends.base import Backend, CasResult, Entry, RawValue, Version  # noqa: E402

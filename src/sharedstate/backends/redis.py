@@ -499,6 +499,8 @@ def _connect_failure(r: Any, exc: BaseException) -> str:
         return "authentication failed (check the user name and password in the URL)"
     if isinstance(exc, r.ResponseError):
         return "the server refused the connection's setup (AUTH, SELECT of the database, HELLO)"
+    if "max_connections" in str(exc):
+        return "no free connection (option max_connections=)"
     if isinstance(exc, r.TimeoutError):
         return "no connection within the timeout (option timeout=)"
     if isinstance(exc, r.exceptions.InvalidResponse):
