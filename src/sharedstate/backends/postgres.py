@@ -18,10 +18,14 @@ How it stays correct:
   an old version back (a sequence would do too, but would be one more object for migrations).
 - One connection pool per process. After ``fork`` the child opens a pool of its own; see
   :meth:`PostgresBackend._pool_slot` for why it must never touch the parent's.
-- Failures are bounded: no connection within ``timeout`` seconds (default 4) raises
-  :class:`~sharedstate.errors.BackendUnavailableError` naming the URL with its password masked. A
-  write whose connection broke after it was sent reports that its outcome is unknown; nothing that
-  raises otherwise was applied. The pool reconnects when the server is back.
+- Failures are bounded: every call takes at most ``timeout`` seconds (default 4), waiting for a
+  connection and for the reply alike (see :class:`DeadlineConnection`: a frozen server that keeps
+  the connection open is noticed too), then raises
+  :class:`~sharedstate.errors.BackendUnavailableError` naming the URL with its password masked,
+  ``applied`` None if the statement was sent (outcome unknown) and False otherwise, psycopg's
+  exception as its cause. A connection attempt that waiting cannot fix (no such database or role,
+  bad password, connection refused) fails the call at once. The pool reconnects when the server
+  is back.
 
 The table is created on first use unless ``?create_table=false``; :func:`ddl` returns the SQL for
 migrations, and ``python -m sharedstate.backends.postgres URL [--run]`` prints (or runs) it.
@@ -548,7 +552,8 @@ class PostgresBackend(Backend):
                 broken = conn.closed or conn.broken
                 slot.give_back(conn)  # closes a connection that timed out
                 if timed_out:
-                    raise self._failed(exc, "no reply within the timeout", applied=None) from exc
+                    what = f"no reply within {self.timeout:g}s (option timeout=)"
+                    raise self._failed(exc, what, applied=None) from exc
                 if broken:
                     self._discard_pool(slot)
                     if not write and not retried_read and time.monotonic() < deadline:
@@ -571,8 +576,6 @@ class PostgresBackend(Backend):
             return result
 
     def _failed(self, exc: psycopg.Error, what: str, *, applied: bool | None) -> BackendUnavailableError:
-        if applied is None:
-            what += f" (timeout={self.timeout:g}s)"
         return unavailable(self._url, what, applied=applied, cause=exc)
 
     def _missing_table(self) -> BackendUnavailableError:
@@ -805,7 +808,7 @@ def _has_pending_input(conn: Conn) -> bool:
 
 
 def _encoded(text: str) -> str:
-    """``text`` percent-encoded throughout; ``%xx`` sequences already in it are kept as they are."""
+    """``text`` percent-encoded throughout; an ``%xx`` already in it is decoded first, never encoded twice."""
     return quote(unquote(text), safe="")
 
 
