@@ -8,6 +8,7 @@ on a free loopback port) so it can stop and start it without disturbing anyone e
 from __future__ import annotations
 
 import glob
+import logging
 import multiprocessing
 import os
 import shutil
@@ -20,6 +21,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -333,6 +335,7 @@ def test_closed_port_fails_fast_with_masked_password() -> None:
             assert PASSWORD not in message
             assert f"postgresql://app:***@127.0.0.1:{port}/db" in message
             assert "refused" in message.lower() or "failed" in message.lower()
+            assert info.value.applied is False
 
 
 def test_fork_child_opens_its_own_pool(pg_url: str, table: str) -> None:
@@ -466,3 +469,52 @@ def test_long_outage_recovers_at_the_first_attempt(own_postgres: OwnPostgres) ->
                 store.get("k")
         own_postgres.start()
         assert store.get("k") == 1
+
+
+# -- connection errors: wrapped, fast, quiet ---------------------------------------------------
+
+
+def test_empty_url_means_libpq_defaults_not_a_driver_error(table: str) -> None:
+    # "postgresql://" is libpq's URL for "all defaults" (local socket, the OS user's role).
+    try:
+        with Store(f"postgresql://?table={table}&timeout=2") as store:
+            store.get("k")
+    except BackendUnavailableError as exc:  # no server or role there: ours, with the cause
+        assert exc.applied is False
+        assert isinstance(exc.__cause__, psycopg.Error)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("what", ["database", "role"])
+def test_missing_database_or_role_fails_at_once_with_one_log_line(
+    pg_url: str, what: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    parts = urlsplit(pg_url)
+    if what == "database":
+        url = parts._replace(path=f"/nodb_{servers.RUN_ID}").geturl()
+    else:
+        netloc = f"norole_{servers.RUN_ID}:{PASSWORD}@{parts.hostname}:{parts.port or 5432}"
+        url = parts._replace(netloc=netloc).geturl()
+    caplog.set_level(logging.DEBUG)
+    with Store(f"{url}?timeout=4") as store:
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailableError) as info:
+            store.get("k")
+        elapsed = time.monotonic() - started
+    time.sleep(0.5)  # anything the pool's threads would still log
+    assert elapsed < 1.5, f"took {elapsed:.1f}s: waited out the timeout instead of failing at once"
+    assert info.value.applied is False
+    assert isinstance(info.value.__cause__, psycopg.OperationalError)
+    assert "does not exist" in str(info.value)
+    warnings_logged = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings_logged) <= 1, [r.getMessage() for r in warnings_logged]
+    assert not [r for r in caplog.records if r.name.startswith("psycopg")]
+    assert PASSWORD not in caplog.text
+
+
+def test_refused_statement_says_nothing_was_applied(pg_url: str, table: str) -> None:
+    url = _with(pg_url, f"table={table}&create_table=false")
+    with Store(url) as store, pytest.raises(BackendUnavailableError) as info:
+        store.set("k", 1)
+    assert info.value.applied is False
+    assert isinstance(info.value.__cause__, psycopg.errors.UndefinedTable)

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -156,7 +157,7 @@ def test_password_is_masked_in_describe_and_repr() -> None:
         (f"redis://:{PASSWORD}@localhost/0?tiemout=2", "known options: db, max_connections, timeout"),
         (f"redis://:{PASSWORD}@localhost/0?ssl_ca_certs=/ca.pem", "unknown option 'ssl_ca_certs'"),
         (f"redis://:{PASSWORD}@localhost/0?timeout=soon", "not a valid float"),
-        (f"redis://:{PASSWORD}@localhost/0?timeout=0", "positive number"),
+        (f"redis://:{PASSWORD}@localhost/0?timeout=0", "positive"),
         (f"redis://:{PASSWORD}@localhost/zero", "must be a database number"),
         (f"redis://:{PASSWORD}@localhost/1?db=2", "two databases"),
         (f"redis://:{PASSWORD}@localhost/0?max_connections=0", "at least 1"),
@@ -216,7 +217,8 @@ def test_closed_port_fails_fast_with_masked_url() -> None:
             message = str(info.value)
             assert PASSWORD not in message
             assert f"redis://user:***@127.0.0.1:{port}/0" in message
-            assert "nothing was applied" in message
+            assert info.value.applied is False
+            assert isinstance(info.value.__cause__, redis.ConnectionError)
 
 
 @pytest.mark.timeout(30)
@@ -228,9 +230,11 @@ def test_silent_server_fails_within_the_timeout() -> None:
         port = silent.getsockname()[1]
         with Store(f"redis://127.0.0.1:{port}/0?timeout=1") as store:
             started = time.monotonic()
-            with pytest.raises(BackendUnavailableError, match="unavailable"):
+            with pytest.raises(BackendUnavailableError) as info:
                 store.incr("k")
             assert time.monotonic() - started < 4  # 1 s timeout, generous slack for a busy machine
+            # redis-py's connection setup (CLIENT SETINFO) got no reply, so INCRBY was never sent.
+            assert info.value.applied is False
 
 
 @pytest.mark.timeout(60)
@@ -269,8 +273,9 @@ def test_lost_reply_is_reported_as_unknown_and_never_applied_twice(tmp_path: Pat
             sleeper = threading.Thread(target=server.command, args=("DEBUG", "SLEEP", "1.5"))
             sleeper.start()
             time.sleep(0.2)
-            with pytest.raises(BackendUnavailableError, match="whether it was applied is unknown"):
+            with pytest.raises(BackendUnavailableError) as info:
                 store.incr("n")
+            assert info.value.applied is None
             sleeper.join(10)
             # The server ran the INCRBY it had received once it woke up: applied exactly once,
             # because nothing was retried behind the caller's back.
@@ -330,8 +335,9 @@ def test_rediss_speaks_tls_and_verifies_the_certificate(tmp_path: Path) -> None:
         with Store(f"{url}?ssl_cert_reqs=none", namespace=_namespace()) as unverified:
             assert unverified.incr("n") == 1  # encrypted, certificate not checked: opt-in only
         # Without our CA the server's certificate is not trusted: refused, not silently accepted.
-        with Store(url) as untrusted, pytest.raises(BackendUnavailableError, match="nothing was applied"):
+        with Store(url) as untrusted, pytest.raises(BackendUnavailableError) as info:
             untrusted.get("n")
+        assert info.value.applied is False
         # Plain redis:// to the TLS port is no substitute either.
         plain_url = f"redis://127.0.0.1:{tls_port}/0?timeout=2"
         with Store(plain_url) as plain, pytest.raises(BackendUnavailableError):
@@ -500,3 +506,67 @@ def test_bounded_pool_serves_many_threads(shared_redis_url: str) -> None:
         for t in threads:
             t.join(50)
         assert sorted(results) == list(range(1, 801))
+
+
+# -- errors from outside the hierarchy are wrapped -------------------------------------------
+
+
+def test_database_number_the_server_lacks_is_unavailable(shared_redis_url: str) -> None:
+    url = shared_redis_url.rsplit("/", 1)[0] + "/99"  # the default server has 16 databases
+    with Store(url) as store, pytest.raises(BackendUnavailableError) as info:
+        store.get("k")
+    assert info.value.applied is False
+    assert isinstance(info.value.__cause__, redis.ResponseError)
+    assert "/99" in str(info.value) and "out of range" in str(info.value)
+
+
+class GarbageServer:
+    """A TCP server on a free loopback port that answers every connection with non-Redis bytes."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn, contextlib.suppress(OSError):
+                conn.recv(65536)
+                conn.sendall(self.answer)
+                time.sleep(0.5)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_server_that_does_not_speak_redis_is_unavailable() -> None:
+    server = GarbageServer(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+    try:
+        with Store(f"redis://:{PASSWORD}@127.0.0.1:{server.port}/0?timeout=2") as store:
+            for op in (lambda: store.get("k"), lambda: store.incr("n")):
+                with pytest.raises(BackendUnavailableError) as info:
+                    op()
+                assert info.value.applied is False  # the garbage came during the connection's setup
+                assert isinstance(info.value.__cause__, redis.RedisError)
+                assert "protocol" in str(info.value)
+                assert PASSWORD not in str(info.value)
+    finally:
+        server.close()
+
+
+@pytest.mark.timeout(30)
+def test_redis_url_at_the_postgresql_port_is_unavailable() -> None:
+    if not servers.reachable(servers.POSTGRES_URL, 5432):
+        servers.unavailable(f"PostgreSQL is not reachable at {servers.POSTGRES_URL}")
+    port = urlsplit(servers.POSTGRES_URL).port or 5432
+    url = f"redis://127.0.0.1:{port}/0?timeout=2"
+    with Store(url) as store, pytest.raises(BackendUnavailableError) as info:
+        store.get("k")
+    assert info.value.applied is False
+    assert isinstance(info.value.__cause__, redis.RedisError)

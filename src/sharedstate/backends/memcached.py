@@ -17,7 +17,9 @@ How the contract maps onto memcached (text protocol plus two meta commands, memc
 - TTLs: memcached counts whole seconds on a clock that ticks once a second, so an exptime of ``n``
   lives between ``n - 1`` and ``n`` seconds. A TTL is sent as ``ceil(ttl) + 1`` so that nothing
   ever expires early; an entry lives up to two seconds past its TTL. Exptimes over 30 days are
-  sent as absolute unix times, which is how memcached reads them.
+  sent as absolute unix times, which is how memcached reads them. memcached's clock is 32-bit, so
+  a TTL that would end after 2038-01-19 03:14:07 UTC raises ``ValueError`` before anything is sent
+  (memcached would store the item already expired, or never expiring).
 - Keys: memcached keys are at most 250 bytes of printable ASCII without spaces. Other keys (and
   keys starting with ``~``) are stored as ``~`` + base64url(SHA-256(key)) + ``~`` + a readable
   prefix, a deterministic one-to-one form (see :func:`memcached_key`).
@@ -28,8 +30,11 @@ How the contract maps onto memcached (text protocol plus two meta commands, memc
 - ``scan`` is impossible (memcached cannot list keys) and raises ``NotSupportedError``. Nothing to
   sweep: the server expires entries itself.
 - Every command waits for the server's reply (``noreply`` is never used), so a method that
-  returns was applied. Connection failures raise ``BackendUnavailableError`` within
-  ``connect_timeout`` + ``timeout`` seconds; the next call reconnects.
+  returns was applied. Failures raise ``BackendUnavailableError`` within ``connect_timeout`` +
+  ``timeout`` seconds, also when the server keeps the connection open but stops answering:
+  ``applied`` is False when no connection could be made or the server refused the command, None
+  when the command was sent and no reply came. The connection is then closed, never reused (a
+  late reply must not answer a later command); the next call reconnects.
 
 Connections: a small per-process pool of pymemcache clients, one client used by one thread at a
 time. After ``fork`` the child never touches the parent's sockets (replies would interleave); it
@@ -55,9 +60,11 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from sharedstate._optional import require
+from sharedstate.backends._failures import unavailable
 from sharedstate.backends.base import Backend, CasResult, Entry, RawValue, Version
 from sharedstate.errors import BackendUnavailableError, NotSupportedError, ValueTooLargeError
 from sharedstate.urls import mask_url, query_options, split_url
+from sharedstate.validation import seconds
 
 T = TypeVar("T")
 
@@ -65,6 +72,9 @@ DEFAULT_PORT = 11211
 DEFAULT_TIMEOUT = 2.0
 #: memcached reads an exptime above 30 days as an absolute unix time.
 RELATIVE_TTL_MAX = 30 * 24 * 3600
+#: The last absolute exptime memcached holds (2038-01-19 03:14:07 UTC): its clock is 32-bit. Past
+#: it an item is stored already expired, or (from 2**32 on) wraps to never expiring.
+EXPTIME_MAX = 2**31 - 1
 #: memcached's per-item header on 64-bit builds is 59 bytes plus the key (measured on 1.6); the rest
 #: is margin for other builds.
 ITEM_OVERHEAD = 96
@@ -105,14 +115,28 @@ def exptime(ttl: float | None) -> int:
     """
     if ttl is None:
         return 0
-    return _exptime_seconds(math.ceil(ttl) + 1)
+    if not ttl < EXPTIME_MAX:  # also nan; Store validates ttl before it gets here
+        raise ValueError(_too_far(ttl))
+    return _exptime_seconds(math.ceil(ttl) + 1, ttl)
 
 
-def _exptime_seconds(seconds: int) -> int:
-    seconds = max(seconds, 1)  # 0 would mean "never expires"
-    if seconds > RELATIVE_TTL_MAX:
-        return math.ceil(time.time()) + seconds
-    return seconds
+def _exptime_seconds(count: int, ttl: float | None = None) -> int:
+    count = max(count, 1)  # 0 would mean "never expires"
+    if count <= RELATIVE_TTL_MAX:
+        return count
+    absolute = math.ceil(time.time()) + count
+    if absolute > EXPTIME_MAX:
+        raise ValueError(_too_far(count if ttl is None else ttl))
+    return absolute
+
+
+def _too_far(ttl: float) -> str:
+    left = max(0, EXPTIME_MAX - math.ceil(time.time()) - 1)
+    return (
+        f"ttl={ttl!r} seconds is past what memcached can hold: its expiry clock ends at "
+        f"2038-01-19 03:14:07 UTC ({left} seconds from now); use a shorter ttl, or ttl=None for "
+        "no expiry"
+    )
 
 
 def _is_stale(sock: socket.socket) -> bool:
@@ -159,9 +183,8 @@ class MemcachedBackend(Backend):
         timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float | None = None,
     ) -> None:
-        for value in (timeout, connect_timeout):
-            if value is not None and not 0 < value < math.inf:
-                raise ValueError("memcached timeout and connect_timeout must be positive, finite seconds")
+        timeout = seconds("timeout", timeout)
+        connect_timeout = seconds("connect_timeout", connect_timeout, optional=True)
         self._mc = require("pymemcache.client.base", "memcached")
         self._errors = require("pymemcache.exceptions", "memcached")
         self.server = server
@@ -172,7 +195,8 @@ class MemcachedBackend(Backend):
             self._describe = f"memcached://{host}:{server[1]}"
         else:
             self._describe = f"memcached://{server}"
-        self.url = mask_url(url) if url is not None else self._describe
+        self._url = url if url is not None else self._describe  # for messages, masked there
+        self.url = mask_url(self._url)
         self._pid = os.getpid()
         self._pool_lock = threading.Lock()
         self._idle: list[Any] = []
@@ -226,7 +250,13 @@ class MemcachedBackend(Backend):
         if client is None:
             client = self._new_client()
         elif client.sock is not None and _is_stale(client.sock):
-            client.close()  # reconnects on the next command
+            client.close()  # reconnect below
+        if client.sock is None:
+            try:
+                client._connect()
+            except BaseException as exc:
+                client.close()
+                raise _NotConnected(exc) from exc
         try:
             yield client
         except BaseException:
@@ -247,35 +277,66 @@ class MemcachedBackend(Backend):
             self._pool_lock = threading.Lock()  # the parent's lock may have been held at fork
             self._pid = os.getpid()
 
-    def _call(self, what: str, op: Callable[[Any], T], *, write: bool) -> T:
-        """Run ``op(client)``, turning connection failures into ``BackendUnavailableError``."""
+    def _call(
+        self,
+        what: str,
+        op: Callable[[Any], T],
+        *,
+        passthrough: tuple[type[BaseException], ...] = (),
+        unanswered: bool | None = None,
+    ) -> T:
+        """Run ``op(client)``, turning every failure of the server into ``BackendUnavailableError``.
+
+        ``applied`` is False when no connection could be made (nothing was sent) or the server
+        refused the command with an error reply, None when the command was sent and the reply
+        did not come within ``timeout`` or the connection broke. The client is then closed, so
+        a late reply is never read as the answer to a later command. ``passthrough``: driver
+        errors the caller handles itself. ``unanswered``: ``applied`` for a request sent without
+        a reply, when it is known (False for a question asked before the operation itself).
+        """
         errors = self._errors
         try:
             with self._connection() as client:
                 return op(client)
-        except ConnectionRefusedError as exc:
-            raise self._unavailable(what, exc, applied=False) from None
+        except passthrough:
+            raise
+        except _NotConnected as failure:
+            exc = failure.cause
+            if not isinstance(exc, (OSError, errors.MemcacheError)):
+                raise exc from None  # not a failure of the server (e.g. KeyboardInterrupt)
+            timed_out = isinstance(exc, TimeoutError)
+            why = "no connection within connect_timeout" if timed_out else "cannot connect"
+            raise self._unavailable(f"{what}: {why}", exc, applied=False) from exc
+        except TimeoutError as exc:
+            why = f"no reply within {self.timeout:g}s"
+            raise self._unavailable(f"{what}: {why}", exc, applied=unanswered) from exc
         except (OSError, errors.MemcacheUnexpectedCloseError, errors.MemcacheUnknownError) as exc:
-            raise self._unavailable(what, exc, applied=None if write else False) from None
+            raise self._unavailable(f"{what}: the connection broke", exc, applied=unanswered) from exc
         except errors.MemcacheServerError as exc:
             message = bytes(exc.args[0] if exc.args else b"").decode("ascii", "replace")
             if "too large" in message:
                 raise ValueTooLargeError(
                     f"{self.url}: memcached refused a value as too large during {what} ({message})"
-                ) from None
-            raise self._unavailable(what, exc, applied=None if write else False) from None
+                ) from exc
+            raise self._unavailable(f"{what}: the server failed", exc, applied=False) from exc
+        except errors.MemcacheError as exc:  # an error reply the server sent (CLIENT_ERROR ...)
+            raise self._unavailable(f"{what}: the server refused the command", exc, applied=False) from exc
 
     def _unavailable(self, what: str, exc: BaseException, *, applied: bool | None) -> BackendUnavailableError:
-        detail = str(exc) or type(exc).__name__
-        outcome = (
-            "; the request was sent, so whether it was applied is unknown"
-            if applied is None
-            else "; nothing was applied"
+        return unavailable(
+            self._url,
+            f"{what} [timeout={self.timeout:g}s, connect_timeout={self.connect_timeout:g}s]",
+            applied=applied,
+            cause=exc,
         )
-        return BackendUnavailableError(
-            f"memcached at {self.url} is unavailable ({what}: {detail}) "
-            f"[timeout={self.timeout}s, connect_timeout={self.connect_timeout}s]{outcome}"
-        )
+
+    def _item_limit(self) -> int:
+        """The server's ``item_size_max``, asked once (its own round trip, before any write)."""
+        if self._item_size_max is None:
+            # The write it precedes is not sent if this fails: nothing applied.
+            self._call("asking item_size_max before a write", self._limit, unanswered=False)
+        assert self._item_size_max is not None
+        return self._item_size_max
 
     def _limit(self, client: Any) -> int:
         """The server's ``item_size_max`` (asked once; 1 MiB if it will not say)."""
@@ -287,9 +348,10 @@ class MemcachedBackend(Backend):
             self._item_size_max = size if isinstance(size, int) and size > 0 else DEFAULT_ITEM_SIZE_MAX
         return self._item_size_max
 
-    def _payload(self, client: Any, key: str, mkey: str, value: RawValue) -> bytes:
+    def _payload(self, key: str, mkey: str, value: RawValue) -> bytes:
+        """The bytes to send for ``value``; ``ValueTooLargeError`` before anything is sent."""
         data = str(value).encode("ascii") if isinstance(value, int) else bytes(value)
-        limit = self._limit(client) - len(mkey) - ITEM_OVERHEAD
+        limit = self._item_limit() - len(mkey) - ITEM_OVERHEAD
         if len(data) > limit:
             raise ValueTooLargeError(
                 f"value for key {key!r} is {len(data)} bytes, over what memcached at {self.url} "
@@ -302,7 +364,7 @@ class MemcachedBackend(Backend):
 
     def get(self, key: str) -> Entry | None:
         mkey = memcached_key(key)
-        value, cas = self._call("get", lambda c: c.gets(mkey), write=False)
+        value, cas = self._call("get", lambda c: c.gets(mkey))
         if value is None:
             return None
         token = int(cas)
@@ -315,20 +377,14 @@ class MemcachedBackend(Backend):
 
     def set(self, key: str, value: RawValue, ttl: float | None = None) -> None:
         mkey = memcached_key(key)
-
-        def op(c: Any) -> bool:
-            return bool(c.set(mkey, self._payload(c, key, mkey, value), expire=exptime(ttl), noreply=False))
-
-        if not self._call("set", op, write=True):
-            raise BackendUnavailableError(f"memcached at {self.url} did not store key {key!r}")
+        data, expire = self._payload(key, mkey, value), exptime(ttl)
+        if not self._call("set", lambda c: c.set(mkey, data, expire=expire, noreply=False)):
+            raise unavailable(self._url, f"the server did not store key {key!r}", applied=False)
 
     def add(self, key: str, value: RawValue, ttl: float | None = None) -> bool:
         mkey = memcached_key(key)
-
-        def op(c: Any) -> bool:
-            return bool(c.add(mkey, self._payload(c, key, mkey, value), expire=exptime(ttl), noreply=False))
-
-        return self._call("add", op, write=True)
+        data, expire = self._payload(key, mkey, value), exptime(ttl)
+        return bool(self._call("add", lambda c: c.add(mkey, data, expire=expire, noreply=False)))
 
     def compare_and_set(
         self, key: str, expected: Version | None, value: RawValue, ttl: float | None = None
@@ -338,13 +394,13 @@ class MemcachedBackend(Backend):
         else:
             token = _cas_token(expected)
             mkey = memcached_key(key)
+            data, expire = self._payload(key, mkey, value), exptime(ttl)
 
             def op(c: Any) -> bool:
-                data = self._payload(c, key, mkey, value)
-                return c.cas(mkey, data, token, expire=exptime(ttl), noreply=False) is True
+                return c.cas(mkey, data, token, expire=expire, noreply=False) is True
 
             # A token memcached never hands out cannot match.
-            stored = token is not None and self._call("compare_and_set", op, write=True)
+            stored = token is not None and self._call("compare_and_set", op)
         if stored:
             # The text protocol's cas does not return the new token; learning it would cost a
             # round trip, so callers are not told (they read again if they need it).
@@ -353,7 +409,7 @@ class MemcachedBackend(Backend):
 
     def delete(self, key: str) -> bool:
         mkey = memcached_key(key)
-        return bool(self._call("delete", lambda c: c.delete(mkey, noreply=False), write=True))
+        return bool(self._call("delete", lambda c: c.delete(mkey, noreply=False)))
 
     def delete_if_version(self, key: str, version: Version) -> bool:
         token = _cas_token(version)
@@ -361,7 +417,11 @@ class MemcachedBackend(Backend):
             return False
         command = f"md {memcached_key(key)} C{token}".encode("ascii")
         try:
-            reply = self._call("delete_if_version", lambda c: c.raw_command(command), write=True)
+            reply = self._call(
+                "delete_if_version",
+                lambda c: c.raw_command(command),
+                passthrough=(self._errors.MemcacheUnknownCommandError,),
+            )
         except self._errors.MemcacheUnknownCommandError:
             raise NotSupportedError(
                 f"memcached at {self.url} does not know the meta delete command (md), which "
@@ -372,21 +432,29 @@ class MemcachedBackend(Backend):
             return True
         if reply in (b"NF", b"EX"):  # not found / token changed
             return False
-        raise BackendUnavailableError(f"memcached at {self.url}: unexpected reply {reply[:40]!r} to md")
+        raise unavailable(self._url, f"unexpected reply {reply[:40]!r} to md", applied=None)
 
     def incr(self, key: str, by: int = 1, ttl: float | None = None) -> int:
         if not 0 <= by <= _INT64_MAX:
             return self._incr_by_cas(key, by, ttl)
         mkey = memcached_key(key)
-        client_error = self._errors.MemcacheClientError
-        while True:
+        exptime(ttl)  # refuses a ttl memcached cannot hold before anything is sent
+        non_numeric = object()
+
+        def op(c: Any) -> object:
             try:
-                result: int | None = self._call("incr", lambda c: c.incr(mkey, by, noreply=False), write=True)
-            except client_error as exc:
+                return c.incr(mkey, by, noreply=False)
+            except self._errors.MemcacheClientError as exc:
                 if b"non-numeric" not in bytes(exc.args[0] if exc.args else b""):
                     raise
+                return non_numeric
+
+        while True:
+            result = self._call("incr", op)
+            if result is non_numeric:
                 # Not an unsigned number: a negative counter (CAS loop) or not an integer (TypeError).
                 return self._incr_by_cas(key, by, ttl)
+            assert result is None or isinstance(result, int)
             if result is None:  # missing: create it; if another creator won, increment theirs
                 if self.add(key, by, ttl):
                     return by
@@ -438,7 +506,7 @@ class MemcachedBackend(Backend):
             expire = 0 if remaining < 0 else _exptime_seconds(remaining)
             return c.cas(mkey, data, version, expire=expire, noreply=False) is True
 
-        return self._call("incr", op, write=True)
+        return self._call("incr", op)
 
     def _undo_native_incr(self, key: str, by: int) -> None:
         """Subtract ``by`` (modulo 2**64, as memcached added it) after an overflowing native incr."""
@@ -459,7 +527,8 @@ class MemcachedBackend(Backend):
 
     def touch(self, key: str, ttl: float | None) -> bool:
         mkey = memcached_key(key)
-        return bool(self._call("touch", lambda c: c.touch(mkey, exptime(ttl), noreply=False), write=True))
+        expire = exptime(ttl)
+        return bool(self._call("touch", lambda c: c.touch(mkey, expire, noreply=False)))
 
     def scan(self, prefix: str = "") -> Iterator[str]:
         raise NotSupportedError(
@@ -479,6 +548,14 @@ class MemcachedBackend(Backend):
             idle, self._idle = self._idle, []
         for client in idle:
             client.close()
+
+
+class _NotConnected(Exception):
+    """Opening the connection failed, so nothing was sent; carries the driver's exception."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 def _cas_token(version: Version) -> int | None:

@@ -18,10 +18,14 @@ How it stays correct:
   an old version back (a sequence would do too, but would be one more object for migrations).
 - One connection pool per process. After ``fork`` the child opens a pool of its own; see
   :meth:`PostgresBackend._pool_slot` for why it must never touch the parent's.
-- Failures are bounded: no connection within ``timeout`` seconds (default 4) raises
-  :class:`~sharedstate.errors.BackendUnavailableError` naming the URL with its password masked. A
-  write whose connection broke after it was sent reports that its outcome is unknown; nothing that
-  raises otherwise was applied. The pool reconnects when the server is back.
+- Failures are bounded: every call takes at most ``timeout`` seconds (default 4), waiting for a
+  connection and for the reply alike (see :class:`DeadlineConnection`: a frozen server that keeps
+  the connection open is noticed too), then raises
+  :class:`~sharedstate.errors.BackendUnavailableError` naming the URL with its password masked,
+  ``applied`` None if the statement was sent (outcome unknown) and False otherwise, psycopg's
+  exception as its cause. A connection attempt that waiting cannot fix (no such database or role,
+  bad password, connection refused) fails the call at once. The pool reconnects when the server
+  is back.
 
 The table is created on first use unless ``?create_table=false``; :func:`ddl` returns the SQL for
 migrations, and ``python -m sharedstate.backends.postgres URL [--run]`` prints (or runs) it.
@@ -31,6 +35,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
+import logging
 import math
 import os
 import re
@@ -42,7 +48,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from sharedstate._optional import require
 
@@ -52,13 +58,99 @@ require("psycopg", "postgres")
 require("psycopg_pool", "postgres")
 import psycopg  # noqa: E402
 import psycopg_pool  # noqa: E402
+from psycopg.abc import PQGen  # noqa: E402
 
+if "timeout" not in inspect.signature(psycopg.Connection.wait).parameters:
+    raise ImportError(
+        f"sharedstate's postgresql:// backend needs psycopg 3.3 or newer, which can bound the wait "
+        f"for a statement's reply (psycopg {psycopg.__version__} is installed): "
+        "pip install -U 'sharedstate[postgres]'"
+    )
+
+from sharedstate.backends._failures import driver_text, unavailable  # noqa: E402
 from sharedstate.backends.base import Backend, CasResult, Entry, RawValue, Version  # noqa: E402
 from sharedstate.errors import BackendUnavailableError  # noqa: E402
 from sharedstate.urls import mask_url, query_options, split_url  # noqa: E402
+from sharedstate.validation import seconds  # noqa: E402
 
 T = TypeVar("T")
-Conn = psycopg.Connection[tuple[Any, ...]]
+RV = TypeVar("RV")
+
+logger = logging.getLogger(__name__)
+
+#: Every pool this module opens is named with this prefix (see _QuietOwnPools).
+_POOL_PREFIX = "sharedstate-pg-"
+
+# A connection attempt that failed with one of these will not succeed within the caller's timeout
+# (the server refused the credentials or the database, or nothing listens there): the call fails
+# at once instead of waiting out psycopg_pool's retry loop (and its log line per attempt). The
+# next call tries again, on a new pool.
+_PERMANENT_CONNECT_ERRORS = (
+    "Connection refused",
+    "could not translate host name",
+    "does not exist",  # database or role
+    "authentication failed",
+    "no pg_hba.conf entry",
+    "no password supplied",
+    "permission denied",
+    "invalid connection option",
+    "invalid integer value",
+    "invalid sslmode value",
+)
+
+
+class DeadlineConnection(psycopg.Connection[tuple[Any, ...]]):
+    """A psycopg connection whose every wait for the server ends at ``deadline`` (monotonic).
+
+    psycopg bounds connecting (``connect_timeout``) but waits for a statement's reply forever,
+    and neither TCP keepalives nor ``tcp_user_timeout`` notice a server that is frozen (stopped,
+    swapping, stuck) while its kernel still acknowledges every packet; ``statement_timeout`` is
+    enforced by the very server that is not running. So the wait itself is bounded: psycopg 3.3's
+    ``Connection.wait`` takes a timeout, and every statement goes through it. A connection whose
+    wait timed out is in the middle of the protocol: :attr:`timed_out` marks it, and its owner
+    closes it so its late reply can never answer a later statement.
+    """
+
+    deadline: float | None = None
+    timed_out = False
+
+    def wait(self, gen: PQGen[RV], interval: float = 0.1, timeout: float | None = None) -> RV:
+        deadline = self.deadline
+        if deadline is not None:
+            remaining = max(0.0, deadline - time.monotonic())
+            timeout = remaining if timeout is None else min(timeout, remaining)
+        try:
+            return super().wait(gen, interval=interval, timeout=timeout)
+        except psycopg.OperationalError:
+            if deadline is not None and time.monotonic() >= deadline:
+                self.timed_out = True
+            raise
+
+
+Conn = DeadlineConnection
+
+
+class _QuietOwnPools(logging.Filter):
+    """Drop psycopg_pool's log records about this module's pools; the backend reports instead.
+
+    psycopg_pool logs a warning on every failed connection attempt of its retry loop (six lines
+    while one call waits 4 s for a database that does not exist) and on every connection it
+    discards. The backend logs one masked line per pool and raises errors that say the rest.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        for arg in args:
+            if isinstance(arg, DeadlineConnection):
+                return False
+            if isinstance(arg, str) and arg.startswith(_POOL_PREFIX):
+                return False
+            if not isinstance(arg, (str, int, float)) and f"'{_POOL_PREFIX}" in repr(arg):
+                return False  # a pool task, whose repr names its pool
+        return True
+
+
+logging.getLogger("psycopg.pool").addFilter(_QuietOwnPools())
 
 DEFAULT_TABLE = "sharedstate"
 DEFAULT_TIMEOUT = 4.0  # under the 5 s bound with room for the first connection attempt
@@ -175,26 +267,48 @@ class _Statements:
 
 
 class _ConnectErrors:
-    """What the pool's background connection attempts ran into (for errors and pool replacement)."""
+    """What the pool's background connection attempts ran into (for errors and pool replacement).
 
-    def __init__(self) -> None:
+    The first failure is logged once, masked; a permanent one (see ``_PERMANENT_CONNECT_ERRORS``)
+    also calls ``on_permanent``, which closes the pool so that waiting callers fail at once.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url  # unmasked: masked and scrubbed where it is shown
         self.count = 0
         self.last = ""
+        self.last_error: BaseException | None = None
         self.failing = False  # whether the latest attempt failed
+        self.permanent: BaseException | None = None
+        self.on_permanent: Callable[[], None] = lambda: None
 
     def record(self, exc: BaseException) -> None:
         self.count += 1
-        self.last = " ".join(str(exc).split())
+        self.last = driver_text(self.url, exc)
+        self.last_error = exc
         self.failing = True
+        if self.count == 1:
+            logger.warning("PostgreSQL at %s: cannot connect: %s", mask_url(self.url), self.last)
+        if self.permanent is None and _is_permanent(exc):
+            self.permanent = exc
+            self.on_permanent()
 
     def record_ok(self) -> None:
         self.failing = False
 
 
+def _is_permanent(exc: BaseException) -> bool:
+    """Whether a failed connection attempt would fail again the same way (no use retrying)."""
+    if isinstance(exc, psycopg.ProgrammingError):
+        return True  # a malformed connection string
+    message = str(exc)
+    return any(text in message for text in _PERMANENT_CONNECT_ERRORS)
+
+
 def _recording_connection_class(sink: _ConnectErrors) -> type[Conn]:
     """A Connection class whose failed ``connect`` calls are recorded in ``sink``."""
 
-    class RecordingConnection(psycopg.Connection[tuple[Any, ...]]):
+    class RecordingConnection(DeadlineConnection):
         @classmethod
         def connect(cls, conninfo: str = "", **kwargs: Any) -> RecordingConnection:
             try:
@@ -226,7 +340,11 @@ class _PoolSlot:
     def give_back(self, conn: Conn) -> None:
         with self._lock:
             self.in_use -= 1
-        self.pool.putconn(conn)  # the pool discards a broken connection
+        conn.deadline = None
+        if conn.timed_out:
+            # Its statement's reply may still arrive: never let another statement read it.
+            conn.close()
+        self.pool.putconn(conn)  # the pool discards a broken or closed connection
 
 
 class PostgresBackend(Backend):
@@ -256,17 +374,25 @@ class PostgresBackend(Backend):
         display_url: str | None = None,
     ) -> None:
         """``conninfo``: a libpq URL or ``key=value`` string without our own options."""
-        if not timeout > 0 or not math.isfinite(timeout):
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        timeout = seconds("timeout", timeout)
+        if isinstance(pool_size, bool) or not isinstance(pool_size, int):
+            raise TypeError(f"pool_size must be an int, got {type(pool_size).__name__}: {pool_size!r}")
         if pool_size < 1:
             raise ValueError(f"pool_size must be at least 1, got {pool_size!r}")
         self.table = check_table_name(table)
         self.create_table = create_table
         self.timeout = float(timeout)
         self.pool_size = pool_size
-        self.display_url = _masked(display_url if display_url is not None else conninfo)
+        self._url = display_url if display_url is not None else conninfo  # masked where shown
+        self.display_url = mask_url(self._url)
         self._conninfo = conninfo
-        self._connect_kwargs = _connect_defaults(conninfo, self.timeout)
+        try:
+            self._connect_kwargs = _connect_defaults(conninfo, self.timeout)
+        except psycopg.Error as exc:
+            # Not chained: libpq quotes the connection string, password and all, in its message.
+            raise ValueError(
+                f"malformed PostgreSQL connection string {self.display_url!r}: {driver_text(self._url, exc)}"
+            ) from None
         self._sql = _Statements(self.table)
         self._lock = threading.Lock()
         self._slot: _PoolSlot | None = None
@@ -282,8 +408,19 @@ class PostgresBackend(Backend):
         options = query_options(parts, known, url)
         ours = {k: v for k, v in options.items() if k in OPTIONS}
         rest = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in OPTIONS]
-        # quote, not quote_plus: libpq does not read '+' as a space
-        conninfo = urlunsplit(parts._replace(query=urlencode(rest, quote_via=quote)))
+        # libpq ends the user info at its first "@", every other parser at the last, and it
+        # refuses spaces: the user name and password reach it percent-encoded, read as users
+        # mean them (split_url accepted them).
+        userinfo, at, hostport = parts.netloc.rpartition("@")
+        if at:
+            user, colon, password = userinfo.partition(":")
+            userinfo = _encoded(user) + colon + _encoded(password)
+        netloc = userinfo + at + hostport
+        # Built by hand: urlunsplit drops the "//" of an empty host ("postgresql://", libpq's
+        # defaults), which libpq then takes for a key=value string. quote, not quote_plus:
+        # libpq does not read '+' as a space.
+        query = urlencode(rest, quote_via=quote)
+        conninfo = f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
         return cls(conninfo, display_url=url, **ours)  # type: ignore[arg-type]
 
     def describe(self) -> str:
@@ -315,7 +452,7 @@ class PostgresBackend(Backend):
             return slot
 
     def _open_pool(self) -> _PoolSlot:
-        errors = _ConnectErrors()
+        errors = _ConnectErrors(self._url)
         pool: psycopg_pool.ConnectionPool[Conn] = psycopg_pool.ConnectionPool(
             self._conninfo,
             connection_class=_recording_connection_class(errors),
@@ -324,11 +461,13 @@ class PostgresBackend(Backend):
             max_size=self.pool_size,
             timeout=self.timeout,
             max_idle=300.0,
-            name=f"sharedstate-{self.table}-{os.getpid()}",
+            name=f"{_POOL_PREFIX}{self.table}-{os.getpid()}",
             open=False,
         )
+        slot = _PoolSlot(pool, errors)
+        errors.on_permanent = lambda: self._discard_pool(slot)
         pool.open(wait=False)
-        return _PoolSlot(pool, errors)
+        return slot
 
     def _discard_pool(self, slot: _PoolSlot) -> None:
         """Replace ``slot``'s pool after a connection failure (no-op if already replaced).
@@ -356,15 +495,20 @@ class PostgresBackend(Backend):
             try:
                 conn = slot.lend(slot.pool.getconn(timeout=remaining))
             except psycopg_pool.PoolClosed:
+                if slot.errors.permanent is not None:  # closed because connecting cannot work
+                    raise self._cannot_connect(slot.errors.permanent) from slot.errors.permanent
                 continue  # another thread replaced the pool meanwhile: use the new one
-            except psycopg_pool.PoolTimeout:
+            except psycopg_pool.PoolTimeout as exc:
+                if slot.errors.permanent is not None:
+                    raise self._cannot_connect(slot.errors.permanent) from slot.errors.permanent
                 error = self._no_connection(slot)
                 if slot.errors.failing and not slot.in_use:
                     # The pool cannot make a single working connection: start afresh. (With some
                     # connections lent out, it is saturated instead, e.g. "too many clients":
                     # replacing it would only close working connections.)
                     self._discard_pool(slot)
-                raise error from None
+                raise error from (slot.errors.last_error or exc)
+            conn.deadline = deadline
             if not _has_pending_input(conn):
                 return slot, conn
             # An idle connection has nothing to read unless the server said something, which is
@@ -383,14 +527,13 @@ class PostgresBackend(Backend):
             why = f"last connection error: {slot.errors.last}"
         else:
             why = f"all {self.pool_size} pooled connections were busy, or the server did not answer"
-        return self._unavailable(
-            f"PostgreSQL at {self.display_url} is unavailable: no connection within "
-            f"{self.timeout:g}s (option timeout=); {why}"
+        return unavailable(
+            self._url, f"no connection within {self.timeout:g}s (option timeout=); {why}", applied=False
         )
 
-    def _unavailable(self, message: str) -> BackendUnavailableError:
-        """The error to raise, with any trace of the password taken out of ``message``."""
-        return BackendUnavailableError(_scrub(message, self._conninfo))
+    def _cannot_connect(self, exc: BaseException) -> BackendUnavailableError:
+        """A connection attempt the server refused for good (no such database, wrong password)."""
+        return unavailable(self._url, "cannot connect", applied=False, cause=exc)
 
     def _run(self, op: Callable[[Conn], T], *, write: bool) -> T:
         """Run ``op`` (one autocommit statement) on a pooled connection, mapping failures.
@@ -405,46 +548,43 @@ class PostgresBackend(Backend):
             try:
                 result = op(conn)
             except psycopg.Error as exc:
+                timed_out = conn.timed_out
                 broken = conn.closed or conn.broken
-                slot.give_back(conn)
+                slot.give_back(conn)  # closes a connection that timed out
+                if timed_out:
+                    what = f"no reply within {self.timeout:g}s (option timeout=)"
+                    raise self._failed(exc, what, applied=None) from exc
                 if broken:
                     self._discard_pool(slot)
-                    if not write and not retried_read:
-                        retried_read = True
-                        deadline = max(deadline, time.monotonic() + self.timeout)
+                    if not write and not retried_read and time.monotonic() < deadline:
+                        retried_read = True  # a read is safe to repeat, within the same deadline
                         continue
-                    raise self._failed(exc, write=write, known=False) from None
+                    raise self._failed(exc, "the connection broke", applied=None) from exc
                 if isinstance(exc, psycopg.errors.UndefinedTable):
                     if self.create_table and not created:
                         created = True
                         self._create_table()
                         continue  # the statement failed, so nothing was applied: safe to rerun
-                    raise self._missing_table() from None
+                    raise self._missing_table() from exc
                 if isinstance(exc, psycopg.errors.NumericValueOutOfRange):
-                    raise OverflowError(f"value out of PostgreSQL's bigint range: {exc}") from None
-                raise self._failed(exc, write=write, known=True) from None
+                    raise OverflowError(f"value out of PostgreSQL's bigint range: {exc}") from exc
+                raise self._failed(exc, "the server refused the statement", applied=False) from exc
             except BaseException:
                 slot.give_back(conn)  # interrupted mid-statement: the pool resets or discards it
                 raise
             slot.give_back(conn)
             return result
 
-    def _failed(self, exc: psycopg.Error, *, write: bool, known: bool) -> BackendUnavailableError:
-        if known:
-            outcome = "the server refused it; nothing was applied"
-        elif write:
-            outcome = "the connection broke after the write was sent, so its outcome is unknown"
-        else:
-            outcome = "the connection broke; nothing was changed"
-        detail = " ".join(str(exc).split())
-        return self._unavailable(f"PostgreSQL at {self.display_url}: {detail} ({outcome})")
+    def _failed(self, exc: psycopg.Error, what: str, *, applied: bool | None) -> BackendUnavailableError:
+        return unavailable(self._url, what, applied=applied, cause=exc)
 
     def _missing_table(self) -> BackendUnavailableError:
-        return self._unavailable(
-            f'table "{self.table}" does not exist in PostgreSQL at {self.display_url} and '
-            "create_table=false. Create it with `python -m sharedstate.backends.postgres "
-            f"'{self.display_url}' --run`, or add the SQL printed without --run (also "
-            f'sharedstate.backends.postgres.ddl("{self.table}")) to your migrations.'
+        return unavailable(
+            self._url,
+            f'table "{self.table}" does not exist and create_table=false. Create it with `python -m '
+            f"sharedstate.backends.postgres '{self.display_url}' --run`, or add the SQL printed "
+            f'without --run (also sharedstate.backends.postgres.ddl("{self.table}")) to your migrations',
+            applied=False,
         )
 
     def _create_table(self) -> None:
@@ -465,14 +605,15 @@ class PostgresBackend(Backend):
             slot.give_back(conn)
             if broken:
                 self._discard_pool(slot)
-            detail = " ".join(str(exc).split())
-            raise self._unavailable(
-                f'table "{self.table}" does not exist in PostgreSQL at {self.display_url} and creating '
-                f"it failed: {detail}. Create it as a user who may (`python -m "
-                f"sharedstate.backends.postgres '{self.display_url}' --run`), or add "
+            raise unavailable(
+                self._url,
+                f'table "{self.table}" does not exist and creating it failed. Create it as a user who '
+                f"may (`python -m sharedstate.backends.postgres '{self.display_url}' --run`), or add "
                 f'sharedstate.backends.postgres.ddl("{self.table}") to your migrations and open the '
-                "store with ?create_table=false"
-            ) from None
+                "store with ?create_table=false",
+                applied=False,
+                cause=exc,
+            ) from exc
         except BaseException:
             slot.give_back(conn)
             raise
@@ -666,29 +807,9 @@ def _has_pending_input(conn: Conn) -> bool:
     return bool(readable)
 
 
-def _masked(conninfo: str) -> str:
-    """``conninfo`` (a URL or ``key=value`` string) with its password masked, for messages."""
-    if "://" not in conninfo:
-        try:
-            params = psycopg.conninfo.conninfo_to_dict(conninfo)
-        except psycopg.Error:
-            return "<malformed conninfo>"
-        return " ".join(f"{k}=***" if k == "password" else f"{k}={v}" for k, v in params.items())
-    parts = urlsplit(mask_url(conninfo))
-    # mask_url covers user:password@host; libpq also takes ?password=... in the query string
-    query = "&".join("password=***" if p.startswith("password=") else p for p in parts.query.split("&"))
-    return urlunsplit(parts._replace(query=query))
-
-
-def _scrub(message: str, conninfo: str) -> str:
-    """Belt and braces: make sure the password never appears in a message."""
-    try:
-        password = psycopg.conninfo.conninfo_to_dict(conninfo).get("password")
-    except psycopg.Error:
-        return message
-    if password and isinstance(password, str) and len(password) >= 3:
-        message = message.replace(password, "***")
-    return message
+def _encoded(text: str) -> str:
+    """``text`` percent-encoded throughout; an ``%xx`` already in it is decoded first, never encoded twice."""
+    return quote(unquote(text), safe="")
 
 
 def _check_key(key: str) -> str:

@@ -17,12 +17,16 @@ re-created with the same bytes, meanwhile. For the read-modify-write loops built
 still linearizable: the new value was computed from a value equal to the current one. Code that
 needs "nobody wrote since I read" must make values unique (locks do: each holds a random token).
 
-**Failures.** Connecting and each socket read or write are bounded by ``timeout`` (default 5 s).
-A server that is down or unreachable raises ``BackendUnavailableError`` naming the URL with its
-password masked; the message says whether the command was not sent (so not applied) or was sent
-with no reply (outcome unknown). Nothing is ever retried automatically, so no command is applied
-twice. The pool reconnects on the next call, so the same backend works again when the server is
-back.
+**Failures.** Connecting and each socket read or write are bounded by ``timeout`` (default 5 s),
+also against a server that keeps the connection open but stops answering (frozen, overloaded).
+A server that is down, unreachable, silent, refuses the connection's setup (wrong password, a
+database number it does not have) or does not speak Redis's protocol raises
+``BackendUnavailableError`` naming the URL with its password masked, with ``applied`` False when
+the command was not sent and None when it was sent with no reply (outcome unknown); the driver's
+exception is its ``__cause__``. Nothing is ever retried automatically, so no command is applied
+twice. A connection whose reply did not come is closed, never reused, so a late reply cannot be
+read as the answer to a later command. The pool reconnects on the next call, so the same backend
+works again when the server is back.
 
 **Connections.** Each backend keeps its own small pool of redis-py connections (:class:`_Pool`),
 not redis-py's ``ConnectionPool``: before lending a connection, that pool checks that the server
@@ -48,9 +52,11 @@ from typing import Any
 from urllib.parse import unquote
 
 from sharedstate._optional import require
+from sharedstate.backends._failures import unavailable
 from sharedstate.backends.base import Backend, CasResult, Entry, RawValue, Version
 from sharedstate.errors import BackendUnavailableError
 from sharedstate.urls import mask_url, query_options, split_url
+from sharedstate.validation import seconds
 
 DEFAULT_TIMEOUT = 5.0
 _SCAN_COUNT = 500
@@ -180,8 +186,7 @@ class RedisBackend(Backend):
 
     def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT, **pool_options: Any) -> None:
         """Open a pool for ``url`` (no query string: use :meth:`from_url`, which validates options)."""
-        if not (0 < timeout < math.inf):
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        timeout = seconds("timeout", timeout)
         self._redis = require("redis", "redis")
         self.url = url
         self.timeout = timeout
@@ -231,47 +236,56 @@ class RedisBackend(Backend):
 
     # -- talking to the server ---------------------------------------------------------------
 
-    def _unavailable(self, exc: BaseException, *, sent: bool) -> BackendUnavailableError:
-        outcome = (
-            "the command was sent but no reply came, so whether it was applied is unknown"
-            if sent
-            else "nothing was applied"
-        )
-        return BackendUnavailableError(
-            f"Redis at {self.describe()} is unavailable ({outcome}): {type(exc).__name__}: {exc}"
-        )
+    def _unavailable(self, what: str, exc: BaseException, *, applied: bool | None) -> BackendUnavailableError:
+        return unavailable(self.url, what, applied=applied, cause=exc)
+
+    def _broken(self, exc: BaseException) -> BackendUnavailableError:
+        """The error for a command that was sent and got no usable reply (outcome unknown)."""
+        r = self._redis
+        if isinstance(exc, r.TimeoutError):
+            what = f"no reply within {self.timeout:g}s (option timeout=)"
+        elif isinstance(exc, r.exceptions.InvalidResponse):
+            what = "the reply is not in Redis's protocol (is a Redis server listening there?)"
+        else:
+            what = "the connection broke before the reply came"
+        return self._unavailable(what, exc, applied=None)
 
     def _execute(self, *commands: tuple[Any, ...]) -> list[Any]:
         """Send ``commands`` in one write and read one reply each: a single round trip.
 
         Error replies are returned in the list as ``ResponseError`` instances, after every reply
-        has been read, so the connection stays in step.
+        has been read, so the connection stays in step. Every read waits at most ``timeout``
+        (redis-py's ``socket_timeout``), so a server that stops answering, even one that keeps
+        the connection open, raises within ``timeout``; the connection is then closed, so its
+        late reply can never be read as the answer to a later command.
         """
         r = self._redis
         network_errors = (r.ConnectionError, r.TimeoutError, OSError)
         try:
             conn = self._pool.acquire()
-        except network_errors as exc:  # failed to connect: nothing was sent
-            raise self._unavailable(exc, sent=False) from None
+        except (r.RedisError, OSError) as exc:
+            # Connecting, or the setup commands (AUTH, SELECT db, HELLO) it sends, failed: the
+            # operation itself was never sent.
+            raise self._unavailable(_connect_failure(r, exc), exc, applied=False) from exc
         try:
             try:
                 conn.send_packed_command(conn.pack_commands(commands))
             except network_errors as exc:
                 # sendall() failed, so the server never got a complete command to execute.
                 conn.disconnect()
-                raise self._unavailable(exc, sent=False) from None
+                raise self._unavailable("sending the command failed", exc, applied=False) from exc
             replies: list[Any] = []
             for _ in commands:
                 try:
                     replies.append(conn.read_response())
-                except r.ResponseError as exc:
-                    replies.append(exc)
                 except r.exceptions.BusyLoadingError as exc:  # the server answered "not yet"
                     conn.disconnect()
-                    raise self._unavailable(exc, sent=False) from None
-                except network_errors as exc:
+                    raise self._unavailable("the server is loading its data", exc, applied=False) from exc
+                except r.ResponseError as exc:
+                    replies.append(exc)
+                except (r.RedisError, OSError) as exc:  # timeout, broken connection, garbage
                     conn.disconnect()
-                    raise self._unavailable(exc, sent=True) from None
+                    raise self._broken(exc) from exc
                 except BaseException:
                     conn.disconnect()  # e.g. KeyboardInterrupt mid-reply: the stream is out of step
                     raise
@@ -283,7 +297,7 @@ class RedisBackend(Backend):
         """Run one command about ``key`` and return its reply; error replies are raised."""
         (reply,) = self._execute(args)
         if isinstance(reply, Exception):
-            raise self._refused(reply, key)
+            raise self._refused(reply, key) from reply
         return reply
 
     def _eval(self, script: _Script, key: str, *args: Any) -> object:
@@ -293,7 +307,7 @@ class RedisBackend(Backend):
             # EVAL runs it and caches it again.
             (reply,) = self._execute(("EVAL", script.source, 1, key, *args))
         if isinstance(reply, Exception):
-            raise self._refused(reply, key)
+            raise self._refused(reply, key) from reply
         return reply
 
     def _refused(self, exc: Exception, key: str) -> Exception:
@@ -304,9 +318,7 @@ class RedisBackend(Backend):
                 f"key {key!r} holds a Redis value of another type (not a string), which sharedstate "
                 "did not write"
             )
-        return BackendUnavailableError(
-            f"Redis at {self.describe()} refused the command for key {key!r} (nothing was applied): {message}"
-        )
+        return self._unavailable(f"the server refused the command for key {key!r}", exc, applied=False)
 
     # -- the contract ------------------------------------------------------------------------
 
@@ -365,7 +377,7 @@ class RedisBackend(Backend):
                 raise TypeError(f"cannot incr key {key!r}: it holds a value that is not an integer")
             if "overflow" in message:
                 raise OverflowError(f"incr of key {key!r} overflows a signed 64-bit integer")
-            raise self._refused(reply, key)
+            raise self._refused(reply, key) from reply
         assert isinstance(reply, int)
         return reply
 
@@ -479,6 +491,21 @@ def _has_unread_data(conn: Any) -> bool:
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     return bool(poller.poll(0))
+
+
+def _connect_failure(r: Any, exc: BaseException) -> str:
+    """What went wrong while opening a connection, in words."""
+    if isinstance(exc, r.AuthenticationError) or "AUTH" in str(exc) or "WRONGPASS" in str(exc):
+        return "authentication failed (check the user name and password in the URL)"
+    if isinstance(exc, r.ResponseError):
+        return "the server refused the connection's setup (AUTH, SELECT of the database, HELLO)"
+    if "max_connections" in str(exc):
+        return "no free connection (option max_connections=)"
+    if isinstance(exc, r.TimeoutError):
+        return "no connection within the timeout (option timeout=)"
+    if isinstance(exc, r.exceptions.InvalidResponse):
+        return "the server's answers are not in Redis's protocol (is a Redis server listening there?)"
+    return "cannot connect"
 
 
 def _version_arg(version: Version) -> str | bytes:
