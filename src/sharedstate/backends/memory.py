@@ -36,6 +36,9 @@ from sharedstate.errors import NotSupportedError
 from sharedstate.urls import query_options, split_url
 
 _Row = tuple[RawValue, int, "float | None"]  # value, version, expires_at (time.monotonic)
+# How long a store waits for a sibling's claim to go before it fails (seconds): long enough for the
+# old worker of a graceful reload (gunicorn's HUP) to exit, short enough to fail a boot loudly.
+_SIBLING_GRACE = 3.0
 
 
 class MemoryBackend(Backend):
@@ -285,8 +288,10 @@ def _sibling_key(namespace: str) -> str:
 def _take_lock(path: str, namespace: str) -> int:
     """Open and ``flock`` ``path`` (exclusive, non-blocking); return the fd.
 
-    Raises ``NotSupportedError`` naming the holder if another process holds it.
+    Raises ``NotSupportedError`` naming the holder if another process still holds it after
+    ``_SIBLING_GRACE`` seconds (a graceful reload starts new workers while the old ones finish).
     """
+    deadline = time.monotonic() + _SIBLING_GRACE
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
@@ -294,6 +299,9 @@ def _take_lock(path: str, namespace: str) -> int:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
             raise _sibling_error(namespace, holder) from None
         except BaseException:
             os.close(fd)
