@@ -281,7 +281,7 @@ class _SiblingClaims:
 
 def _sibling_key(namespace: str) -> str:
     """What sibling processes of one server share: parent pid, command line, namespace."""
-    material = "\0".join([str(os.getppid()), *sys.argv, namespace])
+    material = "\0".join([str(os.getppid()), *getattr(sys, "argv", []), namespace])
     return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
