@@ -88,6 +88,7 @@ class Store:
         self._prefix = f"{namespace}/" if namespace else ""
         self._codec: Codec = make_codec(serializer, secret_key)
         self.backend: Backend = backend_from_url(self.url)
+        self.backend.attach(namespace)
         self._warned_eviction = False
         self._last_written = _LastWritten()
 

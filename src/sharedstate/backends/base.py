@@ -79,6 +79,13 @@ class Backend(abc.ABC):
     def from_url(cls, url: str) -> Backend:
         """Open a backend from its URL; options come from the query string."""
 
+    def attach(self, namespace: str) -> None:  # noqa: B027 - a hook, not an operation
+        """Called once by the ``Store`` that opened this backend, with the store's namespace.
+
+        Nothing to do for most backends. ``memory://`` uses it to refuse a second process of the
+        same server on the same namespace (each process would have its own copy of the data).
+        """
+
     @abc.abstractmethod
     def get(self, key: str) -> Entry | None:
         """Return the live entry at ``key``, or ``None`` if absent or expired."""

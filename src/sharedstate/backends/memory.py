@@ -1,39 +1,61 @@
 """``memory://``: a dict behind a lock, for one process (tests, single-process development).
 
-It serves the threads of the process that created it. Used from any other process (after a fork,
-under a multi-worker server) it raises instead of quietly giving each process its own copy, which
-is exactly the bug sharedstate exists to prevent.
+It serves the threads of the process that created it. Used from any other process it raises
+instead of quietly giving each process its own copy, which is exactly the bug sharedstate exists
+to prevent:
+
+- After a fork (``gunicorn --preload``), the inherited store raises on every operation.
+- Without a fork of the store (``gunicorn -w 4`` without ``--preload``: each worker imports the app
+  and opens its own ``memory://``), the second worker to open one fails when its ``Store`` is
+  created: each store takes an exclusive ``flock`` on a per-user runtime file keyed by the parent
+  pid, the command line (``sys.argv``) and the namespace, so sibling processes of one server
+  collide while the stores of one process share the lock (see ``_SiblingClaims``). The kernel
+  releases the lock of a process that dies, so a respawned worker takes it over.
+  ``memory://?check_siblings=false`` turns the check off for processes that are really meant to
+  be independent (e.g. pytest-xdist workers, which share a parent and a command line).
 """
 
 from __future__ import annotations
 
+import atexit
+import fcntl
+import hashlib
 import heapq
 import itertools
 import os
+import stat
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 
 from sharedstate.backends.base import Backend, CasResult, Entry, RawValue, Version
 from sharedstate.errors import NotSupportedError
 from sharedstate.urls import query_options, split_url
 
 _Row = tuple[RawValue, int, "float | None"]  # value, version, expires_at (time.monotonic)
+# How long a store waits for a sibling's claim to go before it fails (seconds): long enough for the
+# old worker of a graceful reload (gunicorn's HUP) to exit, short enough to fail a boot loudly.
+_SIBLING_GRACE = 3.0
 
 
 class MemoryBackend(Backend):
     """In-process storage. ``memory://?max_entries=N`` bounds the entries that have a TTL.
 
     When ``max_entries`` is reached, the TTL entry closest to expiry is evicted to make room; entries
-    without a TTL (state) are never evicted.
+    without a TTL (state) are never evicted. ``check_siblings=false`` lets sibling processes (same
+    parent, same command line) each open their own ``memory://`` on the same namespace.
     """
 
     schemes = ("memory",)
 
-    def __init__(self, max_entries: int | None = None) -> None:
+    def __init__(self, max_entries: int | None = None, *, check_siblings: bool = True) -> None:
         if max_entries is not None and max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
+        self.check_siblings = check_siblings
         self._data: dict[str, _Row] = {}
         self._expiry_heap: list[tuple[float, int, str]] = []  # (expires_at, version, key)
         self._ttl_count = 0
@@ -46,9 +68,17 @@ class MemoryBackend(Backend):
         parts = split_url(url)
         if parts.netloc or parts.path not in ("", "/"):
             raise ValueError(f"memory:// takes no host or path, got {url!r}")
-        options = query_options(parts, {"max_entries": int}, url)
+        options = query_options(parts, {"max_entries": int, "check_siblings": bool}, url)
         max_entries = options.get("max_entries")
-        return cls(max_entries=int(max_entries) if max_entries is not None else None)
+        return cls(
+            max_entries=int(max_entries) if max_entries is not None else None,
+            check_siblings=bool(options.get("check_siblings", True)),
+        )
+
+    def attach(self, namespace: str) -> None:
+        """Refuse to serve ``namespace`` if a sibling process of this server already does."""
+        if self.check_siblings:
+            _CLAIMS.claim(namespace)
 
     def _check_process(self) -> None:
         if os.getpid() != self._pid:
@@ -205,3 +235,124 @@ class MemoryBackend(Backend):
 
     def describe(self) -> str:
         return "memory://"
+
+
+class _SiblingClaims:
+    """The sibling locks this process holds: one open, ``flock``-ed file per (process, key).
+
+    ``flock`` belongs to an open file description, so a second ``open`` + ``flock`` of the same
+    file in the same process would conflict with the first: every store of one process on one key
+    goes through this registry instead, which takes each lock once. A forked child drops the locks
+    it inherited (closing its copies leaves the parent's locks in place) and takes its own, under a
+    key of its own (its parent is another process). At exit the files are removed; a process that
+    takes a lock checks afterwards that the file is still the one at the path, so removing a file
+    never lets two processes hold "the same" lock.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[str, int] = {}  # lock file path -> fd, in the process that took it
+        self._pid = os.getpid()
+
+    def claim(self, namespace: str) -> None:
+        path = os.path.join(_runtime_dir(), f"memory-{_sibling_key(namespace)}.lock")
+        with self._lock:
+            if path not in self._held:
+                self._held[path] = _take_lock(path, namespace)
+
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+        for fd in self._held.values():
+            with suppress(OSError):
+                os.close(fd)
+        self._held.clear()
+        self._pid = os.getpid()
+
+    def release_at_exit(self) -> None:
+        if os.getpid() != self._pid:  # inherited atexit handler in a child that never claimed
+            return
+        for path, fd in self._held.items():
+            with suppress(OSError):
+                os.unlink(path)  # still locked here: a process that opened it retries (see above)
+            with suppress(OSError):
+                os.close(fd)
+        self._held.clear()
+
+
+def _sibling_key(namespace: str) -> str:
+    """What sibling processes of one server share: parent pid, command line, namespace."""
+    material = "\0".join([str(os.getppid()), *getattr(sys, "argv", []), namespace])
+    return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _take_lock(path: str, namespace: str) -> int:
+    """Open and ``flock`` ``path`` (exclusive, non-blocking); return the fd.
+
+    Raises ``NotSupportedError`` naming the holder if another process still holds it after
+    ``_SIBLING_GRACE`` seconds (a graceful reload starts new workers while the old ones finish).
+    """
+    deadline = time.monotonic() + _SIBLING_GRACE
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            raise _sibling_error(namespace, holder) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            same_file = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same_file = False
+        if same_file:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+            return fd
+        os.close(fd)  # its holder removed it at exit between our open and flock: open anew
+
+
+def _sibling_error(namespace: str, holder: str) -> NotSupportedError:
+    return NotSupportedError(
+        f"memory:// with namespace {namespace!r} is already open in process {holder}, a sibling of "
+        f"this one (same parent process {os.getppid()}, same command line): a server's workers "
+        "(gunicorn -w N without --preload, uvicorn --workers N) would each get their own copy of "
+        "the data. Use sqlite:///path/to/file.db on one machine, or redis:// / postgresql:// across "
+        "machines. If these processes are really meant to be independent (pytest-xdist workers, two "
+        "runs of one script), open memory://?check_siblings=false"
+    )
+
+
+def _runtime_dir() -> str:
+    """A directory only this user can write: ``$XDG_RUNTIME_DIR/sharedstate``, else
+    ``<tmp>/sharedstate-<uid>``; created 0700, and refused unless owned by us and private."""
+    uid = os.geteuid()
+    candidates = []
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        candidates.append(os.path.join(os.environ["XDG_RUNTIME_DIR"], "sharedstate"))
+    candidates.append(os.path.join(tempfile.gettempdir(), f"sharedstate-{uid}"))
+    problems = []
+    for directory in candidates:
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            st = os.lstat(directory)
+        except OSError as exc:
+            problems.append(f"{directory}: {exc}")
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == uid and not st.st_mode & 0o077:
+            return directory
+        problems.append(f"{directory}: not a directory private to uid {uid}")
+    raise NotSupportedError(
+        "memory:// cannot check for sibling processes (no private directory for its lock files: "
+        f"{'; '.join(problems)}); use sqlite://, or memory://?check_siblings=false to skip the check"
+    )
+
+
+_CLAIMS = _SiblingClaims()
+os.register_at_fork(after_in_child=_CLAIMS.after_fork_in_child)
+atexit.register(_CLAIMS.release_at_exit)

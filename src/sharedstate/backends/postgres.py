@@ -69,6 +69,7 @@ if "timeout" not in inspect.signature(psycopg.Connection.wait).parameters:
 
 from sharedstate.backends._failures import driver_text, unavailable  # noqa: E402
 from sharedstate.backends.base import Backend, CasResult, Entry, RawValue, Version  # noqa: E402
+from sharedstate.backends.sweeping import proportional_sweep_limit  # noqa: E402
 from sharedstate.errors import BackendUnavailableError  # noqa: E402
 from sharedstate.urls import mask_url, query_options, split_url  # noqa: E402
 from sharedstate.validation import seconds  # noqa: E402
@@ -354,14 +355,16 @@ class PostgresBackend(Backend):
     across every process and machine using the same table. Expiry follows the server's clock.
 
     Lazy sweeping: after every ``sweep_every_writes`` writes in a process, or ``sweep_every_seconds``
-    after the last sweep, the writing thread deletes up to ``sweep_batch`` expired rows.
+    after the last sweep, the writing thread deletes expired rows in proportion to its writes: up to
+    twice the writes since its last sweep, at most ``sweep_batch`` (see
+    :func:`~sharedstate.backends.sweeping.proportional_sweep_limit`).
     """
 
     schemes = ("postgresql", "postgres")
 
-    sweep_every_writes = 500
+    sweep_every_writes = 100
     sweep_every_seconds = 30.0
-    sweep_batch = 200
+    sweep_batch = 1000
 
     def __init__(
         self,
@@ -637,13 +640,14 @@ class PostgresBackend(Backend):
         Runs after the caller's write has been applied, so a failure here must not turn that
         write into an error: it is ignored and the rows are swept another time.
         """
-        self._writes += 1  # racy across threads on purpose: it only paces the sweeps
+        self._writes += 1  # since the last sweep; racy across threads on purpose: it only paces
         now = time.monotonic()
-        if self._writes % self.sweep_every_writes and now - self._last_sweep < self.sweep_every_seconds:
+        if self._writes < self.sweep_every_writes and now - self._last_sweep < self.sweep_every_seconds:
             return
-        self._last_sweep = now
+        limit = proportional_sweep_limit(self._writes, self.sweep_every_writes, self.sweep_batch)
+        self._writes, self._last_sweep = 0, now
         with contextlib.suppress(BackendUnavailableError, psycopg.Error):
-            self.sweep(self.sweep_batch)
+            self.sweep(limit)
 
     def sweep(self, limit: int = 1000) -> int:
         if limit <= 0:

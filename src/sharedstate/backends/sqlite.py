@@ -13,7 +13,19 @@ How it stays correct and fast under contention:
   across fork corrupts locks); it keeps it referenced, unused and unclosed, so garbage collection
   cannot close file descriptors whose POSIX locks the child's own connections rely on, and opens
   its own.
-- Expired rows are invisible to every query and swept lazily: a bounded batch now and then.
+- The file is the one at the path: a connection records the identity (device, inode) of the file
+  it opened, and write transactions compare it with the file at the path under the write lock
+  (one ``stat``) at most every ``_CHECK_FILE_EVERY_WRITE`` (1 ms), reads at most every
+  ``_CHECK_FILE_EVERY`` (0.1 s). A file deleted or replaced (``mv``) under a running process is
+  then never written again through the old connection: the write, which has written nothing,
+  runs on the file now at the path (created if it was deleted), so processes never go on counting
+  in two copies. The old file's ``-wal`` and ``-shm`` names are removed first (see
+  ``_leave_replaced_file``): SQLite finds them by name, and would otherwise apply the old file's
+  log to the new file.
+- Expired rows are invisible to every query and swept lazily, in proportion to writes: every
+  ``_SWEEP_EVERY_WRITES`` writes a process removes up to twice as many expired rows as it wrote
+  since its last sweep (bounded by ``_SWEEP_MAX_BATCH``), so a load of new keys with short TTLs
+  cannot pile up expired rows. The WAL is kept bounded too (see ``_reset_large_wal``).
 
 Integers are stored as SQLite INTEGERs, so ``incr`` is one ``UPSERT ... RETURNING`` statement.
 """
@@ -28,10 +40,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
+from urllib.parse import unquote
 
 from sharedstate.backends.base import Backend, CasResult, Entry, RawValue, Version
+from sharedstate.backends.sweeping import proportional_sweep_limit
 from sharedstate.errors import BackendUnavailableError
 from sharedstate.urls import query_options, split_url
+from sharedstate.validation import seconds
 
 T = TypeVar("T")
 
@@ -39,10 +54,24 @@ T = TypeVar("T")
 _INHERITED: list[sqlite3.Connection] = []
 
 _LIVE = "(expires_at IS NULL OR expires_at > :now)"
-_SWEEP_EVERY_WRITES = 500
+_SWEEP_EVERY_WRITES = 100
 _SWEEP_EVERY_SECONDS = 30.0
-_SWEEP_BATCH = 200
+_SWEEP_MAX_BATCH = 1000
 _SCAN_BATCH = 500
+# The WAL is truncated to this size whenever it is reset (SQLite's default keeps it at its peak).
+_JOURNAL_SIZE_LIMIT = 8 * 1024 * 1024
+# A WAL larger than this (checked at each sweep) is checkpointed and emptied (_reset_large_wal);
+# SQLite's own automatic checkpoints start at 1000 pages (4 MiB).
+_WAL_RESET_SIZE = 16 * 1024 * 1024
+_WAL_RESET_WAIT = 0.25  # seconds
+# How often a thread compares the file at the path with its connection's (seconds): writes under
+# the write lock, at most every millisecond (a stat on every write measured +4 us, 18% of a set);
+# reads at most every 0.1 s.
+_CHECK_FILE_EVERY_WRITE = 0.001
+_CHECK_FILE_EVERY = 0.1
+_JOURNAL_SUFFIXES = ("-wal", "-shm")
+
+FileIdentity = tuple[int, int]  # (st_dev, st_ino)
 
 
 def _new_version() -> int:
@@ -57,6 +86,9 @@ class SQLiteBackend(Backend):
 
     Options in the query string: ``timeout`` (seconds to wait for the write lock before
     ``BackendUnavailableError``, default 30), ``table`` (default ``sharedstate``).
+
+    The path is percent-decoded: write ``#`` as ``%23``, ``?`` as ``%3F`` and ``%`` as ``%25``.
+    A raw ``#`` is refused (it would start a URL fragment and cut the path short).
     """
 
     schemes = ("sqlite",)
@@ -69,26 +101,31 @@ class SQLiteBackend(Backend):
             )
         if not table.isidentifier():
             raise ValueError(f"table name must be an identifier, got {table!r}")
-        if not 0 <= timeout < float("inf"):  # also refuses NaN
-            raise ValueError(f"sqlite timeout must be a finite number of seconds >= 0, got {timeout!r}")
         self.path = os.path.abspath(path)
-        self.timeout = timeout
+        self.timeout = seconds("timeout", timeout)
         self.table = table
         self._local = _ThreadConnection()
         self._schema_ready = False
-        self._writes = 0
-        self._last_sweep = time.time()
+        self._writes = 0  # since the last sweep, in this process
+        self._last_sweep = time.monotonic()
         self._prepare_sql()
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteBackend:
         parts = split_url(url)
+        if "#" in url:
+            raise ValueError(
+                f"sqlite URL {url!r} contains '#', which would start a URL fragment and cut the "
+                "path short: write '#' in a file name as %23 (and '?' as %3F, '%' as %25)"
+            )
         if parts.netloc:
             raise ValueError(
                 f"malformed sqlite URL {url!r}: use sqlite:///relative/path.db (three slashes) or "
                 "sqlite:////absolute/path.db (four)"
             )
-        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path, errors="strict")
+        if "\0" in path:
+            raise ValueError(f"sqlite URL {url!r}: the path contains a NUL character (%00)")
         if not path or path.endswith("/"):
             raise ValueError(f"sqlite URL {url!r} names no database file, e.g. sqlite:///state.db")
         if path == ":memory:":
@@ -100,7 +137,7 @@ class SQLiteBackend(Backend):
         return cls(path, **options)  # type: ignore[arg-type]
 
     def describe(self) -> str:
-        return f"sqlite:///{self.path}"
+        return f"sqlite:///{_quote_path(self.path)}"
 
     # -- connections -------------------------------------------------------------------------
 
@@ -122,6 +159,7 @@ class SQLiteBackend(Backend):
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA mmap_size=67108864")  # reads straight from the page cache
+                conn.execute(f"PRAGMA journal_size_limit={_JOURNAL_SIZE_LIMIT}")
                 if not self._schema_ready:
                     self._create_schema(conn)
                     self._schema_ready = True
@@ -161,16 +199,105 @@ class SQLiteBackend(Backend):
             raise
 
     def _conn(self) -> sqlite3.Connection:
-        """This thread's connection in this process; a fresh one after ``fork``."""
+        """This thread's connection in this process; a fresh one after ``fork``, or when the file
+        at the path is no longer the one it opened (checked at most every ``_CHECK_FILE_EVERY``)."""
         local = self._local
         conn = local.conn
         if conn is not None and local.pid == os.getpid():
-            return conn
+            if time.monotonic() - local.checked_at < _CHECK_FILE_EVERY:
+                return conn
+            return self._checked_conn(conn)
         if conn is not None:
             _INHERITED.append(conn)  # opened by the parent before fork: never use, never close
         conn = self._connect()
-        local.conn, local.pid = conn, os.getpid()
+        local.conn, local.pid, local.checked_at = conn, os.getpid(), time.monotonic()
+        # After the first statement (journal_mode), so the -wal and -shm files exist.
+        local.identity = _identity(self.path)
+        local.journal = {suffix: _identity(self.path + suffix) for suffix in _JOURNAL_SUFFIXES}
         return conn
+
+    def _checked_conn(self, conn: sqlite3.Connection) -> sqlite3.Connection:
+        local = self._local
+        local.checked_at = time.monotonic()
+        if _identity(self.path) == local.identity:
+            return conn
+        # Looks replaced: confirm it under the write lock, as a write does, which also moves this
+        # thread to the file now at the path (see _begin and _run).
+        self._run(self._confirm_file, write=False)
+        current = local.conn
+        assert current is not None
+        return current
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE``, then check, holding the write lock, that ``conn``'s file is still
+        the one at the path (unless this thread checked less than ``_CHECK_FILE_EVERY_WRITE``
+        ago). If not, nothing has been written: leave the old file (see ``_leave_replaced_file``),
+        roll back and raise ``_FileReplaced``.
+
+        A write that comes within that millisecond after the change may still commit to the old
+        file: as if it had come just before the change, which it may as well have (the rename or
+        unlink is not synchronized with SQLite's locks, whatever the interval).
+        """
+        conn.execute("BEGIN IMMEDIATE")
+        local = self._local
+        now = time.monotonic()
+        if now - local.checked_at < _CHECK_FILE_EVERY_WRITE:
+            return
+        if self._is_our_file():
+            local.checked_at = now  # only now: a retry after a failed _leave_replaced_file checks again
+            return
+        conn.execute("ROLLBACK")
+        self._leave_replaced_file(conn)
+        raise _FileReplaced
+
+    def _confirm_file(self, conn: sqlite3.Connection) -> None:
+        self._local.checked_at = 0.0  # check now, whenever the last check was
+        self._begin(conn)
+        conn.execute("ROLLBACK")
+
+    def _is_our_file(self) -> bool:
+        """Whether the file at the path is the one this thread's connection opened."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:  # cannot tell: never act as if it had been replaced
+            raise BackendUnavailableError(f"cannot stat SQLite database {self.path!r}: {exc}") from exc
+        return (st.st_dev, st.st_ino) == self._local.identity
+
+    def _leave_replaced_file(self, conn: sqlite3.Connection) -> None:
+        """The file ``conn`` opened was deleted or replaced (``mv``): make its log harmless.
+
+        Its ``-wal`` and ``-shm`` files are found by name, so a connection to the file now at the
+        path would read the old file's pages from them and write into the same log. First a
+        best-effort checkpoint copies the old log into the old file (moved away: it keeps its last
+        commits; deleted: harmless). Then, holding the old log's write lock (which every connection
+        to the old file shares, so only one of them can do it), the ``-wal`` and ``-shm`` names are
+        removed if they are still the old file's, and connections to the new file create their own.
+        "database is locked" here goes to the caller's retry loop, which comes back.
+        """
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # no busy handler: returns at once
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for suffix, recorded in self._local.journal.items():
+                if recorded is not None and _identity(self.path + suffix) == recorded:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.path + suffix)
+        finally:
+            conn.execute("ROLLBACK")
+
+    def _retire_connection(self) -> None:
+        """Close this thread's connection to a file that is no longer at the path.
+
+        Closing is safe after ``_leave_replaced_file``: SQLite itself neither checkpoints nor
+        deletes the log of a moved file when its last connection closes.
+        """
+        local = self._local
+        conn, local.conn, local.identity, local.journal = local.conn, None, None, {}
+        self._schema_ready = False  # the file now at the path may have no table (deleted: a new file)
+        if conn is not None:
+            conn.close()
 
     def _run(self, op: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
         """Run ``op`` on this thread's connection, waiting out "locked"/"busy" until ``timeout``.
@@ -178,7 +305,26 @@ class SQLiteBackend(Backend):
         SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries, leaving the write lock
         idle under contention; this loop retries after tens of microseconds instead (jittered,
         growing to 5 ms), which is most of why concurrent writers here outpace diskcache's.
+
+        A write that finds its file deleted or replaced (``_begin``) has written nothing: it runs
+        again on the file now at the path (created if it was deleted). Twice in a row is an error.
         """
+        try:
+            result = self._run_once(op)
+        except _FileReplaced:
+            self._retire_connection()
+            try:
+                result = self._run_once(op)
+            except _FileReplaced as exc:
+                self._retire_connection()
+                raise BackendUnavailableError(
+                    f"SQLite database {self.path!r} was replaced twice during one operation", applied=False
+                ) from exc
+        if write:
+            self._maybe_sweep()
+        return result
+
+    def _run_once(self, op: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._conn()
         try:
             result = op(conn)
@@ -190,8 +336,6 @@ class SQLiteBackend(Backend):
         except BaseException:
             self._rollback(conn)
             raise
-        if write:
-            self._maybe_sweep()
         return result
 
     def _retry(
@@ -224,7 +368,7 @@ class SQLiteBackend(Backend):
         """Run one statement in ``BEGIN IMMEDIATE``; return the number of rows it changed."""
 
         def op(conn: sqlite3.Connection) -> int:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
             changed = conn.execute(statement, params).rowcount
             conn.execute("COMMIT")
             return changed
@@ -234,18 +378,59 @@ class SQLiteBackend(Backend):
     # -- sweeping ----------------------------------------------------------------------------
 
     def _maybe_sweep(self) -> None:
-        self._writes += 1
-        now = time.time()
-        if self._writes % _SWEEP_EVERY_WRITES == 0 or now - self._last_sweep > _SWEEP_EVERY_SECONDS:
-            self._last_sweep = now
-            # The write that got us here has committed: a sweep that cannot run now (the file
-            # busy past timeout) must not turn it into an error. The next one will catch up.
-            with contextlib.suppress(BackendUnavailableError):
-                self.sweep(_SWEEP_BATCH)
+        """Every ``_SWEEP_EVERY_WRITES`` writes (or ``_SWEEP_EVERY_SECONDS``), sweep expired rows
+        in proportion to the writes since the last sweep (see ``proportional_sweep_limit``)."""
+        self._writes += 1  # racy across threads on purpose: it only paces the sweeps
+        now = time.monotonic()
+        if self._writes < _SWEEP_EVERY_WRITES and now - self._last_sweep < _SWEEP_EVERY_SECONDS:
+            return
+        limit = proportional_sweep_limit(self._writes, _SWEEP_EVERY_WRITES, _SWEEP_MAX_BATCH)
+        self._writes, self._last_sweep = 0, now
+        # The write that got us here has committed: a sweep that cannot run now (the file
+        # busy past timeout) must not turn it into an error. The next one will catch up.
+        with contextlib.suppress(BackendUnavailableError):
+            self.sweep(limit)
+        with contextlib.suppress(BackendUnavailableError, sqlite3.Error):
+            self._reset_large_wal()
+
+    def _reset_large_wal(self) -> None:
+        """Empty the WAL when it has grown past ``_WAL_RESET_SIZE``.
+
+        SQLite's automatic checkpoints are PASSIVE: they copy what they can without stopping
+        writers, and the log starts over only once a checkpoint has caught up with every frame. With
+        several processes writing without pause, that never happens and the WAL grows without bound
+        (hundreds of MB in seconds under a load of new keys). A ``TRUNCATE`` checkpoint takes the
+        write lock, waits (at most ``_WAL_RESET_WAIT``) for readers of old snapshots, copies the log
+        and empties it. Writers wait for it like for any writer, through their retry loop.
+        Best effort: if it cannot finish within the wait, the next sweep tries again.
+        """
+        try:
+            size = os.stat(self.path + "-wal").st_size
+        except OSError:
+            return
+        if size <= _WAL_RESET_SIZE:
+            return
+        conn = self._conn()
+        # Retried like the write lock in _retry: SQLite's busy handler sleeps milliseconds at a
+        # time and would lose the write lock to writers that retry every few microseconds.
+        deadline = time.monotonic() + _WAL_RESET_WAIT
+        delay = 0.00005
+        while True:
+            try:
+                busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            except sqlite3.OperationalError:  # "locked": another checkpoint or writer
+                busy = 1
+            if not busy or time.monotonic() >= deadline:
+                return
+            time.sleep(random.uniform(delay / 2, delay))
+            delay = min(delay * 2, 0.005)
 
     def sweep(self, limit: int = 1000) -> int:
+        if limit <= 0:
+            return 0
+
         def op(conn: sqlite3.Connection) -> int:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
             removed = conn.execute(self._sql_sweep, {"now": time.time(), "limit": limit}).rowcount
             conn.execute("COMMIT")
             return removed
@@ -321,7 +506,7 @@ class SQLiteBackend(Backend):
             params["new_version"], params["version"] = params["version"], expected
 
         def op(conn: sqlite3.Connection) -> CasResult:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
             if conn.execute(statement, params).rowcount == 1:
                 result = CasResult(True, Entry(value, new_version))
             else:  # refused: read what refused it inside the same write lock, so it is current
@@ -350,7 +535,7 @@ class SQLiteBackend(Backend):
         }
 
         def op(conn: sqlite3.Connection) -> object:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
             row = conn.execute(self._sql_incr, params).fetchone()
             if row is None or type(row[0]) is not int:  # not an integer, or overflowed to REAL
                 conn.execute("ROLLBACK")
@@ -391,18 +576,43 @@ class SQLiteBackend(Backend):
     def close(self) -> None:
         """Close the calling thread's connection (other threads' close when those threads end)."""
         local = self._local
-        conn, local.conn = local.conn, None
+        conn, local.conn, local.identity, local.journal = local.conn, None, None, {}
         if conn is not None and local.pid == os.getpid():
             conn.close()
         elif conn is not None:
             _INHERITED.append(conn)
 
 
+class _FileReplaced(Exception):
+    """The file at the path is not the one this thread's connection opened (nothing written)."""
+
+
 class _ThreadConnection(threading.local):
-    """Per-thread slot: the connection and the pid that opened it (checked on every use)."""
+    """Per-thread slot: the connection, the pid that opened it (checked on every use), the
+    identity of the file it opened and when that was last compared with the file at the path."""
 
     conn: sqlite3.Connection | None = None
     pid: int = 0
+    identity: FileIdentity | None = None
+    journal: dict[str, FileIdentity | None]  # identities of its -wal and -shm files
+    checked_at: float = 0.0
+
+    def __init__(self) -> None:
+        self.journal = {}
+
+
+def _identity(path: str) -> FileIdentity | None:
+    """(device, inode) of the file at ``path``; ``None`` if there is none (or it cannot be read)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _quote_path(path: str) -> str:
+    """``path`` as it is written in an ``sqlite://`` URL: ``%``, ``#`` and ``?`` percent-encoded."""
+    return path.replace("%", "%25").replace("#", "%23").replace("?", "%3F")
 
 
 def _row(key: str, value: RawValue, ttl: float | None) -> dict[str, object]:
