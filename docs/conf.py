@@ -53,14 +53,12 @@ myst_enable_extensions = ["deflist"]
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = True  # "timeout=_MISSING" reads better than an object repr
-autodoc_inherit_docstrings = True
-# "D.get(k[,d]) -> D[k] if k in D" in an inherited docstring is not a signature.
+# Not the stdlib's "D.get(k[,d]) -> D[k] if k in D, else d." for SharedDict.get: a method
+# documents its own contract, or is left out.
+autodoc_inherit_docstrings = False
 autodoc_docstring_signature = False
 autoclass_content = "class"
-autodoc_default_options = {
-    "members": True,
-    "show-inheritance": True,
-}
+autodoc_default_options = {"members": True}  # bases are shown where they matter (:show-inheritance:)
 python_use_unqualified_type_names = True
 add_module_names = False
 
