@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install demo test check memcached bench clean
+.PHONY: install demo test check docs memcached bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,13 +27,20 @@ demo: install
 test: install memcached
 	$(BIN)/python -m pytest
 	$(MAKE) --no-print-directory check
+	$(MAKE) --no-print-directory docs
 
 check: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy src
 
+# The guides (Markdown) and the API reference (from the docstrings) into docs/_build/html. Any
+# warning fails: a broken link, bad docstring markup, a reference to an undocumented name.
+# -E: docstrings live in src/, which Sphinx does not track, so always read everything afresh.
+docs: install
+	$(BIN)/sphinx-build -E -W --keep-going -n -q -b html docs docs/_build/html
+
 bench: install memcached
 	$(BIN)/python benchmarks/bench_store.py
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist docs/_build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
