@@ -322,11 +322,8 @@ class Lock:
         self._version = entry.version if entry is not None else None
 
     def __enter__(self) -> Lock:
-        if not self.blocking:
-            if self._take(0.0) is None:
-                raise LockTimeout(f"lock {self._key!r} is taken (blocking=False tries once)")
-            return self
-        self.acquire()
+        if self.acquire() is False:  # only with blocking=False: it tried once
+            raise LockTimeout(f"lock {self._key!r} is taken (blocking=False tries once)")
         return self
 
     def __exit__(
