@@ -207,6 +207,13 @@ def test_methods_are_refused_when_decorated(store: Store) -> None:
 
     assert Fine.double(2) == 4 and Fine().double(2) == 4
 
+    class Bound:
+        def triple(self, x: int) -> int:
+            return 3 * x
+
+    bound = store.cached(ttl=60, name="triple")(Bound().triple)  # self already bound: accepted
+    assert bound(2) == 6 and bound(2) == 6
+
     def outer() -> Callable[[int], int]:
         @store.cached(ttl=60)
         def inner(self: int) -> int:  # nested in a function, not a method, whatever its names

@@ -84,7 +84,9 @@ def cached(
     ``validation.MIN_LEASE`` seconds.
 
     Coroutine functions and methods are refused when decorated (``TypeError``): cache a
-    module-level function of plain arguments and call it from the method.
+    module-level function of plain arguments and call it from the method. A bound method
+    (``cached(ttl=60)(obj.method)``) is accepted; like closures, the entries of every instance are
+    shared unless each gets its own ``name``.
     """
     ttl = seconds("ttl", ttl)
     stale = seconds("stale_ttl", stale_ttl, optional=True)
@@ -353,6 +355,8 @@ def _is_method_in_class_body(fn: Callable[..., Any]) -> bool:
     (``Class.method``, not ``module_function`` nor ``outer.<locals>.inner``) together with the
     name of its first parameter.
     """
+    if inspect.ismethod(fn):
+        return False  # already bound (obj.method): its self is not an argument of the call
     qualname = getattr(fn, "__qualname__", "")
     if not isinstance(qualname, str) or "." not in qualname:
         return False
