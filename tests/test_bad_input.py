@@ -9,12 +9,22 @@ from __future__ import annotations
 import enum
 import math
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sharedstate import BackendUnavailableError, SerializationError, Store, ValueTooLargeError
+from sharedstate import (
+    BackendUnavailableError,
+    LockTimeout,
+    NotSupportedError,
+    SerializationError,
+    Store,
+    ValueTooLargeError,
+    validation,
+)
 from sharedstate.store import DEFAULT_MAX_VALUE_SIZE
 
 
@@ -144,6 +154,57 @@ def test_key_that_is_not_utf8(store: Store) -> None:
         store.set("\ud800", 1)
 
 
+BAD_TEXT_KEYS = ["a\0b", "user:alice\0cos\nsystem", "\0", "\ud800", "a\udfffz"]
+
+
+@pytest.mark.parametrize(
+    "key", BAD_TEXT_KEYS, ids=["nul", "nul-opcodes", "only-nul", "surrogate", "low-surrogate"]
+)
+def test_keys_with_nul_or_lone_surrogate_are_refused_everywhere(store: Store, key: str) -> None:
+    """Every call that builds a key refuses NUL and lone surrogates with a ValueError naming the key
+    (a lone surrogate used to raise a bare UnicodeEncodeError, NUL was stored)."""
+    store.set("k", "original")
+    d = store.dict("d")
+    calls: dict[str, Callable[[], Any]] = {
+        "get": lambda: store.get(key),
+        "set": lambda: store.set(key, 1),
+        "add": lambda: store.add(key, 1),
+        "delete": lambda: store.delete(key),
+        "incr": lambda: store.incr(key),
+        "touch": lambda: store.touch(key, 1),
+        "keys": lambda: store.keys(key),
+        "keys_suffix": lambda: store.keys("k" + key),
+        "counter": lambda: store.counter(key),
+        "dict": lambda: store.dict(key),
+        "dict_item_get": lambda: d[key],
+        "dict_item_set": lambda: d.__setitem__(key, 1),
+        "dict_item_in": lambda: key in d,
+        "dict_item_incr": lambda: d.incr(key),
+        "lock": lambda: store.lock(key),
+        "update": lambda: store.update(key, lambda v: 1, default=0),
+        "edit": lambda: store.edit(key, default={}).__enter__(),
+        "cached_name": lambda: store.cached(ttl=1, name=key),
+        "namespace": lambda: Store("memory://", namespace=key),
+    }
+    for what, call in calls.items():
+        with pytest.raises(ValueError) as info:
+            call()
+        assert not isinstance(info.value, UnicodeError), what
+        message = str(info.value)
+        assert repr(key)[1:-1] in message, (what, message)  # names the key as written
+        assert "NUL" in message or "surrogate" in message, (what, message)
+    assert store.get("k") == "original"
+    assert not can_scan(store) or store.keys() == ["k"]
+
+
+def can_scan(store: Store) -> bool:
+    try:
+        store.keys()
+    except NotSupportedError:
+        return False
+    return True
+
+
 def test_odd_but_valid_keys(store: Store) -> None:
     for key in ["with space", "ünïcödé ✓", "a/b", "x:y:z", "%2F", "k" * 200]:
         store.set(key, key)
@@ -183,9 +244,21 @@ def test_custom_size_limit(store_url: str, namespace: str) -> None:
         assert "item" not in store.dict("d")
 
 
-@pytest.mark.parametrize("size", [0, -1])
-def test_bad_max_value_size(size: int) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("size", "error"),
+    [
+        (0, ValueError),
+        (-1, ValueError),
+        (math.nan, TypeError),  # used to be accepted, and then every size check passed
+        (math.inf, TypeError),
+        (1.5, TypeError),
+        (True, TypeError),
+        ("100", TypeError),
+        (None, TypeError),
+    ],
+)
+def test_bad_max_value_size(size: Any, error: type[Exception]) -> None:
+    with pytest.raises(error, match="max_value_size must be a positive int"):
         Store("memory://", max_value_size=size)
 
 
@@ -272,18 +345,60 @@ def test_bad_ttl(store: Store, ttl: Any, error: type[Exception]) -> None:
     assert store.get("other") is None and store.get("obj") is None
 
 
-@pytest.mark.parametrize("ttl", [0, -1, math.nan, math.inf, True])
-def test_bad_lock_ttl_and_lease(store: Store, ttl: Any) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("ttl", "error"),
+    [
+        (0, ValueError),
+        (-1, ValueError),
+        (math.nan, ValueError),
+        (math.inf, ValueError),
+        (True, TypeError),
+        (1e-6, ValueError),  # below validation.MIN_LEASE: used to loop forever
+        (validation.MIN_LEASE / 2, ValueError),
+    ],
+)
+def test_bad_lock_ttl_and_lease(store: Store, ttl: Any, error: type[Exception]) -> None:
+    start = time.monotonic()
+    with pytest.raises(error, match="ttl"):
         store.lock("L", ttl=ttl)
-    with pytest.raises(ValueError), store.edit("obj", default={}, lease=ttl):
-        pass
+    body_ran = []
+    with pytest.raises(error, match="lease"), store.edit("obj", default={}, lease=ttl):
+        body_ran.append(True)
+    with pytest.raises(error, match="lease"):
+        store.cached(ttl=10, lease=ttl)
+    assert time.monotonic() - start < 1 and not body_ran
+    assert store.get("obj") is None
 
 
-@pytest.mark.parametrize("timeout", [-1, math.nan])
-def test_bad_lock_timeout(store: Store, timeout: float) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("timeout", [-1, math.nan, math.inf, "1", True])
+def test_bad_lock_timeout(store: Store, timeout: Any) -> None:
+    with pytest.raises((ValueError, TypeError), match="timeout"):
         store.lock("L", timeout=timeout)
+    with (
+        pytest.raises((ValueError, TypeError), match="timeout"),
+        store.edit("obj", default={}, timeout=timeout),
+    ):
+        pass
+    lock = store.lock("L")
+    with pytest.raises((ValueError, TypeError), match="timeout"):
+        lock.acquire(timeout=timeout)
+    assert not lock.locked
+
+
+@pytest.mark.parametrize("url_kind", ["memory", "sqlite"])
+def test_lease_that_runs_out_before_it_is_confirmed_does_not_spin(
+    url_kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Below MIN_LEASE (lowered here to reach it), a lease runs out before the round trip that takes
+    it returns: acquire() used to retry forever, even without contention. Now it gives up."""
+    monkeypatch.setattr(validation, "MIN_LEASE", 1e-12)
+    url = "memory://" if url_kind == "memory" else f"sqlite:///{tmp_path}/x.db"
+    with Store(url) as store:
+        lock = store.lock("L", ttl=1e-9)
+        start = time.monotonic()
+        with pytest.raises(LockTimeout, match="ran out before"):
+            lock.acquire()  # no timeout: would wait as long as it takes
+        assert time.monotonic() - start < 5
 
 
 # -- URLs ------------------------------------------------------------------------------------

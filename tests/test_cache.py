@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from markupsafe import Markup
 
 from sharedstate import NotSupportedError, SerializationError, Store
 from sharedstate.cache import CACHE_PREFIX, CachedFunction, cached
@@ -114,6 +115,113 @@ def test_argument_types_are_part_of_the_key(store: Store) -> None:
     for v in distinct:
         f(v)
     assert len(calls) == len(distinct)
+
+
+class Text(str):
+    pass
+
+
+class Count(int):
+    pass
+
+
+class Ratio(float):
+    pass
+
+
+class Level(enum.IntEnum):
+    HIGH = 2
+
+
+def test_markup_and_str_arguments_are_different_entries(store: Store) -> None:
+    """Markup("<b>") is safe HTML, "<b>" is text that a function escapes: they used to share an
+    entry, so one caller could get the other's (unescaped) result."""
+
+    @store.cached(ttl=60)
+    def render(text: str) -> Markup:
+        return Markup("<p>{}</p>").format(text)
+
+    assert render("<b>") == "<p>&lt;b&gt;</p>"
+    assert render(Markup("<b>")) == "<p><b></p>"
+    assert type(render(Markup("<b>"))) is Markup  # the result round-trips as Markup too
+    assert render("<b>") == "<p>&lt;b&gt;</p>"
+    assert render.cache_key("<b>") != render.cache_key(Markup("<b>"))
+
+
+@pytest.mark.parametrize(
+    "bad", [Text("x"), Count(1), Ratio(0.5), [Text("x")]], ids=["str", "int", "float", "nested"]
+)
+def test_subclass_arguments_are_refused(store: Store, bad: Any) -> None:
+    f = store.cached(ttl=60)(_counting([]))
+    with pytest.raises(TypeError, match=r"(Text|Count|Ratio) in argument"):
+        f(bad)
+    assert f.cache_key(Level.HIGH) != f.cache_key(2)  # IntEnum members stay keyed as enums
+    assert f.cache_key(True) != f.cache_key(1)  # bool stays bool
+
+
+def test_unstorable_result_names_the_path_inside_the_result(store: Store) -> None:
+    @store.cached(ttl=60, stale_ttl=30)
+    def listing() -> dict[str, Any]:
+        return {"items": [1, 2, 3, object()]}
+
+    with pytest.raises(SerializationError) as info:
+        listing()
+    message = str(info.value)
+    assert "object at result['items'][3] is not supported" in message
+    assert "['v']" not in message  # not the cache's own wrapper
+
+
+def test_coroutine_functions_are_refused_when_decorated(store: Store) -> None:
+    async def fetch(x: int) -> int:
+        return x
+
+    async def stream(x: int) -> Any:
+        yield x
+
+    for fn in (fetch, stream):
+        with pytest.raises(TypeError, match=r"async.*synchronous function"):
+            store.cached(ttl=60)(fn)
+
+
+def test_methods_are_refused_when_decorated(store: Store) -> None:
+    with pytest.raises(TypeError, match=r"method .*Repo\.get.*module-level function"):
+
+        class Repo:
+            @store.cached(ttl=60)
+            def get(self, x: int) -> int:
+                return x
+
+    with pytest.raises(TypeError, match=r"method .*Repo2\.make"):
+
+        class Repo2:
+            @classmethod
+            @store.cached(ttl=60, name="make")
+            def make(cls, x: int) -> int:
+                return x
+
+    class Fine:
+        @staticmethod
+        @store.cached(ttl=60)
+        def double(x: int) -> int:
+            return 2 * x
+
+    assert Fine.double(2) == 4 and Fine().double(2) == 4
+
+    class Bound:
+        def triple(self, x: int) -> int:
+            return 3 * x
+
+    bound = store.cached(ttl=60, name="triple")(Bound().triple)  # self already bound: accepted
+    assert bound(2) == 6 and bound(2) == 6
+
+    def outer() -> Callable[[int], int]:
+        @store.cached(ttl=60)
+        def inner(self: int) -> int:  # nested in a function, not a method, whatever its names
+            return self + 1
+
+        return inner
+
+    assert outer()(1) == 2
 
 
 def test_equal_containers_share_an_entry(store: Store) -> None:

@@ -8,14 +8,20 @@ control shows that unpickling it really would create the file).
 from __future__ import annotations
 
 import datetime as dt
+import enum
+import hashlib
+import hmac
 import os
 import pickle
+import subprocess
+import sys
 import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from markupsafe import Markup
 
 from sharedstate import SerializationError, Store
 from sharedstate.codecs import JSONCodec, SignedPickleCodec, make_codec
@@ -118,17 +124,99 @@ def test_big_int_round_trip_and_incr(store: Store) -> None:
     assert store.get("big") == 2**64
 
 
-def test_int_subclass_and_str_subclass_store_as_base_type(store: Store) -> None:
-    class MyStr(str):
-        pass
+class MyStr(str):
+    pass
 
-    class MyInt(int):
-        pass
 
-    store.set("s", MyStr("text"))
-    store.set("i", MyInt(7))
-    assert store.get("s") == "text" and type(store.get("s")) is str
-    assert store.get("i") == 7 and type(store.get("i")) is int
+class MyInt(int):
+    pass
+
+
+class MyFloat(float):
+    pass
+
+
+class Level(enum.IntEnum):
+    HIGH = 2
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        (MyStr("text"), "MyStr"),
+        (MyInt(7), "MyInt"),
+        (MyFloat(0.5), "MyFloat"),
+        ({"deep": [MyStr("x")]}, r"MyStr at value\['deep'\]\[0\]"),
+        (Level.HIGH, "enum"),
+    ],
+    ids=["str", "int", "float", "nested", "intenum"],
+)
+def test_subclasses_of_str_int_float_are_refused_not_stored_as_the_base_type(
+    store: Store, value: Any, named: str
+) -> None:
+    """A subclass would read back as its base type, losing what it meant: refused, naming it."""
+    store.set("s", "original")
+    with pytest.raises(SerializationError, match=named) as info:
+        store.set("s", value)
+    assert "subclass" in str(info.value) or "enum" in str(info.value)
+    assert store.get("s") == "original"
+    store.set("b", True)  # bool is an int subclass that round-trips: it stays bool
+    assert store.get("b") is True
+
+
+def test_markup_round_trips_as_markup(store: Store) -> None:
+    """Like Flask's own session serializer: Markup (anything with __html__) reads back as Markup."""
+
+    class Widget:
+        def __html__(self) -> str:
+            return "<i>w</i>"
+
+    value = {"msg": Markup("<b>hi</b>"), "list": [Markup("a &amp; b")], "widget": Widget()}
+    store.set("m", value)
+    got = store.get("m")
+    assert got == {"msg": "<b>hi</b>", "list": ["a &amp; b"], "widget": "<i>w</i>"}
+    for item in (got["msg"], got["list"][0], got["widget"]):
+        assert type(item) is Markup
+    assert str(Markup("x") + got["msg"]) == "x<b>hi</b>"  # still safe: not escaped again
+    store.set("plain", "<b>hi</b>")
+    assert type(store.get("plain")) is str  # a plain str with the same text stays plain
+    store.set("lookalike", {"$markup": "<script>"})  # a user dict that looks like the tag
+    assert store.get("lookalike") == {"$markup": "<script>"}
+
+
+def test_markup_read_without_markupsafe_is_a_clear_error(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/m.db"
+    with Store(url) as store:
+        store.set("m", Markup("<b>hi</b>"))
+    code = (
+        "import sys; sys.modules['markupsafe'] = None\n"  # as if markupsafe were not installed
+        "from sharedstate import Store, SerializationError\n"
+        f"store = Store({url!r})\n"
+        "try:\n    store.get('m')\nexcept SerializationError as exc:\n    print('refused:', exc)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("refused:") and "markupsafe" in out.stdout and "'m'" in out.stdout
+
+
+def test_error_names_the_path_inside_the_users_value(store: Store) -> None:
+    with pytest.raises(SerializationError) as info:
+        store.set("k", {"items": [1, 2, 3, object()]})
+    assert "object at value['items'][3] is not supported" in str(info.value)
+    with pytest.raises(SerializationError, match=r"complex at value\[1\]\{item\}"):
+        store.set("k", (1, {3j}))
+
+
+def test_codec_paths_skip_a_callers_wrapper() -> None:
+    """Callers that wrap the user's value (cache, sessions) name the user's path, not theirs."""
+    codec = JSONCodec()
+    with pytest.raises(SerializationError) as info:
+        codec.dumps("k", {"v": {"items": [0, object()]}, "f": 1.0}, shown_as="result", inside=("v",))
+    message = str(info.value)
+    assert "at result['items'][1] is not supported" in message and "['v']" not in message
+    with pytest.raises(SerializationError, match=r"at value\['v'\]\['items'\]\[1\]"):
+        codec.dumps("k", {"v": {"items": [0, object()]}})  # the default: unchanged
 
 
 # -- corrupt data on read --------------------------------------------------------------------
@@ -221,9 +309,13 @@ def test_unsigned_or_forged_pickle_is_refused(store_url: str, namespace: str, tm
         full = store.full_key("v")
         forged = [
             payload,  # a bare pickle, as an attacker with write access would store it
-            b"!p1" + payload,  # our marker, no signature
-            b"!p1" + b"\x00" * 32 + payload,  # our marker, a made-up signature
+            b"!p1" + payload,  # our old marker, no signature
+            b"!p1" + b"\x00" * 32 + payload,  # our old marker, a made-up signature
             b"!p1",
+            b"!p2" + payload,  # our marker, no signature
+            b"!p2" + b"\x00" * 32 + payload,  # our marker, a made-up signature
+            b"!p2",
+            b"!p9" + b"\x00" * 32 + payload,  # a format this version does not know
         ]
         for raw in forged:
             store.backend.set(full, raw)
@@ -267,3 +359,50 @@ def test_pickle_needs_a_secret_key() -> None:
     with pytest.raises(ValueError, match="serializer"):
         Store("memory://", serializer="yaml")
     assert isinstance(make_codec("pickle", b"bytes key"), SignedPickleCodec)
+
+
+def test_signed_pickle_cannot_be_moved_across_a_nul_in_the_key(
+    shared_url: str, namespace: str, tmp_path: Path
+) -> None:
+    """The forgery: a value the app signed under a key the attacker partly chose,
+    ``"user:alice\\0<opcodes>"``, moved by someone with write access to the backend to
+    ``"user:alice"`` with the opcodes in front of the payload. With a NUL-joined signature the
+    bytes signed are the same, so it verified and ``pickle.loads`` ran the opcodes."""
+    marker = tmp_path / "pwned"
+    opcodes = pickle.dumps(Payload(str(marker)), protocol=0)  # ASCII, no NUL: fits in a key
+    assert b"\0" not in opcodes and opcodes.isascii()
+    secret = "s3cret"
+    with Store(shared_url, namespace=namespace, serializer="pickle", secret_key=secret) as store:
+        victim = store.full_key("user:alice")
+        chosen = victim + "\0" + opcodes.decode("ascii")
+        # What the app's codec signs for that key (the store itself now refuses such keys,
+        # below; values written before this fix, or signed another way, must not move either).
+        signed = SignedPickleCodec(secret).dumps(chosen, {"name": "alice"})
+        assert isinstance(signed, bytes)
+        mark, mac, payload = signed[:3], signed[3:35], signed[35:]
+        # The attacker, with write access only: moves the MAC and shifts the key's tail into
+        # the payload. pickle.loads stops at the opcodes' STOP and ignores what follows.
+        store.backend.set(victim, mark + mac + opcodes + b"\0" + payload)
+        with pytest.raises(SerializationError, match="signature"):
+            store.get("user:alice")
+        assert not marker.exists()
+        # And the app no longer signs anything under a key holding NUL.
+        with pytest.raises(ValueError, match="NUL") as info:
+            store.set("user:alice\0" + opcodes.decode("ascii"), {"name": "alice"})
+        assert repr("user:alice\0")[:-1] in str(info.value)  # the message names the key
+
+
+def test_pickle_signed_in_the_old_format_is_refused_clearly(shared_url: str, namespace: str) -> None:
+    """``!p1`` values (HMAC over key + NUL + payload) cannot be told from a forgery: refused."""
+    secret = b"s3cret"
+    with Store(shared_url, namespace=namespace, serializer="pickle", secret_key=secret) as store:
+        full = store.full_key("old")
+        payload = pickle.dumps(Custom(1))
+        mac = hmac.new(secret, full.encode() + b"\0" + payload, hashlib.sha256).digest()
+        store.backend.set(full, b"!p1" + mac + payload)
+        with pytest.raises(SerializationError, match=r"old signed format.*Store the value again"):
+            store.get("old")
+        store.set("old", Custom(1))  # storing it again rewrites it in the current format
+        assert store.get("old") == Custom(1)
+        entry = store.backend.get(full)
+        assert entry is not None and isinstance(entry.value, bytes) and entry.value.startswith(b"!p2")

@@ -8,6 +8,7 @@ memcached) make the test skip with the backend's reason; anything else it raises
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from sharedstate import (
     Lock,
     LockNotOwnedError,
     LockTimeout,
+    NestedUpdateError,
     NotSupportedError,
     SharedDict,
     Store,
@@ -154,6 +156,16 @@ def test_keys_and_prefixes(store: Store) -> None:
     assert any(k.startswith("_ss:") for k in store.keys("_ss:"))
     store.delete("user:2")
     assert store.keys("user:") == ["user:1", "user:10"]
+
+
+def test_keys_with_prefixes_at_the_edges_of_unicode(store: Store) -> None:
+    """A prefix ending just below the surrogates (U+D7FF) or at U+10FFFF is valid text: listed, not a
+    UnicodeEncodeError (the next code point after U+D7FF is a surrogate, which no backend stores)."""
+    for key in ["a\ud7ff", "a\ud7ffb", "a\ue000", "b\U0010ffff", "b\U0010ffffc", "c"]:
+        store.set(key, 1)
+    assert supported(lambda: store.keys("a\ud7ff")) == ["a\ud7ff", "a\ud7ffb"]
+    assert store.keys("a") == ["a\ud7ff", "a\ud7ffb", "a\ue000"]
+    assert store.keys("b\U0010ffff") == ["b\U0010ffff", "b\U0010ffffc"]
 
 
 def test_keys_many(store: Store) -> None:
@@ -542,10 +554,14 @@ def test_edit_lease_expired_and_value_changed_raises_conflict(store: Store) -> N
     with pytest.raises(ConflictError), store.edit("obj", lease=TTL) as obj:
         obj["n"] = 100
         time.sleep(TTL + 0.2)
-        # the lease ran out: another writer gets the name and changes it
-        with store.edit("obj", timeout=EXPIRY_LIMIT) as other:
-            other["n"] = 1
+        # the lease ran out: another writer (another thread; this one may not nest) changes it
+        run_threads(1, lambda _i: _edit_n(store, "obj", 1))
     assert store.get("obj") == {"n": 1}  # the other write is kept, the stale one is not saved
+
+
+def _edit_n(store: Store, name: str, n: int) -> None:
+    with store.edit(name, timeout=EXPIRY_LIMIT) as other:
+        other["n"] = n
 
 
 def test_edit_lease_expired_but_unchanged_is_saved(store: Store) -> None:
@@ -575,8 +591,8 @@ def test_update_retries_on_conflict(store: Store) -> None:
 
     def fn(current: int) -> int:
         calls.append(current)
-        if len(calls) == 1:
-            store.set("v", 10)  # someone else writes after our read
+        if len(calls) == 1:  # someone else (another thread) writes after our read
+            run_threads(1, lambda _i: store.set("v", 10))
         return current + 1
 
     assert store.update("v", fn) == 11
@@ -652,6 +668,141 @@ def test_update_of_an_expired_or_deleted_key_starts_from_default(store: Store) -
     store.update("short", lambda v: v + 1, default=0, ttl=TTL)
     wait_until(lambda: store.get("short") is None)
     assert store.update("short", lambda v: v + 1, default=0) == 1
+
+
+# -- nested read-modify-write of one key -------------------------------------------------------
+
+
+def test_nested_update_of_the_same_key_raises_at_once(store: Store) -> None:
+    """The inner update used to commit on every retry of the outer one (applied 50 times in 51
+    tries): now it raises before writing anything, and the outer update writes nothing either."""
+    store.set("n", 0)
+    inner_runs = []
+
+    def outer(v: int) -> int:
+        inner_runs.append(1)
+        store.update("n", lambda w: w + 1)
+        return v + 10
+
+    with pytest.raises(NestedUpdateError, match="'n'") as info:
+        store.update("n", outer)
+    assert isinstance(info.value, RuntimeError)
+    assert store.get("n") == 0 and len(inner_runs) == 1
+    store.update("n", lambda v: v + 1)  # the key is usable again afterwards
+    assert store.get("n") == 1
+
+
+def test_nested_edit_of_the_same_key_raises_at_once(store: Store) -> None:
+    """The inner edit used to wait out the outer edit's whole lease, then ConflictError."""
+    store.set("obj", {"n": 0})
+    start = time.monotonic()
+    with pytest.raises(NestedUpdateError, match="'obj'"), store.edit("obj", lease=5) as obj:
+        obj["n"] = 1
+        with store.edit("obj", lease=5) as again:
+            again["n"] = 2
+    assert time.monotonic() - start < 2  # at once, not after the 5 s lease
+    assert store.get("obj") == {"n": 0}  # the outer body raised: nothing saved
+    with store.edit("obj", timeout=0) as obj:  # and its lock was released
+        obj["n"] = 3
+    assert store.get("obj") == {"n": 3}
+
+
+@pytest.mark.parametrize(
+    "inner",
+    ["update", "edit", "set", "add", "delete", "incr", "touch", "dict_item"],
+)
+def test_writes_of_the_key_being_updated_or_edited_raise(store: Store, inner: str) -> None:
+    d = store.dict("d")
+    writes: dict[str, Callable[[str], Any]] = {
+        "update": lambda key: store.update(key, lambda v: v),
+        "set": lambda key: store.set(key, {"x": 1}),
+        "add": lambda key: store.add(key, {"x": 1}),
+        "delete": lambda key: store.delete(key),
+        "incr": lambda key: store.incr(key),
+        "touch": lambda key: store.touch(key, 60),
+    }
+
+    def write(key: str) -> None:
+        if inner == "edit":
+            with store.edit(key, default={}):
+                pass
+        elif inner == "dict_item":
+            d["item"] = {"x": 2}
+        else:
+            writes[inner](key)
+
+    key = "d:item" if inner == "dict_item" else "k"
+    d["item"] = {"n": 1}
+    store.set("k", {"n": 1})
+    outers: list[Callable[[Callable[[], None]], object]] = [
+        lambda body: store.update(key, lambda v: (body(), v)[1]),
+        lambda body: _in_edit(store, key, body),
+    ]
+    if inner == "dict_item":
+        outers.append(lambda body: d.update_item("item", lambda v: (body(), v)[1]))
+    for run_outer in outers:
+        with pytest.raises(NestedUpdateError):
+            run_outer(lambda: write(key))
+    assert store.get("k") == {"n": 1} and d["item"] == {"n": 1}
+
+
+def _in_edit(store: Store, key: str, body: Callable[[], None]) -> None:
+    with store.edit(key, default={}):
+        body()
+
+
+def test_nested_read_modify_writes_of_different_keys_work(store: Store) -> None:
+    store.set("a", 0)
+
+    def outer(v: int) -> int:
+        store.update("b", lambda w: w + 1, default=0)
+        with store.edit("c", default=[]) as c:
+            c.append(v)
+            store.set("d", "inside")
+            store.update("e", lambda w: w + 1, default=0)
+        store.get("a")  # reading the key being updated is fine
+        return v + 1
+
+    assert store.update("a", outer) == 1
+    with store.edit("x", default={}) as x:
+        x["b"] = store.update("b", lambda w: w + 1)
+        store.dict("d2")["item"] = 1
+    assert (store.get("a"), store.get("b"), store.get("c"), store.get("d"), store.get("e")) == (
+        1,
+        2,
+        [0],
+        "inside",
+        1,
+    )
+    assert store.get("x") == {"b": 2}
+
+
+def test_same_key_updated_by_other_threads_and_tasks_is_not_refused(store: Store) -> None:
+    """Re-entry is per thread or asyncio task: concurrent updates of one key all apply."""
+    store.set("n", 0)
+    entered = threading.Event()
+
+    def outer(v: int) -> int:
+        if not entered.is_set():
+            entered.set()
+            # Another thread updates the same key while this fn runs: allowed (it just wins).
+            thread = threading.Thread(target=lambda: store.update("n", lambda w: w + 100))
+            thread.start()
+            thread.join()
+        return v + 1
+
+    assert store.update("n", outer) == 101  # retried on the other thread's value
+    assert store.get("n") == 101
+
+    async def bump() -> None:
+        await asyncio.sleep(0)
+        store.update("n", lambda w: w + 1)
+
+    async def main() -> None:
+        await asyncio.gather(*(bump() for _ in range(5)))
+
+    asyncio.run(main())
+    assert store.get("n") == 106
 
 
 # -- lock ------------------------------------------------------------------------------------
@@ -742,6 +893,45 @@ def test_lock_extend(store: Store) -> None:
     with pytest.raises(LockTimeout):
         store.lock("job").acquire(timeout=0)
     lock.release()
+
+
+def test_lock_blocking_false_tries_once(store: Store) -> None:
+    """The standard library's spelling: ``blocking=False``."""
+    holder = store.lock("job", ttl=5)
+    holder.acquire()
+    start = time.monotonic()
+    with pytest.raises(LockTimeout, match="blocking=False"), store.lock("job", blocking=False):
+        pass
+    other = store.lock("job", ttl=5)
+    assert other.acquire(blocking=False) is False
+    assert store.lock("job", blocking=False).acquire() is False
+    assert time.monotonic() - start < 1  # no waiting
+    holder.release()
+    token = other.acquire(blocking=False)
+    assert token is not False and token > 0 and other.owned
+    other.release()
+    with store.lock("job", blocking=False) as lock:
+        assert lock.owned
+    with pytest.raises(ValueError, match="timeout"):
+        store.lock("job", timeout=1, blocking=False)
+    with pytest.raises(ValueError, match="timeout"):
+        store.lock("job").acquire(timeout=1, blocking=False)
+
+
+def test_extend_with_a_bad_ttl_leaves_the_lease_as_it_was(store: Store) -> None:
+    """``extend(nan)`` used to store the lease as NULL (held forever), ``extend(inf)`` as inf,
+    ``extend(0)`` and ``extend(-1)`` to drop the lock silently."""
+    lock = store.lock("job", ttl=TTL)
+    lock.acquire()
+    for bad in (float("nan"), float("inf"), 0, -1, 1e-6, "5", True):
+        with pytest.raises((ValueError, TypeError)):
+            lock.extend(bad)  # type: ignore[arg-type]
+    assert lock.owned  # not dropped
+    # ...and not made eternal: the lease still runs out after its ttl.
+    other = store.lock("job", ttl=5)
+    other.acquire(timeout=EXPIRY_LIMIT)
+    assert not lock.owned
+    other.release()
 
 
 def test_lock_timeout_default_from_constructor(store: Store) -> None:

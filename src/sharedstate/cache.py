@@ -4,9 +4,16 @@ Keys are ``_ss:cache:{module}.{qualname}:{digest}``, where the digest is a SHA-2
 encoding of the call's arguments (bound to the signature, so ``f(1)``, ``f(x=1)`` and ``f(1, y=2)``
 with ``y=2`` as default are one entry). Only values with a stable meaning in every process can be
 encoded: ``None``, ``bool``, ``int``, ``float``, ``str``, ``bytes``, ``tuple``, ``list``, ``dict``,
-``set``, ``frozenset``, ``datetime``, ``date``, ``UUID``, ``Decimal`` and ``Enum`` members. Anything
-else (an object whose ``repr`` holds a memory address, a method's ``self``) raises ``TypeError``
-instead of silently producing a key that differs from process to process.
+``set``, ``frozenset``, ``datetime``, ``date``, ``UUID``, ``Decimal``, ``Enum`` members and
+``markupsafe.Markup`` (anything with ``__html__``, keyed apart from the plain ``str``). Anything else
+(an object whose ``repr`` holds a memory address, a method's ``self``, a subclass of ``str``,
+``int`` or ``float``, which could mean something else than its base value) raises ``TypeError``
+instead of silently producing a key that differs from process to process, or that two different
+arguments share.
+
+Only plain synchronous functions can be decorated: a coroutine function (its result would be a
+coroutine, which cannot be stored) and a method defined in a class body (its ``self`` has no stable
+encoding, and the call would miss it) are refused when decorated.
 
 Each entry is stored as ``{"v": value}`` (``{"v": value, "f": fresh_until}`` with ``stale_ttl``), so a
 cached ``None`` is told apart from a miss.
@@ -28,6 +35,7 @@ from decimal import Decimal
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from sharedstate.store import RESERVED_PREFIX, Store, backoff_delays
+from sharedstate.validation import MIN_LEASE, key_text, seconds
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -72,13 +80,19 @@ def cached(
 
     Entries are keyed by ``name`` (default: the function's ``module.qualname``) and the arguments.
     Functions that would share a qualified name (closures made by one factory) share entries
-    unless each gets its own ``name``; a lambda must be given one.
-    """
-    ttl = _seconds("ttl", ttl)
-    stale = None if stale_ttl is None else _seconds("stale_ttl", stale_ttl)
-    lease = _seconds("lease", lease)
+    unless each gets its own ``name``; a lambda must be given one. ``lease`` is at least
+    ``validation.MIN_LEASE`` seconds.
 
-    if name is not None and (not isinstance(name, str) or not name):
+    Coroutine functions and methods are refused when decorated (``TypeError``): cache a
+    module-level function of plain arguments and call it from the method. A bound method
+    (``cached(ttl=60)(obj.method)``) is accepted; like closures, the entries of every instance are
+    shared unless each gets its own ``name``.
+    """
+    ttl = seconds("ttl", ttl)
+    stale = seconds("stale_ttl", stale_ttl, optional=True)
+    lease = seconds("lease", lease, minimum=MIN_LEASE)
+
+    if name is not None and (key_text(name, "name") == ""):
         raise ValueError(f"name must be a non-empty str, got {name!r}")
 
     def decorate(fn: Callable[P, R]) -> CachedFunction[P, R]:
@@ -106,6 +120,7 @@ class CachedFunction(Generic[P, R]):
         lease: float,
         name: str | None = None,
     ) -> None:
+        _refuse_uncacheable_function(fn)
         self._store = store
         self.fn = fn
         self.ttl = ttl
@@ -213,7 +228,9 @@ class CachedFunction(Generic[P, R]):
             else:
                 wrapper = {"v": result, "f": time.time() + self.ttl}
                 keep = self.ttl + self.stale_ttl
-            store.backend.set(full, store.encode(full, wrapper), keep)
+            # Errors name the path inside the result, not inside this wrapper.
+            raw = store.encode(full, wrapper, shown_as="result", inside=("v",))
+            store.backend.set(full, raw, keep)
             return result
         finally:
             entry = store.backend.get(flight)
@@ -302,13 +319,11 @@ def _canonical(value: Any, path: str) -> Any:
         return ["uuid", str(value)]
     if kind is Decimal:
         return ["decimal", str(value)]
-    # Subclasses of str/int/float (markupsafe.Markup, int subclasses) key as their base value.
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
+    html = getattr(value, "__html__", None)
+    if callable(html):  # Markup("<b>") is already-safe HTML, "<b>" is text: different results
+        return ["markup", str(html())]
+    # Any other subclass of str/int/float is refused: keyed as its base value it would share an
+    # entry with an argument that may mean something else (as the store's codec refuses them).
     raise _Uncacheable(path, value)
 
 
@@ -316,9 +331,43 @@ def _sort_key(item: Any) -> str:
     return json.dumps(item, separators=(",", ":"), allow_nan=True)
 
 
-def _seconds(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
-    if not value > 0 or value == float("inf"):
-        raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
-    return float(value)
+def _refuse_uncacheable_function(fn: Callable[..., Any]) -> None:
+    """Raise ``TypeError`` for a coroutine function or a method, which ``cached`` cannot serve."""
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        raise TypeError(
+            f"cannot cache {_describe(fn)}: it is async, so a call returns a coroutine (or async "
+            "generator), which cannot be stored. cached() serves synchronous functions; an async "
+            "API is planned. Cache a synchronous function instead"
+        )
+    if _is_method_in_class_body(fn):
+        raise TypeError(
+            f"cannot cache method {_describe(fn)}: its self/cls argument has no stable encoding "
+            "across processes (and the call would miss it). Cache a module-level function of plain "
+            "arguments (an id, not the object) and call it from the method, or decorate a "
+            "@staticmethod whose arguments are plain data"
+        )
+
+
+def _is_method_in_class_body(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` is being defined in a class body with a ``self``/``cls`` first parameter.
+
+    At decoration time a method is a plain function; what gives it away is its qualified name
+    (``Class.method``, not ``module_function`` nor ``outer.<locals>.inner``) together with the
+    name of its first parameter.
+    """
+    if inspect.ismethod(fn):
+        return False  # already bound (obj.method): its self is not an argument of the call
+    qualname = getattr(fn, "__qualname__", "")
+    if not isinstance(qualname, str) or "." not in qualname:
+        return False
+    if qualname.rsplit(".", 2)[-2] == "<locals>":
+        return False  # a function nested in a function, not in a class
+    code = getattr(inspect.unwrap(fn), "__code__", None)
+    if code is None or code.co_argcount == 0:
+        return False
+    return code.co_varnames[0] in ("self", "cls")
+
+
+def _describe(fn: Callable[..., Any]) -> str:
+    qualname = getattr(fn, "__qualname__", None) or repr(fn)
+    return f"{getattr(fn, '__module__', None) or '?'}.{qualname}"

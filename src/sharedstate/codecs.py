@@ -1,9 +1,19 @@
 """Turning Python values into what backends store, and back.
 
 The default :class:`JSONCodec` writes JSON with tags for the types JSON lacks (datetime, date, UUID,
-Decimal, bytes, tuple, set, frozenset), each read back as the same type. A tagged value is a one-key
-object whose key starts with ``$`` (``{"$uuid": "..."}``); a user dict that happens to look like that
-is escaped as ``{"$dict": [[key, value]]}``, so every dict round-trips.
+Decimal, bytes, tuple, set, frozenset, and ``markupsafe.Markup``), each read back as the same type.
+A tagged value is a one-key object whose key starts with ``$`` (``{"$uuid": "..."}``); a user dict
+that happens to look like that is escaped as ``{"$dict": [[key, value]]}``, so every dict
+round-trips.
+
+Types are exact: a value is stored only if it reads back as the same type. Any object with an
+``__html__`` method (``markupsafe.Markup``, as Flask's own session serializer does) is stored as
+its HTML and reads back as ``markupsafe.Markup`` (reading needs markupsafe, which Flask installs).
+Every other subclass of ``str``, ``int`` or ``float`` (a ``str`` subclass, ``numpy.float64``) is
+refused with a :class:`~sharedstate.errors.SerializationError` naming its type, rather than
+silently read back as the base type; pass ``str(x)``, ``int(x)`` or ``float(x)``. Enums are refused
+too (store ``.value``); ``bool`` stays ``bool``. Subclasses of ``dict`` (``OrderedDict``,
+``defaultdict``) are stored as, and read back as, plain dicts.
 
 Integers in the signed 64-bit range are handed to the backend as native integers, which is what
 ``incr`` works on, so ``store.set("n", 5)`` followed by ``store.incr("n")`` gives 6 on every backend.
@@ -11,7 +21,10 @@ Integers in the signed 64-bit range are handed to the backend as native integers
 :class:`SignedPickleCodec` exists for values JSON cannot hold. It is used only when the store is given
 a secret key: each pickled value is HMAC-signed together with its key, and a value that fails the
 check is refused before ``pickle.loads`` ever sees it, so whoever can write to the backend still
-cannot run code in the app, nor move a signed value to another key.
+cannot run code in the app, nor move a signed value to another key. The signature covers the key's
+length, the key and the payload (format ``!p2``), so no split of one signed key-and-payload into
+another key and payload verifies. Values signed in the earlier format (``!p1``, key and payload
+joined by a NUL, which keys could contain) are refused with a message saying to store them again.
 """
 
 from __future__ import annotations
@@ -31,7 +44,11 @@ from sharedstate.backends.base import RawValue
 from sharedstate.errors import SerializationError
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_PICKLE_MARK = b"!p1"  # cannot start a JSON document
+# "!p" cannot start a JSON document. "!p2": HMAC over len(key) + key + payload. "!p1" (refused):
+# HMAC over key + NUL + payload, ambiguous when the signed key held a NUL.
+_PICKLE_PREFIX = b"!p"
+_PICKLE_MARK = b"!p2"
+_OLD_PICKLE_MARK = b"!p1"
 # Every tagged or escaped object is encoded as an object whose first key starts with "$"; inside a
 # JSON string the same characters would read '{\\"$', so their absence proves there is no tag.
 _TAG_MARK = b'{"$'
@@ -39,48 +56,83 @@ _MAC_SIZE = hashlib.sha256().digest_size
 
 SUPPORTED_TYPES = (
     "dict (str keys), list, str, int, float, bool, None, datetime, date, UUID, Decimal, bytes, "
-    "tuple, set, frozenset"
+    "tuple, set, frozenset, markupsafe.Markup"
 )
 
 
 class Codec(Protocol):
-    """Encodes values for one store. ``key`` is the full key, used in errors and signatures."""
+    """Encodes values for one store. ``key`` is the full key, used in errors and signatures.
 
-    def dumps(self, key: str, value: Any) -> RawValue: ...
+    ``dumps``'s keyword arguments only shape error messages, for callers that wrap the user's value
+    before storing it: ``inside`` is the path of dict keys from the stored value to the user's
+    (``("v",)`` for the cache's ``{"v": result}``), and ``shown_as`` what the message calls the
+    user's value, so a failure reads ``result['items'][3]``, not ``value['v']['items'][3]``.
+    """
+
+    def dumps(
+        self, key: str, value: Any, *, shown_as: str = "value", inside: tuple[str, ...] = ()
+    ) -> RawValue: ...
 
     def loads(self, key: str, raw: RawValue) -> Any: ...
 
 
 class _Unsupported(Exception):
-    def __init__(self, path: str, value: object, why: str = "") -> None:
-        self.path, self.value, self.why = path, value, why
+    """``value`` cannot be encoded. ``steps`` is its path, innermost step first: each container
+    adds its own on the way out, so encoding a supported value builds no path strings at all."""
+
+    def __init__(self, value: object, why: str = "", step: str | None = None) -> None:
+        self.value, self.why = value, why
+        self.steps: list[str] = [] if step is None else [step]
+
+    def where(self, shown_as: str, inside: tuple[str, ...]) -> str:
+        """The path of the failing value as the user knows it (``inside`` stripped)."""
+        steps = self.steps[::-1]
+        wrapper = [f"[{k!r}]" for k in inside]
+        if steps[: len(wrapper)] == wrapper:
+            steps = steps[len(wrapper) :]
+        return shown_as + "".join(steps)
 
 
-def _encode(value: Any, path: str) -> Any:
-    """Return a JSON-ready structure for ``value`` (exact types; subclasses only where lossless)."""
+def _encode(value: Any) -> Any:
+    """Return a JSON-ready structure for ``value``: exact types only, see the module docstring."""
     if value is None or value is True or value is False:
         return value
     kind = type(value)
     if kind is str or kind is int or kind is float:
         return value
     if isinstance(value, enum.Enum):
-        raise _Unsupported(path, value, "enums do not round-trip; store .value instead")
+        raise _Unsupported(value, "enums do not round-trip; store .value instead")
+    # Containers add their step to the path of a failure on its way out (one frame per level, so
+    # the nesting depth Python allows is not halved by a helper).
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for k, v in value.items():
             if type(k) is not str:
-                raise _Unsupported(f"{path} key {k!r}", k, "dict keys must be str (JSON object keys)")
-            out[k] = _encode(v, f"{path}[{k!r}]")
+                raise _Unsupported(k, "dict keys must be str (JSON object keys)", step=f" key {k!r}")
+            try:
+                out[k] = _encode(v)
+            except _Unsupported as exc:
+                exc.steps.append(f"[{k!r}]")
+                raise
         if len(out) == 1 and next(iter(out)).startswith("$"):
             return {"$dict": [[k, v] for k, v in out.items()]}
         return out
-    if kind is list:
-        return [_encode(v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if kind is tuple:
-        return {"$tuple": [_encode(v, f"{path}[{i}]") for i, v in enumerate(value)]}
+    if kind is list or kind is tuple:
+        items = []
+        for i, v in enumerate(value):
+            try:
+                items.append(_encode(v))
+            except _Unsupported as exc:
+                exc.steps.append(f"[{i}]")
+                raise
+        return items if kind is list else {"$tuple": items}
     if kind is set or kind is frozenset:
-        tag = "$set" if kind is set else "$frozenset"
-        return {tag: [_encode(v, f"{path}{{item}}") for v in value]}
+        try:
+            members = [_encode(v) for v in value]
+        except _Unsupported as exc:
+            exc.steps.append("{item}")
+            raise
+        return {"$set" if kind is set else "$frozenset": members}
     if kind is dt.datetime:
         return {"$datetime": value.isoformat()}
     if kind is dt.date:
@@ -91,15 +143,17 @@ def _encode(value: Any, path: str) -> Any:
         return {"$decimal": str(value)}
     if kind is bytes:
         return {"$bytes": base64.b64encode(value).decode("ascii")}
-    # Subclasses of str/int/float (markupsafe.Markup, numpy-free int subclasses) store as the base
-    # type; anything else is refused rather than stored lossily.
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    raise _Unsupported(path, value)
+    html = getattr(value, "__html__", None)
+    if callable(html):  # markupsafe.Markup and friends, as Flask's session serializer keeps them
+        return {"$markup": str(html())}
+    for base in (str, int, float):
+        if isinstance(value, base):
+            # Stored as the base type it would read back as something else: refuse, never lose
+            # the type silently (a str subclass may carry meaning, like Markup's "already safe").
+            name = base.__name__
+            why = f"a subclass of {name} would read back as a plain {name}; store {name}(x) instead"
+            raise _Unsupported(value, why)
+    raise _Unsupported(value)
 
 
 def _decode_object(obj: dict[str, Any]) -> Any:
@@ -126,7 +180,23 @@ def _decode_object(obj: dict[str, Any]) -> Any:
         return Decimal(payload)
     if tag == "$bytes":
         return base64.b64decode(payload, validate=True)  # no silent skipping of bad characters
+    if tag == "$markup":
+        return _markup(payload)
     return obj  # not one of ours (written by another tool): leave it as it is
+
+
+class _NeedsMarkupsafe(Exception):
+    """A stored Markup value, read where markupsafe is not installed."""
+
+
+def _markup(payload: Any) -> Any:
+    if not isinstance(payload, str):
+        raise TypeError(f"$markup holds a {type(payload).__name__}, not text")
+    try:
+        from markupsafe import Markup
+    except ImportError:
+        raise _NeedsMarkupsafe from None
+    return Markup(payload)
 
 
 def _is_plain(value: Any) -> bool:
@@ -162,16 +232,18 @@ def _native_int(value: Any) -> bool:
 class JSONCodec:
     """Tagged JSON; the default. Stateless and safe to share."""
 
-    def dumps(self, key: str, value: Any) -> RawValue:
+    def dumps(
+        self, key: str, value: Any, *, shown_as: str = "value", inside: tuple[str, ...] = ()
+    ) -> RawValue:
         if _native_int(value):
             return int(value)
         try:
-            tree = value if _is_plain(value) else _encode(value, "value")
+            tree = value if _is_plain(value) else _encode(value)
         except _Unsupported as exc:
             why = f" ({exc.why})" if exc.why else ""
             raise SerializationError(
-                f"cannot store key {key!r}: {type(exc.value).__name__} at {exc.path} is not "
-                f"supported{why}; supported types: {SUPPORTED_TYPES}"
+                f"cannot store key {key!r}: {_type_name(exc.value)} at {exc.where(shown_as, inside)} "
+                f"is not supported{why}; supported types: {SUPPORTED_TYPES}"
             ) from None
         except RecursionError:
             raise SerializationError(
@@ -182,7 +254,7 @@ class JSONCodec:
     def loads(self, key: str, raw: RawValue) -> Any:
         if isinstance(raw, int):
             return raw
-        if raw.startswith(_PICKLE_MARK):
+        if raw.startswith(_PICKLE_PREFIX):
             raise SerializationError(
                 f"key {key!r} holds a pickled value; open the store with serializer='pickle' and "
                 "the secret key that wrote it"
@@ -194,6 +266,11 @@ class JSONCodec:
             if _TAG_MARK not in raw:  # no tagged object inside: skip the per-object hook
                 return _PLAIN_DECODER.decode(text)
             return _TAGGED_DECODER.decode(text)
+        except _NeedsMarkupsafe:
+            raise SerializationError(
+                f"key {key!r} holds a markupsafe.Markup value, and markupsafe is not installed "
+                "(pip install markupsafe; Flask installs it)"
+            ) from None
         # ArithmeticError: decimal.InvalidOperation for a bad "$decimal"; RecursionError: JSON
         # nested deeper than Python can decode, written by some other tool.
         except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:
@@ -202,11 +279,20 @@ class JSONCodec:
             ) from None
 
 
+def _type_name(value: object) -> str:
+    """The type's name, with its module when it is not a builtin (``markupsafe.Markup``)."""
+    kind = type(value)
+    if kind.__module__ == "builtins":
+        return kind.__qualname__
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
 class SignedPickleCodec:
     """Pickle, HMAC-SHA256-signed with a secret key over the key and the payload.
 
     Reading verifies the signature before unpickling; unsigned JSON values written by a
-    :class:`JSONCodec` store are still read (JSON cannot run code).
+    :class:`JSONCodec` store are still read (JSON cannot run code). The signed message is the
+    key's length (8 bytes), the key and the payload, so it binds the key unambiguously.
     """
 
     def __init__(self, secret_key: str | bytes) -> None:
@@ -216,9 +302,16 @@ class SignedPickleCodec:
         self._json = JSONCodec()
 
     def _mac(self, key: str, payload: bytes) -> bytes:
-        return hmac.new(self._secret, key.encode() + b"\0" + payload, hashlib.sha256).digest()
+        # Length-prefixed: with a separator instead, a key holding the separator could be split
+        # differently, and a value signed for "a\0<opcodes>" would verify at "a" with the opcodes
+        # in front of its payload. "surrogatepass": never fail on a key (stores validate keys).
+        key_bytes = key.encode("utf-8", "surrogatepass")
+        message = len(key_bytes).to_bytes(8, "big") + key_bytes + payload
+        return hmac.new(self._secret, message, hashlib.sha256).digest()
 
-    def dumps(self, key: str, value: Any) -> RawValue:
+    def dumps(
+        self, key: str, value: Any, *, shown_as: str = "value", inside: tuple[str, ...] = ()
+    ) -> RawValue:
         if _native_int(value):
             return int(value)
         try:
@@ -230,8 +323,19 @@ class SignedPickleCodec:
         return _PICKLE_MARK + self._mac(key, payload) + payload
 
     def loads(self, key: str, raw: RawValue) -> Any:
-        if isinstance(raw, int) or not raw.startswith(_PICKLE_MARK):
+        if isinstance(raw, int) or not raw.startswith(_PICKLE_PREFIX):
             return self._json.loads(key, raw)
+        if raw.startswith(_OLD_PICKLE_MARK):
+            raise SerializationError(
+                f"key {key!r} holds a pickled value in the old signed format (!p1), whose "
+                "signature does not bind the key unambiguously, so it cannot be told apart from a "
+                "forgery; refusing to unpickle it. Store the value again to rewrite it"
+            )
+        if not raw.startswith(_PICKLE_MARK):
+            raise SerializationError(
+                f"key {key!r} holds a pickled value in an unknown format ({raw[:3]!r}); refusing "
+                "to unpickle it"
+            )
         start = len(_PICKLE_MARK)
         mac, payload = raw[start : start + _MAC_SIZE], raw[start + _MAC_SIZE :]
         if not hmac.compare_digest(mac, self._mac(key, payload)):

@@ -56,6 +56,18 @@ class ConflictError(SharedStateError):
     """
 
 
+class NestedUpdateError(SharedStateError, RuntimeError):
+    """An ``update`` or ``edit`` of a key, or a write to it, inside an ``update`` or ``edit`` of the
+    same key by the same thread or asyncio task.
+
+    The outer one could never save: the inner write changes the key under it, so its
+    compare-and-set is refused on every try (``update`` would retry forever, ``edit`` would wait
+    out its own lease and raise ``ConflictError``). Raised at once, before anything is written;
+    make the change in the outer update's function or the outer edit's body instead. Nesting
+    updates or edits of *different* keys is fine.
+    """
+
+
 class SerializationError(SharedStateError, TypeError):
     """A value cannot be stored or read back.
 
@@ -79,6 +91,7 @@ __all__ = [
     "ConflictError",
     "LockNotOwnedError",
     "LockTimeout",
+    "NestedUpdateError",
     "NotSupportedError",
     "SerializationError",
     "SharedStateError",

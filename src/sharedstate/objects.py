@@ -12,15 +12,20 @@ from collections.abc import Callable, Iterator, MutableMapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from sharedstate import validation
 from sharedstate.backends.base import Version
 from sharedstate.errors import LockNotOwnedError, LockTimeout
 from sharedstate.store import backoff_delays
+from sharedstate.validation import key_text, seconds
 
 if TYPE_CHECKING:
     from sharedstate.store import Store
 
 T = TypeVar("T")
 _MISSING: Any = object()
+# Lock.acquire gives up (LockTimeout) when the lease it took ran out before it could confirm it
+# this many times in a row: the lease is shorter than a few round trips and would never hold.
+_MAX_LAPSED_LEASES = 3
 
 
 class Counter:
@@ -73,14 +78,19 @@ class SharedDict(MutableMapping[str, Any]):
     def __init__(self, store: Store, name: str) -> None:
         self._store = store
         self.name = name
-        store.full_key(name)  # validates the name as a key (type, empty, reserved prefix, text)
+        # validates the name as a key (type, empty, reserved prefix, NUL, lone surrogates)
+        store.full_key(name, what="dict name")
         self._stored_name = name.replace("%", "%25").replace(":", "%3A")
         self._item_prefix = store.full_key(self._stored_name) + ":"
 
     def _full(self, item: str) -> str:
-        if not isinstance(item, str):
-            raise TypeError(f"SharedDict keys must be str, got {type(item).__name__}: {item!r}")
-        return self._store.full_key(f"{self._stored_name}:{item}")
+        key_text(item, "dict item name")
+        return self._item_prefix + item
+
+    def _full_for_write(self, item: str, what: str) -> str:
+        full = self._full(item)
+        self._store.guard_write(full, what)
+        return full
 
     def __getitem__(self, item: str) -> Any:
         full = self._full(item)
@@ -96,11 +106,11 @@ class SharedDict(MutableMapping[str, Any]):
             return default
 
     def __setitem__(self, item: str, value: Any) -> None:
-        full = self._full(item)
+        full = self._full_for_write(item, "dict item write")
         self._store.backend.set(full, self._store.encode(full, value))
 
     def __delitem__(self, item: str) -> None:
-        if not self._store.backend.delete(self._full(item)):
+        if not self._store.backend.delete(self._full_for_write(item, "dict item delete")):
             raise KeyError(item)
 
     def __contains__(self, item: object) -> bool:
@@ -115,7 +125,7 @@ class SharedDict(MutableMapping[str, Any]):
 
     def setdefault(self, item: str, default: Any = None) -> Any:
         """Store ``default`` if ``item`` is absent, atomically; return the stored value."""
-        full = self._full(item)
+        full = self._full_for_write(item, "dict setdefault()")
         raw = self._store.encode(full, default)
         while True:
             if self._store.backend.add(full, raw):
@@ -126,7 +136,7 @@ class SharedDict(MutableMapping[str, Any]):
 
     def pop(self, item: str, default: Any = _MISSING) -> Any:
         """Remove ``item`` and return its value, atomically (exactly one popper gets it)."""
-        full = self._full(item)
+        full = self._full_for_write(item, "dict pop()")
         while True:
             entry = self._store.backend.get(full)
             if entry is None:
@@ -144,7 +154,7 @@ class SharedDict(MutableMapping[str, Any]):
         """Atomically add ``by`` to the integer item (missing: 0); return the new value."""
         if type(by) is not int:
             raise TypeError(f"by must be an int, got {type(by).__name__}")
-        return self._store.backend.incr(self._full(item), by)
+        return self._store.backend.incr(self._full_for_write(item, "dict incr()"), by)
 
     def update_item(self, item: str, fn: Callable[[Any], T], default: Any = None) -> T:
         """Replace ``item`` with ``fn(current)`` by compare-and-set; ``fn`` may run again on conflict."""
@@ -167,6 +177,11 @@ class Lock:
 
     The fencing counter is one small key per lock name that never expires (a counter that restarted
     would hand out lower tokens), so use a bounded set of lock names, not one per user or request.
+
+    ``ttl`` (and every ``extend``) is at least ``validation.MIN_LEASE`` seconds and finite, so no
+    lease can be eternal. ``timeout``: ``None`` waits as long as it takes, ``0`` tries once.
+    ``blocking=False`` (as in :mod:`threading`): ``with`` tries once and raises ``LockTimeout``,
+    ``acquire()`` returns ``False`` when the lock is taken.
     """
 
     def __init__(
@@ -177,19 +192,21 @@ class Lock:
         ttl: float,
         timeout: float | None,
         fence_key: str | None = None,
+        blocking: bool = True,
     ) -> None:
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl < float("inf"):
-            raise ValueError(f"lock ttl must be a positive, finite number of seconds, got {ttl!r}")
-        if timeout is not None and not timeout >= 0:
-            raise ValueError(f"lock timeout must be None or >= 0, got {timeout!r}")
+        self.ttl = seconds("ttl", ttl, minimum=validation.MIN_LEASE)
+        self.timeout = seconds("timeout", timeout, optional=True, allow_zero=True)
+        if not isinstance(blocking, bool):
+            raise TypeError(f"blocking must be True or False, got {type(blocking).__name__}: {blocking!r}")
+        if not blocking and timeout is not None:
+            raise ValueError("a lock with blocking=False tries once: it takes no timeout")
+        self.blocking = blocking
         self._store = store
         self._key = key
         # The fencing counter (full key) must outlive every holder (a counter that restarted would
         # hand out lower tokens), so it is one permanent key per lock name. Internal locks whose
         # writes are guarded by compare-and-set anyway (edit, sessions) have none and leave nothing.
         self._fence_key = fence_key
-        self.ttl = float(ttl)
-        self.timeout = timeout
         self._token: str | None = None
         self._version: Version | None = None
         self.fencing_token: int | None = None
@@ -205,19 +222,43 @@ class Lock:
         entry = self._store.backend.get(self._key)
         return entry is not None and entry.version == self._version
 
-    def acquire(self, timeout: float | None = _MISSING) -> int:
+    def acquire(self, timeout: float | None = _MISSING, *, blocking: bool | None = None) -> int:
         """Wait for the lock (at most ``timeout`` seconds; default: the lock's) and take it.
 
         Returns the fencing token (0 for a lock without a fencing counter). Raises
-        ``LockTimeout`` if the wait runs out; ``timeout=0`` tries once. Raises ``RuntimeError`` if
-        this object already holds it (locks are not reentrant).
+        ``LockTimeout`` if the wait runs out; ``timeout=0`` tries once. With ``blocking=False``
+        (default: the lock's), tries once and returns ``False`` if the lock is taken (``True``, not
+        0, for a lock without a fencing counter, so success is always truthy). Raises
+        ``RuntimeError`` if this object already holds it (locks are not reentrant).
         """
         if self._token is not None and self.owned:
             raise RuntimeError(f"lock {self._key!r} is already held by this object")
-        wait = self.timeout if timeout is _MISSING else timeout
+        if blocking is None:
+            blocking = self.blocking
+        if not blocking:
+            if timeout is not _MISSING:
+                raise ValueError("acquire(blocking=False) tries once: it takes no timeout")
+            fence = self._take(0.0)
+            return False if fence is None else (fence or True)
+        wait = (
+            self.timeout
+            if timeout is _MISSING
+            else seconds("timeout", timeout, optional=True, allow_zero=True)
+        )
+        fence = self._take(wait)
+        if fence is None:
+            raise LockTimeout(f"could not acquire lock {self._key!r} within {wait}s")
+        return fence
+
+    def _take(self, wait: float | None) -> int | None:
+        """Try to take the lock for ``wait`` seconds (``None``: as long as it takes; ``0``: once).
+
+        Returns the fencing token, or ``None`` when the wait ran out.
+        """
         deadline = None if wait is None else time.monotonic() + wait
         backend = self._store.backend
         delays = backoff_delays(first=0.001, cap=0.05)
+        lapsed = 0  # leases that ran out before the call that took them returned, in a row
         while True:
             token = secrets.token_hex(16)
             if backend.get(self._key) is None and backend.add(self._key, token.encode(), self.ttl):
@@ -232,11 +273,21 @@ class Lock:
                     self._version = entry.version
                     self.fencing_token = fence
                     return fence
+                # Nobody else can take a lock that is held, so the lease ran out before these few
+                # round trips returned: a lease too short for this backend. Retrying would spin.
+                lapsed += 1
+                if lapsed >= _MAX_LAPSED_LEASES:
+                    raise LockTimeout(
+                        f"lock {self._key!r}: its lease of {self.ttl}s ran out before the calls that "
+                        f"took it returned, {lapsed} times in a row; use a longer ttl (or lease)"
+                    )
+            else:
+                lapsed = 0
             delay = next(delays)
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise LockTimeout(f"could not acquire lock {self._key!r} within {wait}s")
+                    return None
                 delay = min(delay, left)
             time.sleep(delay)
 
@@ -249,11 +300,16 @@ class Lock:
             )
 
     def extend(self, ttl: float | None = None) -> None:
-        """Renew the lease to ``ttl`` (default: the lock's ttl) seconds from now."""
+        """Renew the lease to ``ttl`` (default: the lock's ttl) seconds from now.
+
+        ``ttl`` is checked like the lock's (finite, at least ``validation.MIN_LEASE``) before
+        anything is sent: a bad one raises and leaves the lease as it was.
+        """
         token, version = self._token, self._version
         if token is None or version is None:
             raise LockNotOwnedError(f"lock {self._key!r} is not held by this owner")
-        new_ttl = self.ttl if ttl is None else float(ttl)
+        # An unchecked ttl could make the lease eternal (nan, inf) or drop it silently (0, -1).
+        new_ttl = self.ttl if ttl is None else seconds("ttl", ttl, minimum=validation.MIN_LEASE)
         backend = self._store.backend
         stored, entry = backend.compare_and_set(self._key, version, token.encode(), new_ttl)
         if not stored:
@@ -266,7 +322,8 @@ class Lock:
         self._version = entry.version if entry is not None else None
 
     def __enter__(self) -> Lock:
-        self.acquire()
+        if self.acquire() is False:  # only with blocking=False: it tried once
+            raise LockTimeout(f"lock {self._key!r} is taken (blocking=False tries once)")
         return self
 
     def __exit__(

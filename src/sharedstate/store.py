@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
 import os
 import random
@@ -16,7 +17,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from sharedstate.backends import Backend, Entry, backend_from_url
 from sharedstate.codecs import Codec, make_codec
-from sharedstate.errors import ConflictError, LockNotOwnedError, ValueTooLargeError
+from sharedstate.errors import ConflictError, LockNotOwnedError, NestedUpdateError, ValueTooLargeError
+from sharedstate.validation import MIN_LEASE, key_text, seconds
 
 if TYPE_CHECKING:
     from sharedstate.cache import CachedFunction
@@ -37,6 +39,15 @@ RESERVED_PREFIX = "_ss:"
 # benchmarks/README.md).
 _UPDATE_FIRST_DELAY = 0.0001
 _UPDATE_MAX_DELAY = 0.01
+
+# The keys this thread or asyncio task is updating or editing right now, as (id of the backend,
+# full key). Inside ``update("k", fn)``'s fn or ``edit("k")``'s body, another update, edit or write
+# of "k" by the same context would be refused the outer compare-and-set every time (the outer one
+# retries forever, or stalls for its lease and conflicts): it raises ``NestedUpdateError`` at once.
+# A frozenset, replaced (never mutated), so tasks that copied the context do not share changes.
+_BUSY_KEYS: contextvars.ContextVar[frozenset[tuple[int, str]]] = contextvars.ContextVar(
+    "sharedstate_busy_keys", default=frozenset()
+)
 
 
 def default_url() -> str:
@@ -64,9 +75,11 @@ class Store:
     processes and machines; a method that returns has been applied. A ``Store`` is safe to share
     between threads and survives ``fork`` (the child opens its own connections).
 
-    Values are JSON data plus datetime, date, UUID, Decimal, bytes, tuple and set (see
-    :mod:`sharedstate.codecs`); anything else raises ``SerializationError`` before any write.
-    ``serializer="pickle"`` is allowed only with a ``secret_key``, and every pickle is then signed.
+    Values are JSON data plus datetime, date, UUID, Decimal, bytes, tuple, set, frozenset and
+    ``markupsafe.Markup`` (see :mod:`sharedstate.codecs`); anything else raises
+    ``SerializationError`` before any write. Keys are non-empty text without NUL or lone surrogates
+    (``ValueError`` naming the key). ``serializer="pickle"`` is allowed only with a ``secret_key``,
+    and every pickle is then signed together with its key.
     """
 
     def __init__(
@@ -78,10 +91,16 @@ class Store:
         secret_key: str | bytes | None = None,
         max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
     ) -> None:
-        if not isinstance(namespace, str) or "/" in namespace:
+        key_text(namespace, "namespace")
+        if "/" in namespace:
             raise ValueError(f"namespace must be a str without '/', got {namespace!r}")
+        if isinstance(max_value_size, bool) or not isinstance(max_value_size, int):
+            raise TypeError(
+                f"max_value_size must be a positive int (bytes), got {type(max_value_size).__name__}: "
+                f"{max_value_size!r}"
+            )
         if max_value_size <= 0:
-            raise ValueError("max_value_size must be positive")
+            raise ValueError(f"max_value_size must be a positive int (bytes), got {max_value_size!r}")
         self.url = url if url is not None else default_url()
         self.namespace = namespace
         self.max_value_size = max_value_size
@@ -94,24 +113,29 @@ class Store:
 
     # -- plumbing shared by the objects ------------------------------------------------------
 
-    def full_key(self, key: str, *, internal: bool = False) -> str:
-        """Validate ``key`` and return it with the namespace prefix."""
-        if not isinstance(key, str):
-            raise TypeError(f"key must be a str, got {type(key).__name__}: {key!r}")
+    def full_key(self, key: str, *, internal: bool = False, what: str = "key") -> str:
+        """Validate ``key`` and return it with the namespace prefix.
+
+        Refused: non-``str``, empty, NUL or lone surrogates (:func:`~sharedstate.validation.key_text`)
+        and, unless ``internal``, the reserved prefix. ``what`` names it in messages (``"lock name"``).
+        """
+        key_text(key, what)
         if not key:
-            raise ValueError("key must not be empty")
+            raise ValueError(f"{what} must not be empty")
         if not internal and key.startswith(RESERVED_PREFIX):
-            raise ValueError(f"key {key!r}: keys starting with {RESERVED_PREFIX!r} are reserved")
-        if not key.isascii():
-            try:
-                key.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValueError(f"key {key!r} is not valid UTF-8 text") from None
+            raise ValueError(f"{what} {key!r}: keys starting with {RESERVED_PREFIX!r} are reserved")
         return self._prefix + key
 
-    def encode(self, full_key: str, value: Any) -> bytes | int:
-        """Encode ``value`` for ``full_key``; raises before anything is written."""
-        raw = self._codec.dumps(full_key, value)
+    def encode(
+        self, full_key: str, value: Any, *, shown_as: str = "value", inside: tuple[str, ...] = ()
+    ) -> bytes | int:
+        """Encode ``value`` for ``full_key``; raises before anything is written.
+
+        A caller that wraps the user's value (the cache's ``{"v": result}``) passes the path of the
+        wrapper's keys as ``inside`` and what the user calls the value as ``shown_as``, so an error
+        names the user's own path (``result['items'][3]``), not the wrapper's.
+        """
+        raw = self._codec.dumps(full_key, value, shown_as=shown_as, inside=inside)
         if isinstance(raw, bytes) and len(raw) > self.max_value_size:
             raise ValueTooLargeError(
                 f"value for key {full_key!r} is {len(raw)} bytes encoded, over this store's "
@@ -121,6 +145,30 @@ class Store:
 
     def decode(self, full_key: str, raw: bytes | int) -> Any:
         return self._codec.loads(full_key, raw)
+
+    def guard_write(self, full: str, what: str) -> None:
+        """Refuse a write (``what``: ``"set"``, ``"dict item write"``) to a key that this thread or
+        task is updating or editing: the outer update could never save (see :class:`NestedUpdateError`)."""
+        busy = _BUSY_KEYS.get()
+        if busy and (id(self.backend), full) in busy:
+            raise self._nested(full, what)
+
+    def _nested(self, full: str, what: str) -> NestedUpdateError:
+        name = full[len(self._prefix) :]
+        return NestedUpdateError(
+            f"{what} of {name!r} inside an update() or edit() of {name!r} by the same thread or "
+            f"task: the outer one could never save (the inner write changes {name!r} under it, so "
+            "its compare-and-set is refused every time). Make the change in the outer update's "
+            "function (return the new value) or the outer edit's body instead"
+        )
+
+    def _mark_busy(self, full: str, what: str) -> contextvars.Token[frozenset[tuple[int, str]]]:
+        """Mark ``full`` as updated or edited by this context; ``_BUSY_KEYS.reset`` the token after."""
+        busy = _BUSY_KEYS.get()
+        mark = (id(self.backend), full)
+        if mark in busy:
+            raise self._nested(full, what)
+        return _BUSY_KEYS.set(busy | {mark})
 
     def warn_if_evictable(self, what: str) -> None:
         """Warn once when state that must not vanish is kept on a backend that may evict it."""
@@ -145,16 +193,20 @@ class Store:
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` at ``key`` (replacing it); it expires after ``ttl`` seconds if given."""
         full = self.full_key(key)
-        self.backend.set(full, self.encode(full, value), _check_ttl(ttl))
+        self.guard_write(full, "set()")
+        self.backend.set(full, self.encode(full, value), seconds("ttl", ttl, optional=True))
 
     def add(self, key: str, value: Any, ttl: float | None = None) -> bool:
         """Store ``value`` only if ``key`` is absent; return whether it was stored. Atomic."""
         full = self.full_key(key)
-        return self.backend.add(full, self.encode(full, value), _check_ttl(ttl))
+        self.guard_write(full, "add()")
+        return self.backend.add(full, self.encode(full, value), seconds("ttl", ttl, optional=True))
 
     def delete(self, key: str) -> bool:
         """Remove ``key``; return whether it existed."""
-        return self.backend.delete(self.full_key(key))
+        full = self.full_key(key)
+        self.guard_write(full, "delete()")
+        return self.backend.delete(full)
 
     def incr(self, key: str, by: int = 1, ttl: float | None = None) -> int:
         """Atomically add ``by`` to the integer at ``key`` (missing: 0) and return the new value.
@@ -164,11 +216,15 @@ class Store:
         """
         if type(by) is not int:
             raise TypeError(f"by must be an int, got {type(by).__name__}")
-        return self.backend.incr(self.full_key(key), by, _check_ttl(ttl))
+        full = self.full_key(key)
+        self.guard_write(full, "incr()")
+        return self.backend.incr(full, by, seconds("ttl", ttl, optional=True))
 
     def touch(self, key: str, ttl: float | None) -> bool:
         """Give ``key`` a new expiry (``None``: never) without rewriting it; whether it existed."""
-        return self.backend.touch(self.full_key(key), _check_ttl(ttl))
+        full = self.full_key(key)
+        self.guard_write(full, "touch()")
+        return self.backend.touch(full, seconds("ttl", ttl, optional=True))
 
     def keys(self, prefix: str = "") -> list[str]:
         """The live keys starting with ``prefix`` (namespace stripped), sorted.
@@ -176,8 +232,7 @@ class Store:
         Keys the library keeps for itself (``_ss:...``) are listed only when ``prefix`` asks for
         them. Not a snapshot: keys written during the call may or may not appear.
         """
-        if not isinstance(prefix, str):
-            raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
+        key_text(prefix, "prefix")
         cut = len(self._prefix)
         found = (k[cut:] for k in self.backend.scan(self._prefix + prefix))
         if not prefix.startswith(RESERVED_PREFIX):
@@ -205,12 +260,24 @@ class Store:
         it, to save a read: a process that is the only writer of a key pays one round trip. If
         that value is out of date, the write is refused and ``fn`` runs again on the stored value;
         an exception ``fn`` raises on the out-of-date value is not raised.
+
+        ``fn`` must not update, edit or write ``name`` itself: that raises ``NestedUpdateError``
+        (the outer update could never save). Updating other keys inside ``fn`` works.
         """
+        full = self.full_key(name)
+        ttl = seconds("ttl", ttl, optional=True)
         self.warn_if_evictable("an updated value")
-        return self.update_raw(self.full_key(name), fn, default, ttl=_check_ttl(ttl))
+        return self.update_raw(full, fn, default, ttl=ttl)
 
     def update_raw(self, full: str, fn: Callable[[Any], T], default: Any, *, ttl: float | None) -> T:
         """:meth:`update` on an already validated full key (used by the objects)."""
+        token = self._mark_busy(full, "update()")
+        try:
+            return self._update_loop(full, fn, default, ttl)
+        finally:
+            _BUSY_KEYS.reset(token)
+
+    def _update_loop(self, full: str, fn: Callable[[Any], T], default: Any, ttl: float | None) -> T:
         backend = self.backend
         entry = self._last_written.get(full)
         guessed = entry is not None  # what this process last wrote: saves a read when still current
@@ -260,11 +327,27 @@ class Store:
         process that dies inside the body frees the name when the lease runs out. If the body
         outlives its lease and another writer changes the value meanwhile, ``ConflictError`` is
         raised and this body's changes are not saved: no write is ever silently lost. ``timeout``
-        bounds the wait for the lock (``LockTimeout``).
+        bounds the wait for the lock (``LockTimeout``; ``0``: try once). ``lease`` is at least
+        ``validation.MIN_LEASE`` seconds.
+
+        The body must not update, edit or write ``name`` itself: that raises ``NestedUpdateError``
+        at once (this edit could never save). Editing other names inside the body works.
         """
         full = self.full_key(name)
-        ttl = _check_ttl(ttl)  # checked before the body runs, not after it
+        # All checked before the body runs, not after it.
+        ttl = seconds("ttl", ttl, optional=True)
+        lease = seconds("lease", lease, minimum=MIN_LEASE)
+        timeout = seconds("timeout", timeout, optional=True, allow_zero=True)
         self.warn_if_evictable("an edited value")
+        busy = self._mark_busy(full, "edit()")
+        try:
+            yield from self._edit_locked(full, name, default, ttl, lease, timeout)
+        finally:
+            _BUSY_KEYS.reset(busy)
+
+    def _edit_locked(
+        self, full: str, name: str, default: Any, ttl: float | None, lease: float, timeout: float | None
+    ) -> Iterator[Any]:
         # No fencing token: the compare-and-set below already refuses a write from a lapsed lease.
         lock = self.lock_for(f"{RESERVED_PREFIX}edit:{name}", lease, timeout)
         lock.acquire()
@@ -306,21 +389,40 @@ class Store:
         self.warn_if_evictable("a shared dict")
         return SharedDict(self, name)
 
-    def lock(self, name: str, ttl: float = 30.0, timeout: float | None = None) -> Lock:
-        """A lock named ``name`` with an owner token and a lease of ``ttl`` seconds."""
-        self.full_key(name)  # validates the name
+    def lock(
+        self, name: str, ttl: float = 30.0, timeout: float | None = None, *, blocking: bool = True
+    ) -> Lock:
+        """A lock named ``name`` with an owner token and a lease of ``ttl`` seconds.
+
+        ``with store.lock(name):`` waits at most ``timeout`` seconds (``None``: as long as it takes;
+        ``0``: tries once) and raises ``LockTimeout``. ``blocking=False``, as in :mod:`threading`:
+        ``with`` tries once and raises ``LockTimeout`` if the lock is taken, and ``acquire()``
+        returns ``False``. ``ttl`` is at least ``validation.MIN_LEASE`` seconds.
+        """
+        self.full_key(name, what="lock name")  # validates the name
         self.warn_if_evictable("a lock")
         # The fencing counters live apart from the lock keys, so no lock name can collide with
         # another lock's counter (lock "x:fence" and the counter of lock "x").
         fence_key = self.full_key(f"{RESERVED_PREFIX}fence:{name}", internal=True)
-        return self.lock_for(f"{RESERVED_PREFIX}lock:{name}", ttl, timeout, fence_key=fence_key)
+        return self.lock_for(
+            f"{RESERVED_PREFIX}lock:{name}", ttl, timeout, fence_key=fence_key, blocking=blocking
+        )
 
-    def lock_for(self, key: str, ttl: float, timeout: float | None, *, fence_key: str | None = None) -> Lock:
+    def lock_for(
+        self,
+        key: str,
+        ttl: float,
+        timeout: float | None,
+        *,
+        fence_key: str | None = None,
+        blocking: bool = True,
+    ) -> Lock:
         """A :class:`Lock` on an internal key (``_ss:...``), counting fencing tokens at
         ``fence_key`` if given (edit and sessions lock without one)."""
         from sharedstate.objects import Lock
 
-        return Lock(self, self.full_key(key, internal=True), ttl=ttl, timeout=timeout, fence_key=fence_key)
+        full = self.full_key(key, internal=True)
+        return Lock(self, full, ttl=ttl, timeout=timeout, fence_key=fence_key, blocking=blocking)
 
     def cached(
         self, ttl: float, stale_ttl: float | None = None, *, lease: float = 30.0, name: str | None = None
@@ -378,16 +480,6 @@ def _user_stacklevel() -> int:
     while frame is not None and frame.f_code.co_filename.startswith(internal):
         frame, level = frame.f_back, level + 1
     return level
-
-
-def _check_ttl(ttl: float | None) -> float | None:
-    if ttl is None:
-        return None
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
-        raise TypeError(f"ttl must be a number of seconds or None, got {type(ttl).__name__}")
-    if not ttl > 0 or ttl == float("inf"):
-        raise ValueError(f"ttl must be a positive, finite number of seconds, got {ttl!r}")
-    return float(ttl)
 
 
 class _LastWritten:

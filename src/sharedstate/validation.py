@@ -17,24 +17,42 @@ MIN_LEASE = 0.01
 
 
 @overload
-def seconds(name: str, value: float | timedelta, *, minimum: float = ..., optional: bool = ...) -> float: ...
+def seconds(
+    name: str,
+    value: float | timedelta,
+    *,
+    minimum: float = ...,
+    optional: bool = ...,
+    allow_zero: bool = ...,
+) -> float: ...
 
 
 @overload
 def seconds(
-    name: str, value: float | timedelta | None, *, minimum: float = ..., optional: bool = ...
+    name: str,
+    value: float | timedelta | None,
+    *,
+    minimum: float = ...,
+    optional: bool = ...,
+    allow_zero: bool = ...,
 ) -> float | None: ...
 
 
 def seconds(
-    name: str, value: float | timedelta | None, *, minimum: float = 0.0, optional: bool = False
+    name: str,
+    value: float | timedelta | None,
+    *,
+    minimum: float = 0.0,
+    optional: bool = False,
+    allow_zero: bool = False,
 ) -> float | None:
     """``value`` as a float number of seconds: positive, finite and at least ``minimum``.
 
     ``name`` is the argument's name, for the message. ``None`` is accepted (and returned) only when
     ``optional`` is true (``ttl=None``: never expires; ``timeout=None``: wait as long as it takes).
-    A :class:`datetime.timedelta` counts as its total seconds. ``bool`` is refused although it is an
-    ``int``: ``ttl=True`` is a mistake, not one second.
+    ``0`` is accepted only when ``allow_zero`` is true (a lock's ``timeout=0``: try once, do not
+    wait). A :class:`datetime.timedelta` counts as its total seconds. ``bool`` is refused although
+    it is an ``int``: ``ttl=True`` is a mistake, not one second.
     """
     if value is None:
         if optional:
@@ -44,6 +62,8 @@ def seconds(
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}: {value!r}")
+    if allow_zero and value == 0:
+        return 0.0
     # ``not value > 0`` is also true for nan, which every comparison fails.
     if not value > 0 or not math.isfinite(value):
         raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")

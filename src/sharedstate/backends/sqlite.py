@@ -631,6 +631,9 @@ def _successor(prefix: str) -> str | None:
     while prefix:
         last = ord(prefix[-1])
         if last < 0x10FFFF:
-            return prefix[:-1] + chr(last + 1)
+            # Skip the surrogates (U+D800..U+DFFF): not UTF-8, so no key holds one and SQLite
+            # cannot be handed one (the successor of U+D7FF is U+E000).
+            following = 0xE000 if 0xD800 <= last + 1 <= 0xDFFF else last + 1
+            return prefix[:-1] + chr(following)
         prefix = prefix[:-1]
     return None
