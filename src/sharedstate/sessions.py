@@ -38,11 +38,18 @@ Concurrency contract (several requests of one user at once, on any threads, proc
   ``SESSION_REFRESH_EACH_REQUEST = False`` turns this renewal off (only writes renew). Expired entries
   are never returned and are swept lazily by the backend.
 
+- ``session.modified = False`` (say in ``after_request``) skips saving the request's changes, as
+  Flask's ``should_set_cookie`` does.
+- ``session.permanent`` (default: ``SESSION_PERMANENT``, else ``False``) gives the cookie an
+  ``Expires``; the server-side lifetimes apply either way. A session holding only the
+  ``_permanent`` flag is empty: never stored.
+
 Settings are read from ``app.config`` on every request, so one interface object can serve any app.
 Timeouts are seconds or :class:`datetime.timedelta`. ``SHAREDSTATE_SESSION_LOCK_LEASE`` (default 30 s)
 and ``SHAREDSTATE_SESSION_LOCK_TIMEOUT`` (default 30 s, then ``LockTimeout``) tune the lock.
 
-A session object belongs to one request and is not thread safe, like Flask's own.
+The session is a ``dict`` subclass (see :class:`SharedStateSession`). A session object belongs to
+one request and is not thread safe, like Flask's own.
 """
 
 from __future__ import annotations
