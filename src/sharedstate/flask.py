@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 import click
 from flask import Flask, current_app, has_app_context
@@ -284,22 +284,25 @@ def _check_name(name: str, what: str) -> None:
         raise ValueError(f"{what} {name!r}: names starting with {RESERVED_PREFIX!r} are reserved")
 
 
-class _PerStore:
+V = TypeVar("V")
+
+
+class _PerStore(Generic[V]):
     """Makes the store's own object for the app in use, once per store, and hands it out.
 
     The last (store, object) pair is kept as one tuple, read and replaced whole, so threads that
     use two apps at once each get an object of their own app's store.
     """
 
-    def __init__(self, state: SharedState, make: Callable[[Store], Any]) -> None:
+    def __init__(self, state: SharedState, make: Callable[[Store], V]) -> None:
         self._state = state
         self._make = make
-        self._last: tuple[Store, Any] | None = None
+        self._last: tuple[Store, V] | None = None
         store = state._app_store()
         if store is not None:  # bound right away: the name is checked, eviction warned about
             self._last = (store, make(store))
 
-    def get(self) -> Any:
+    def get(self) -> V:
         store = self._state.store
         last = self._last
         if last is None or last[0] is not store:
@@ -321,8 +324,7 @@ class AppCounter(Counter):
         self._of_app = _PerStore(state, lambda store: store.counter(name))
 
     def _counter(self) -> Counter:
-        counter: Counter = self._of_app.get()
-        return counter
+        return self._of_app.get()
 
     def incr(self, by: int = 1) -> int:
         return self._counter().incr(by)
@@ -356,8 +358,7 @@ class AppDict(SharedDict):
         self._of_app = _PerStore(state, lambda store: store.dict(name))
 
     def _dict(self) -> SharedDict:
-        shared: SharedDict = self._of_app.get()
-        return shared
+        return self._of_app.get()
 
     def __getitem__(self, item: str) -> Any:
         return self._dict()[item]
