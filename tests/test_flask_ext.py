@@ -24,8 +24,16 @@ from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.serving import make_server
 
-from sharedstate import Counter, Lock, SharedDict, Store, ValueTooLargeError
-from sharedstate.flask import EXTENSION_KEY, STORE_KEY, SharedState, store_for
+from sharedstate import Counter, Lock, LockNotOwnedError, LockTimeout, SharedDict, Store, ValueTooLargeError
+from sharedstate.flask import (
+    EXTENSION_KEY,
+    STORE_KEY,
+    AppCounter,
+    AppDict,
+    AppLock,
+    SharedState,
+    store_for,
+)
 from tests import servers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +79,7 @@ def test_app_factory(tmp_path: Path, closing: list[Flask]) -> None:
     with second.app_context():
         assert state.counter("hits").incr() == 2  # same URL and namespace: shared
     with pytest.raises(RuntimeError, match="application context"):
-        state.counter("hits")
+        state.counter("hits").incr()  # made fine without an app; used, it needs one
 
 
 def test_registers_itself_and_its_store(tmp_path: Path, closing: list[Flask]) -> None:
@@ -84,7 +92,7 @@ def test_registers_itself_and_its_store(tmp_path: Path, closing: list[Flask]) ->
     with app.app_context():
         assert state.store is store
     assert "state" in app.cli.commands
-    # Nothing app-specific lives on the extension object.
+    # No store lives on the extension object, and the app it was made with only by a weak reference.
     assert not any(isinstance(v, (Flask, Store)) for v in vars(state).values())
     with pytest.raises(RuntimeError, match="already set up"):
         state.init_app(app)
@@ -274,6 +282,243 @@ def test_sessions_setting_installs_the_session_interface(tmp_path: Path, closing
     assert len(session_id) == 43 and len(cookie.value) < 100
 
 
+# -- objects made at import time ------------------------------------------------------------------
+
+
+def test_objects_made_before_any_app_follow_the_app_in_use(tmp_path: Path, closing: list[Flask]) -> None:
+    url = f"sqlite:///{tmp_path}/lazy.db"
+    state = SharedState()
+    # As at module level: no app exists yet, no app context.
+    hits = state.counter("hits")
+    settings = state.dict("settings")
+    job = state.lock("job", ttl=5)
+    assert isinstance(hits, Counter) and isinstance(settings, SharedDict) and isinstance(job, Lock)
+    a = make_app("lazy_a", tmp_path, SHAREDSTATE_URL=url)
+    b = make_app("lazy_b", tmp_path, SHAREDSTATE_URL=url)
+    for app in (a, b):
+        state.init_app(app)
+        closing.append(app)
+    with a.app_context():
+        assert hits.incr() == 1 and hits.incr() == 2
+        settings["theme"] = "dark"
+        assert settings.setdefault("lang", "en") == "en"
+        with job:
+            assert job.owned and job.fencing_token == 1
+        assert not job.owned and job.fencing_token is None
+    with b.app_context():  # the same objects, on app b's store
+        assert hits.incr() == 1
+        assert dict(settings) == {} and "theme" not in settings
+        with job:
+            assert job.fencing_token == 1  # b's own lock and fencing counter
+    with a.app_context():
+        assert hits.get() == 2
+        assert dict(settings) == {"theme": "dark", "lang": "en"}
+        assert job.acquire() == 2
+        job.release()
+    for use in (hits.incr, lambda: settings["x"], job.acquire, lambda: job.locked):
+        with pytest.raises(RuntimeError, match=r"application context.*SharedState\(app\)"):
+            use()
+
+
+def test_objects_of_an_extension_made_with_its_app_need_no_app_context(
+    tmp_path: Path, closing: list[Flask]
+) -> None:
+    app = make_app("bound_app", tmp_path, SHAREDSTATE_URL=f"sqlite:///{tmp_path}/bound.db")
+    state = SharedState(app)
+    closing.append(app)
+    # Import time, right after SharedState(app): bound to app's store at once.
+    settings = state.dict("settings")
+    settings["theme"] = "dark"
+    assert state.counter("hits").incr() == 1
+    assert state.update("n", lambda n: n + 1, default=0) == 1
+    with state.edit("obj", default={"k": 0}) as obj:
+        obj["k"] += 1
+    with state.lock("job") as job:
+        assert job.owned
+    state.set("k", "v")
+    assert state.get("k") == "v" and state.store is store_for(app)
+
+    @state.cached(ttl=60)
+    def double(x: int) -> int:
+        return 2 * x
+
+    assert double(21) == 42
+    with app.app_context():
+        assert state.dict("settings")["theme"] == "dark"
+        assert state.get("obj") == {"k": 1} and state.get("n") == 1 and state.get("hits") == 1
+    # In another app's context, that app's store wins over the one given to SharedState(app).
+    other = make_app("bound_other", tmp_path, SHAREDSTATE_URL=f"sqlite:///{tmp_path}/bound.db")
+    state.init_app(other)
+    closing.append(other)
+    with other.app_context():
+        assert "theme" not in settings and state.get("k") is None
+    assert settings["theme"] == "dark"
+
+
+def test_bad_object_names_fail_where_the_object_is_made(tmp_path: Path) -> None:
+    state = SharedState()
+    for make in (state.counter, state.dict, state.lock):
+        with pytest.raises(TypeError, match="name"):
+            make(5)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="empty"):
+            make("")
+        with pytest.raises(ValueError, match="reserved"):
+            make("_ss:x")
+    with pytest.raises(ValueError, match="ttl"):
+        state.lock("x", ttl=0)
+
+
+def test_one_module_level_lock_serialises_every_thread(tmp_path: Path, closing: list[Flask]) -> None:
+    state = SharedState()
+    guard = state.lock("guard", ttl=10, timeout=10)  # module level, shared by every request thread
+    app = make_app("guard_app", tmp_path, SHAREDSTATE_URL=f"sqlite:///{tmp_path}/guard.db")
+    state.init_app(app)
+    closing.append(app)
+    tokens: list[int | None] = []
+
+    def work(_: int) -> None:
+        with app.app_context():
+            for _ in range(5):
+                with guard:  # each thread holds its own acquisition of the one object
+                    value = state.get("v", 0)
+                    time.sleep(0.002)
+                    state.set("v", value + 1)
+                    tokens.append(guard.fencing_token)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(work, range(8)))
+    with app.app_context():
+        assert state.get("v") == 40
+        assert sorted(t for t in tokens if t is not None) == list(range(1, 41))
+        with pytest.raises(LockNotOwnedError):
+            guard.release()  # this context holds nothing
+        guard.acquire()
+        with pytest.raises(RuntimeError, match="already held"):
+            guard.acquire()  # not reentrant
+        held_elsewhere = ThreadPoolExecutor(1).submit(lambda: guard.owned).result()
+        assert guard.owned and not held_elsewhere
+        guard.release()
+        assert not guard.locked
+
+
+def test_lock_blocking_false_tries_once(tmp_path: Path, closing: list[Flask]) -> None:
+    """``state.lock(name, blocking=False)``, the standard library's spelling (needs Store.lock(blocking=))."""
+    app = make_app("blocking_app", tmp_path, SHAREDSTATE_URL=f"sqlite:///{tmp_path}/blocking.db")
+    state = SharedState(app)
+    closing.append(app)
+    with app.app_context():
+        with state.lock("busy") as holder:
+            started = time.monotonic()
+            with pytest.raises(LockTimeout), state.lock("busy", blocking=False):
+                pass
+            assert state.lock("busy").acquire(blocking=False) is False
+            assert time.monotonic() - started < 1  # no wait, although the default timeout is None
+            assert holder.owned
+        with state.lock("busy", blocking=False) as lock:
+            assert lock.owned
+
+
+@pytest.mark.parametrize(
+    ("base", "app_class"), [(Counter, AppCounter), (SharedDict, AppDict), (Lock, AppLock)]
+)
+def test_app_objects_override_every_method_of_the_store_objects(base: type, app_class: type) -> None:
+    """The App* objects skip the base __init__, so an inherited method would find no store."""
+    methods = {
+        name
+        for name, value in vars(base).items()
+        if (callable(value) or isinstance(value, property))
+        and name != "__init__"
+        and not (name.startswith("_") and not name.startswith("__"))
+    }
+    assert methods and methods <= set(vars(app_class)), methods - set(vars(app_class))
+    with Store("memory://") as store:
+        real = {Counter: store.counter, SharedDict: store.dict, Lock: store.lock}[base]("x")
+        state = SharedState()
+        made = {Counter: state.counter, SharedDict: state.dict, Lock: state.lock}[base]("x")
+        missing = [
+            a
+            for a in vars(real)
+            if not a.startswith("_") and not hasattr(type(made), a) and a not in vars(made)
+        ]
+        assert not missing
+
+
+APP_MODULE = """
+import os
+
+from flask import Flask
+
+from sharedstate.flask import SharedState
+
+app = Flask(__name__, instance_path=os.environ["APP_INSTANCE"])
+app.config["SHAREDSTATE_URL"] = os.environ["APP_URL"]
+state = SharedState(app)
+
+
+@app.get("/hit")
+def hit() -> str:
+    with app.app_context():
+        return f"{state.counter('hits').incr()} {state.store.namespace}"
+
+
+if __name__ == "__main__":
+    print(hit())
+"""
+
+
+@pytest.mark.timeout(120)
+def test_default_namespace_is_the_same_however_the_app_is_started(tmp_path: Path) -> None:
+    (tmp_path / "web.py").write_text(APP_MODULE)
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "web.py").write_text(APP_MODULE)
+    env = {
+        **os.environ,
+        "APP_URL": f"sqlite:///{tmp_path}/one.db",
+        "APP_INSTANCE": str(tmp_path / "instance"),
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT / "src")]),
+    }
+
+    def run(*args: str) -> list[str]:
+        done = subprocess.run(
+            [sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert run("web.py") == ["1", "web"]  # python web.py: import name "__main__"
+    assert run("-m", "web") == ["2", "web"]  # python -m web: "__main__" too
+    assert run("-c", "import web; print(web.hit())") == ["3", "web"]  # imported, as by a server
+    assert run("-m", "pkg.web") == ["1", "pkg.web"]
+    assert run("-c", "import pkg.web; print(pkg.web.hit())") == ["2", "pkg.web"]
+    flask_cli = subprocess.run(
+        [str(Path(sys.executable).parent / "flask"), "--app", "web", "state", "get", "hits"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert flask_cli.stdout.strip() == "3", flask_cli.stderr
+    port = servers.free_port()
+    server = subprocess.Popen(
+        [str(GUNICORN), "-w", "1", "-b", f"127.0.0.1:{port}", "web:app"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        servers.wait_for_port(port, timeout=30)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/hit")
+        assert conn.getresponse().read().decode() == "4 web"
+        conn.close()
+    finally:
+        server.terminate()
+        server.wait(20)
+
+
 # -- under real servers ---------------------------------------------------------------------------
 
 
@@ -326,6 +571,9 @@ def test_threaded_werkzeug_server(store_url: str, namespace: str, tmp_path: Path
             assert sorted(r["votes"] for r in votes) == sorted(list(range(1, 16)) * 2)
             reports = fire(port, ["/report"] * 20, concurrency=20)
             assert {r["run"] for r in reports} == {1}  # computed once, everyone got it
+            guarded = fire(port, ["/module-locked?sleep=0.005"] * 20, concurrency=10)
+            assert sorted(r["value"] for r in guarded) == list(range(1, 21))
+            assert sorted(r["n"] for r in guarded) == list(range(1, 21))
             assert fetch(port, "/get/report_runs")["value"] == 1
             assert fetch(port, "/get/hits")["value"] == 50
     finally:
@@ -379,11 +627,14 @@ def test_gunicorn_workers(backend: str, preload: bool, namespace: str, tmp_path:
         reports = fire(port, ["/report"] * 20, concurrency=12)
         assert {r["run"] for r in reports} == {1}
         assert len({r["pid"] for r in reports}) == 1  # one process computed it, for everyone
+        guarded = fire(port, ["/module-locked?sleep=0.005"] * 20, concurrency=8)
+        assert sorted(r["value"] for r in guarded) == list(range(1, 21))
     with Store(url, namespace=namespace) as store:
         assert store.get("hits") == 60
         assert store.get("global_obj") == {"param": 40}
         assert store.get("guarded_value") == 20
         assert store.get("report_runs") == 1
+        assert store.get("settings:guarded") == 20 and store.get("module_hits") == 20
         if backend == "redis":
             for key in store.keys("") + store.keys("_ss:"):
                 store.backend.delete(store.full_key(key, internal=True))

@@ -7,9 +7,12 @@ werkzeug on sqlite://, counting store calls with a pass-through wrapper around t
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import http.client
+import json
 import os
+import pickle
 import re
 import sqlite3
 import subprocess
@@ -27,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask, session
+from flask import Flask, render_template_string, request, session
 from itsdangerous import TimestampSigner
+from markupsafe import Markup
 from werkzeug.serving import make_server
 
 from sharedstate import Store
@@ -63,10 +67,11 @@ class Reply:
         """The value this reply sets for cookie ``name`` ("" if it deletes it), None if untouched."""
         for k, v in self.headers:
             if k.lower() == "set-cookie":
-                c: SimpleCookie = SimpleCookie()
-                c.load(v)
-                if name in c:
-                    return c[name].value
+                # By hand: SimpleCookie drops a whole header with an attribute it does not know
+                # (Partitioned, before Python 3.14).
+                cookie_name, _, value = v.split(";")[0].partition("=")
+                if cookie_name.strip() == name:
+                    return value.strip().strip('"')
         return None
 
     def raw_set_cookie(self) -> str:
@@ -711,3 +716,297 @@ def test_lock_wait_is_bounded_and_the_lock_is_released(local: Local) -> None:
         assert holder.result().status == 200
     assert session_data(local.base, cookie) == {"init": "1"}  # the lock is free again
     assert local.store.keys("_ss:session-lock:") == []
+
+
+# -- what apps rely on: Markup, dict behaviour, modified, SESSION_PERMANENT, settings ---------------
+
+
+def session_app(tmp_path: Path, **config: Any) -> Flask:
+    """A bare app with sharedstate sessions on an SQLite file, for the test client."""
+    app = Flask("dictlike")
+    app.config.update(SECRET_KEY=SECRET_KEY, **config)
+    app.session_interface = SharedStateSessionInterface(Store(f"sqlite:///{tmp_path}/dict.sqlite3"))
+    return app
+
+
+def test_flashed_markup_comes_back_as_markup(local: Local) -> None:
+    cookie = fetch(local.base, "/flash").set_cookie()
+    assert cookie
+    # Markup is shown as HTML, text escaped: as with Flask's own session.
+    assert (
+        fetch(local.base, "/flashes", cookie).body
+        == "Markup,str|message:<b>hi</b>;info:&lt;i&gt;plain&lt;/i&gt;;"
+    )
+    assert fetch(local.base, "/flashes", cookie).body == "|"  # shown once
+    assert local.store.keys(SESSION_PREFIX) == []  # emptied by get_flashed_messages: deleted
+
+
+def test_markup_replacing_an_equal_str_is_saved(tmp_path: Path) -> None:
+    app = session_app(tmp_path)
+
+    @app.get("/text")
+    def text() -> str:
+        session["m"] = "<b>x</b>"
+        return "ok"
+
+    @app.get("/markup")
+    def markup() -> str:
+        session["m"] = Markup(session["m"])  # equal as str: only the type tells the change
+        return "ok"
+
+    @app.get("/show")
+    def show() -> str:
+        return render_template_string("{{ session['m'] }}|" + type(session["m"]).__name__)
+
+    client = app.test_client()
+    client.get("/text")
+    assert client.get("/show").text == "&lt;b&gt;x&lt;/b&gt;|str"
+    client.get("/markup")
+    assert client.get("/show").text == "<b>x</b>|Markup"
+
+
+def test_session_is_a_dict(tmp_path: Path) -> None:
+    app = session_app(tmp_path)
+    seen: dict[str, Any] = {}
+
+    @app.get("/set")
+    def set_() -> str:
+        session.update(a=1, b={"x": [1, 2]})
+        return "ok"
+
+    @app.get("/look")
+    def look() -> str:
+        real = session._get_current_object()  # type: ignore[attr-defined]
+        copied = session.copy()
+        seen.update(
+            isinstance=isinstance(real, dict),
+            copy=(dict(copied), type(copied)),
+            json=json.loads(json.dumps(real)),
+            dict=dict(session),
+            star={**real},
+            kwargs=(lambda **kw: kw)(**real),
+            or_=(session | {"c": 3}, type(session | {"c": 3})),
+            ror={"c": 3, "a": 0} | real,
+            eq=(
+                session == {"a": 1, "b": {"x": [1, 2]}},
+                session != {"a": 1},
+                {"a": 1, "b": {"x": [1, 2]}} == real,  # noqa: SIM300 (dict.__eq__ reflected)
+            ),
+            len=len(session),
+            iter=list(session),
+            reversed=list(reversed(real)),
+            items=sorted(session.items()),
+            keys=sorted(session.keys()),
+            values=list(session.values()),
+            contains=("a" in session, "z" in session),
+            deepcopy=(copy.deepcopy(real), type(copy.deepcopy(real))),
+            copy_copy=type(copy.copy(real)),
+            pickle=pickle.loads(pickle.dumps(real)),
+            fromkeys=type(type(real).fromkeys(["k"])),
+        )
+        copied["a"] = 99
+        seen["copy_is_apart"] = session["a"] == 1
+        return "ok"
+
+    client = app.test_client()
+    client.get("/set")
+    client.get("/look")
+    data = {"a": 1, "b": {"x": [1, 2]}}
+    assert seen == {
+        "isinstance": True,
+        "copy": (data, dict),
+        "json": data,
+        "dict": data,
+        "star": data,
+        "kwargs": data,
+        "or_": ({**data, "c": 3}, dict),
+        "ror": {"c": 3, **data},
+        "eq": (True, True, True),
+        "len": 2,
+        "iter": ["a", "b"],
+        "reversed": ["b", "a"],
+        "items": sorted(data.items()),
+        "keys": ["a", "b"],
+        "values": [1, {"x": [1, 2]}],
+        "contains": (True, False),
+        "deepcopy": (data, dict),
+        "copy_copy": dict,
+        "pickle": data,
+        "fromkeys": dict,
+        "copy_is_apart": True,
+    }
+    with client.session_transaction() as sess:
+        # An unloaded session handed to json's C encoder, which reads a dict's storage directly.
+        assert json.loads(json.dumps(sess)) == data
+    with client.session_transaction() as sess:
+        assert sess == data and data == sess
+
+
+MUTATIONS: dict[str, Callable[[Any], Any]] = {
+    "setitem": lambda d: d.__setitem__("c", 3),
+    "setitem nested": lambda d: d.__setitem__("b", {"x": [9]}),
+    "delitem": lambda d: d.__delitem__("a"),
+    "setdefault new": lambda d: d.setdefault("c", [3]).append(4),
+    "setdefault existing": lambda d: d.setdefault("a", 5),
+    "pop": lambda d: d.pop("a"),
+    "pop default": lambda d: d.pop("zz", None),
+    "popitem": lambda d: d.popitem(),
+    "clear": lambda d: d.clear(),
+    "update mapping": lambda d: d.update({"a": 10, "c": 3}),
+    "update pairs and kwargs": lambda d: d.update([("c", 3)], d=4),
+    "ior": lambda d: d.__ior__({"a": 11}),
+    "nested in place": lambda d: d["b"]["x"].append(3),
+    "permanent": lambda d: setattr(d, "permanent", True),
+}
+
+
+@pytest.mark.parametrize("name", list(MUTATIONS))
+def test_every_mutating_dict_method_is_saved(tmp_path: Path, name: str) -> None:
+    mutate = MUTATIONS[name]
+    start = {"a": 1, "b": {"x": [1, 2]}}
+    expected: Any = json.loads(json.dumps(start))
+    if name == "permanent":
+        expected["_permanent"] = True
+    else:
+        mutate(expected)
+    app = session_app(tmp_path)
+    results: list[Any] = []
+
+    @app.get("/start")
+    def start_() -> str:
+        session.update(start)
+        return "ok"
+
+    @app.get("/mutate")
+    def mutate_() -> str:
+        mutate(session)
+        return "ok"
+
+    @app.get("/read")
+    def read() -> str:
+        results.append(dict(session))
+        return "ok"
+
+    client = app.test_client()
+    client.get("/start")
+    assert client.get("/mutate").status_code == 200
+    client.get("/read")
+    assert results == [expected]
+
+
+def test_every_dict_method_loads_the_session_first() -> None:
+    """C dict methods read the dict's own storage, which holds nothing until the session is loaded;
+    so each one must be overridden (a new Python's new dict method fails here until it is)."""
+    from sharedstate.sessions import SharedStateSession
+
+    harmless = {
+        "__new__",
+        "__init__",
+        "__getattribute__",
+        "__sizeof__",
+        "__class_getitem__",
+        "__init_subclass__",
+    }
+    harmless |= {"__lt__", "__le__", "__gt__", "__ge__", "__doc__"}  # dicts do not order; the rest is data
+    missing = [
+        name
+        for name, value in vars(dict).items()
+        if callable(value) and name not in harmless and name not in vars(SharedStateSession)
+    ]
+    assert missing == []
+
+
+def test_modified_false_skips_the_save(local: Local) -> None:
+    @local.app.after_request
+    def no_save_for_api(response: Any) -> Any:
+        if request.path.startswith("/api/"):
+            session.modified = False  # the Flask idiom to not save the session
+        return response
+
+    @local.app.get("/api/set/<key>/<value>")
+    def api_set(key: str, value: str) -> str:
+        session[key] = value
+        return "ok"
+
+    @local.app.get("/mark-then-change")
+    def mark_then_change() -> str:
+        session["early"] = "1"
+        session.modified = False
+        session["late"] = "2"  # a change after modified = False saves them all, as in Flask
+        return "ok"
+
+    reply = fetch(local.base, "/api/set/x/1")
+    assert reply.status == 200 and reply.set_cookie() is None  # a new session: nothing stored
+    assert local.counts.writes == 0
+    cookie = new_session(local.base)
+    local.counts.reset()
+    reply = fetch(local.base, "/api/set/x/1", cookie)
+    assert reply.set_cookie() is None and local.counts.calls == {"get": 1}
+    assert session_data(local.base, cookie) == {"init": "1"}
+    fetch(local.base, "/set/y/2", cookie)  # without the hook it saves
+    assert session_data(local.base, cookie) == {"init": "1", "y": "2"}
+    fetch(local.base, "/mark-then-change", cookie)
+    assert session_data(local.base, cookie) == {"init": "1", "y": "2", "early": "1", "late": "2"}
+
+
+def test_session_permanent_setting(local: Local) -> None:
+    @local.app.get("/not-permanent")
+    def not_permanent() -> str:
+        session.permanent = False  # one session opts out
+        return str(session.permanent)
+
+    assert "Expires" not in fetch(local.base, "/set/a/1").raw_set_cookie()  # default: False, as Flask
+    local.app.config["SESSION_PERMANENT"] = True  # Flask-Session's setting (default True there)
+    reply = fetch(local.base, "/set/a/1")
+    expires = re.search(r"Expires=([^;]+)", reply.raw_set_cookie())
+    assert expires, reply.raw_set_cookie()
+    when = datetime.strptime(expires.group(1), "%a, %d %b %Y %H:%M:%S GMT").replace(tzinfo=timezone.utc)
+    assert 590 < (when - datetime.now(timezone.utc)).total_seconds() <= 601  # the idle lifetime
+    cookie = reply.set_cookie()
+    assert cookie
+    reply = fetch(local.base, "/not-permanent", cookie)
+    assert reply.body == "False" and "Expires" not in reply.raw_set_cookie()
+    local.app.config["SESSION_PERMANENT"] = "False"  # e.g. an unparsed environment variable
+    assert fetch(local.base, "/set/a/1").status == 500
+
+
+def test_a_session_holding_only_the_permanent_flag_is_not_stored(local: Local) -> None:
+    @local.app.before_request
+    def make_permanent() -> None:
+        session.permanent = True  # the common Flask idiom, on every request
+
+    reply = fetch(local.base, "/get")
+    assert reply.status == 200 and reply.set_cookie() is None
+    assert local.counts.writes == 0 and local.store.keys(SESSION_PREFIX) == []
+    cookie = new_session(local.base)
+    assert "Expires" in fetch(local.base, "/set/b/2", cookie).raw_set_cookie()
+    assert session_data(local.base, cookie) == {"init": "1", "b": "2", "_permanent": True}
+    assert fetch(local.base, "/clear", cookie).set_cookie() == ""  # only the flag left: deleted
+    assert local.store.keys(SESSION_PREFIX) == []
+
+
+def test_settings_are_checked_and_named() -> None:
+    from datetime import timedelta
+
+    from sharedstate.sessions import SessionSettings
+
+    app = Flask("settings")
+    assert SessionSettings.from_app(app).idle == 31 * 24 * 3600  # PERMANENT_SESSION_LIFETIME
+    app.config["SHAREDSTATE_SESSION_IDLE_TIMEOUT"] = timedelta(minutes=5)
+    assert SessionSettings.from_app(app).idle == 300
+    for setting, bad, error in [
+        ("SHAREDSTATE_SESSION_IDLE_TIMEOUT", 0, ValueError),  # was taken as "unset": 31 days
+        ("SHAREDSTATE_SESSION_IDLE_TIMEOUT", float("nan"), ValueError),
+        ("SHAREDSTATE_SESSION_ABSOLUTE_TIMEOUT", "1h", TypeError),
+        ("SHAREDSTATE_SESSION_LOCK_LEASE", 0.001, ValueError),  # under validation.MIN_LEASE
+        ("SHAREDSTATE_SESSION_LOCK_TIMEOUT", None, TypeError),
+        ("SESSION_PERMANENT", 1, TypeError),
+    ]:
+        bad_app = Flask("settings")
+        bad_app.config[setting] = bad
+        with pytest.raises(error, match=setting):
+            SessionSettings.from_app(bad_app)
+    bad_app = Flask("settings")
+    bad_app.permanent_session_lifetime = timedelta(0)
+    with pytest.raises(ValueError, match="PERMANENT_SESSION_LIFETIME"):
+        SessionSettings.from_app(bad_app)

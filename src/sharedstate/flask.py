@@ -14,8 +14,9 @@ Configuration (read by :meth:`SharedState.init_app`, so set it before):
     Store URL. Default: the environment variable ``$SHAREDSTATE_URL`` (as for ``Store()``), else
     ``sqlite:///{app.instance_path}/sharedstate.sqlite3`` (folder created).
 ``SHAREDSTATE_NAMESPACE``
-    Key namespace. Default: the app's import name, so two apps sharing one store never see each
-    other's keys, while every worker process of one app shares them. ``""`` means no namespace.
+    Key namespace. Default: the app's module name, the same however the app is started
+    (:func:`default_namespace`), so two apps sharing one store never see each other's keys, while
+    every worker process of one app shares them. ``""`` means no namespace.
 ``SHAREDSTATE_SESSIONS``
     ``True``: server-side sessions in the same store (``app.session_interface`` is replaced).
 ``SHAREDSTATE_SESSION_LOCK``
@@ -27,24 +28,30 @@ Configuration (read by :meth:`SharedState.init_app`, so set it before):
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import os
 import pprint
+import sys
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 import click
-from flask import Flask, current_app
+from flask import Flask, current_app, has_app_context
 from flask.cli import AppGroup
 
-from sharedstate.errors import SharedStateError
+from sharedstate.errors import LockNotOwnedError, SharedStateError
+from sharedstate.objects import Counter, Lock, SharedDict
 from sharedstate.store import DEFAULT_FILENAME, RESERVED_PREFIX, Store
 from sharedstate.urls import mask_url
+from sharedstate.validation import MIN_LEASE, key_text, seconds
 
 if TYPE_CHECKING:
     from sharedstate.cache import CachedFunction
-    from sharedstate.objects import Counter, Lock, SharedDict
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -65,6 +72,28 @@ def default_url(app: Flask) -> str:
     return f"sqlite:///{os.path.join(app.instance_path, DEFAULT_FILENAME)}"
 
 
+def default_namespace(app: Flask) -> str:
+    """The name of the module that made ``app``, the same however the app is started.
+
+    ``Flask(__name__)`` gets ``"__main__"`` as its import name when its file is run as a script
+    (``python app.py``, ``python -m pkg.app``) and the module name when it is imported (``gunicorn
+    app:app``, ``flask --app app``), so a namespace taken from the import name gave one app two
+    sets of data. For ``"__main__"`` this returns the name the module would be imported under: the
+    ``-m`` module name (``"pkg.app"``), else the file name without ``.py`` (``"app"``, as Flask's
+    ``app.name``), else ``"__main__"`` (an interactive session).
+    """
+    if app.import_name != "__main__":
+        return app.import_name
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name:
+        return str(spec.name)
+    filename = getattr(main, "__file__", None)
+    if filename:
+        return os.path.splitext(os.path.basename(str(filename)))[0]
+    return "__main__"
+
+
 def store_for(app: Flask) -> Store:
     """The :class:`Store` that :meth:`SharedState.init_app` made for ``app``."""
     try:
@@ -82,20 +111,30 @@ class SharedState:
     """State shared between requests, threads, worker processes and machines of a Flask app.
 
     ``SharedState(app)``, or ``SharedState()`` then ``init_app(app)`` for app factories. One
-    extension object can serve any number of apps: it keeps no app and no store on itself. Each
-    app gets its own :class:`~sharedstate.store.Store` (``app.extensions["sharedstate.store"]``),
-    and every method below acts on the store of :data:`flask.current_app`, so it needs an app
-    context (any request has one).
+    extension object can serve any number of apps: each gets its own
+    :class:`~sharedstate.store.Store` (``app.extensions["sharedstate.store"]``), and every method
+    below acts on the store of the app in use: :data:`flask.current_app` inside an app context (any
+    request has one); outside any app context, the app given to ``SharedState(app)``, if any (it is
+    held by a weak reference); else ``RuntimeError``.
+
+    The objects (:meth:`counter`, :meth:`dict`, :meth:`lock`) can be made at import time, before
+    any app exists (``settings = state.dict("settings")`` at module level): they look up the app in
+    use each time they are used, like :meth:`cached` functions, so one object serves every app.
 
     Concurrency contract: that of :class:`~sharedstate.store.Store`. Every operation is atomic
     across the threads and processes of every worker that opens the same ``SHAREDSTATE_URL`` and
-    namespace; a module-level ``state`` object is safe to use from every request. The store is
-    shared by the process and keeps its connections pooled: it is not closed per request.
+    namespace; a module-level ``state`` object, and module-level objects made by it, are safe to use
+    from every request (a module-level :meth:`lock` is held per request context, see
+    :class:`AppLock`). The store is shared by the process and keeps its connections pooled: it is
+    not closed per request.
     """
 
     def __init__(self, app: Flask | None = None) -> None:
+        # The app used outside app contexts. Weak, so the extension never keeps an app alive.
+        self._default_app: weakref.ref[Flask] | None = None
         if app is not None:
             self.init_app(app)
+            self._default_app = weakref.ref(app)
 
     def init_app(self, app: Flask) -> None:
         """Open the app's store from its config, register the extension and ``flask state``."""
@@ -113,7 +152,7 @@ class SharedState:
         url = config["SHAREDSTATE_URL"] or default_url(app)
         namespace = config["SHAREDSTATE_NAMESPACE"]
         if namespace is None:
-            namespace = app.import_name
+            namespace = default_namespace(app)
         store = Store(url, namespace=namespace, **config["SHAREDSTATE_STORE_OPTIONS"])
 
         app.extensions[EXTENSION_KEY] = self
@@ -124,20 +163,51 @@ class SharedState:
             app.session_interface = SharedStateSessionInterface(store)
         app.cli.add_command(state_cli)
 
-    # -- the current app's store -------------------------------------------------------------
+    # -- the store of the app in use ---------------------------------------------------------
+
+    def _app_store(self) -> Store | None:
+        """The store of the app in use, or ``None`` if there is none (see the class doc)."""
+        if has_app_context():
+            return store_for(current_app)
+        app = None if self._default_app is None else self._default_app()
+        return None if app is None else store_for(app)
 
     @property
     def store(self) -> Store:
-        """The current app's :class:`~sharedstate.store.Store`."""
-        return store_for(current_app)
+        """The :class:`~sharedstate.store.Store` of the app in use."""
+        store = self._app_store()
+        if store is None:
+            raise RuntimeError(
+                "Working outside of application context: sharedstate acts on the store of the app "
+                "in use. Use it in a request, a CLI command or `with app.app_context():`, or create "
+                "the extension with SharedState(app) to use that app's store outside of app contexts"
+            )
+        return store
 
     def counter(self, name: str) -> Counter:
-        """An atomic integer counter at ``name`` (:meth:`Store.counter`)."""
-        return self.store.counter(name)
+        """An atomic integer counter at ``name`` (:meth:`Store.counter`) of the app in use.
+
+        Can be made at import time; see :class:`AppCounter`.
+        """
+        return AppCounter(self, name)
 
     def dict(self, name: str) -> SharedDict:
-        """A shared mapping stored one key per item (:meth:`Store.dict`)."""
-        return self.store.dict(name)
+        """A shared mapping stored one key per item (:meth:`Store.dict`) of the app in use.
+
+        Can be made at import time; see :class:`AppDict`.
+        """
+        return AppDict(self, name)
+
+    def lock(
+        self, name: str, ttl: float = 30.0, timeout: float | None = None, *, blocking: bool = True
+    ) -> Lock:
+        """A lease lock with an owner token (:meth:`Store.lock`) in the store of the app in use.
+
+        ``blocking=False``, as in :mod:`threading`: ``with`` tries once and raises ``LockTimeout``;
+        ``acquire()`` returns ``False`` if the lock is taken. Can be made at import time and shared
+        by every request: see :class:`AppLock`.
+        """
+        return AppLock(self, name, ttl=ttl, timeout=timeout, blocking=blocking)
 
     def edit(
         self,
@@ -157,18 +227,14 @@ class SharedState:
         """Replace the value at ``name`` with ``fn(value)`` by compare-and-set (:meth:`Store.update`)."""
         return self.store.update(name, fn, default, ttl=ttl)
 
-    def lock(self, name: str, ttl: float = 30.0, timeout: float | None = None) -> Lock:
-        """A lease lock with an owner token (:meth:`Store.lock`)."""
-        return self.store.lock(name, ttl=ttl, timeout=timeout)
-
     def cached(
         self, ttl: float, stale_ttl: float | None = None, *, lease: float = 30.0, name: str | None = None
     ) -> Callable[[Callable[P, T]], CachedFunction[P, T]]:
-        """``@state.cached(ttl=60)``: cache results in the current app's store.
+        """``@state.cached(ttl=60)``: cache results in the store of the app in use.
 
         Usable at import time, before any app exists: the store is looked up on each call, so one
         decorated function serves every app (each in its own namespace). Calls need an app
-        context. Contract: :func:`sharedstate.cache.cached`.
+        context, or ``SharedState(app)``. Contract: :func:`sharedstate.cache.cached`.
         """
         from sharedstate.cache import cached
 
@@ -204,6 +270,269 @@ class SharedState:
 
     def __repr__(self) -> str:
         return "<SharedState>"
+
+
+# -- objects of the app in use --------------------------------------------------------------------
+
+
+def _check_name(name: str, what: str) -> None:
+    """The checks of a key name that need no store (the store repeats them all when used)."""
+    key_text(name, what)
+    if not name:
+        raise ValueError(f"{what} must not be empty")
+    if name.startswith(RESERVED_PREFIX):
+        raise ValueError(f"{what} {name!r}: names starting with {RESERVED_PREFIX!r} are reserved")
+
+
+V = TypeVar("V")
+
+
+class _PerStore(Generic[V]):
+    """Makes the store's own object for the app in use, once per store, and hands it out.
+
+    The last (store, object) pair is kept as one tuple, read and replaced whole, so threads that
+    use two apps at once each get an object of their own app's store.
+    """
+
+    def __init__(self, state: SharedState, make: Callable[[Store], V]) -> None:
+        self._state = state
+        self._make = make
+        self._last: tuple[Store, V] | None = None
+        store = state._app_store()
+        if store is not None:  # bound right away: the name is checked, eviction warned about
+            self._last = (store, make(store))
+
+    def get(self) -> V:
+        store = self._state.store
+        last = self._last
+        if last is None or last[0] is not store:
+            last = self._last = (store, self._make(store))
+        return last[1]
+
+
+class AppCounter(Counter):
+    """A :class:`~sharedstate.objects.Counter` of the app in use (``state.counter(name)``).
+
+    Each call acts on the store of the app in use (see :class:`SharedState`), so it can be made at
+    import time and serves every app. Contract: that of ``Counter``.
+    """
+
+    def __init__(self, state: SharedState, name: str) -> None:
+        # No Counter.__init__: every method is overridden to act on the app's own Counter.
+        _check_name(name, "counter name")
+        self.name = name
+        self._of_app = _PerStore(state, lambda store: store.counter(name))
+
+    def _counter(self) -> Counter:
+        return self._of_app.get()
+
+    def incr(self, by: int = 1) -> int:
+        return self._counter().incr(by)
+
+    def decr(self, by: int = 1) -> int:
+        return self._counter().decr(by)
+
+    def get(self) -> int:
+        return self._counter().get()
+
+    def reset(self, to: int = 0) -> None:
+        self._counter().reset(to)
+
+    def __repr__(self) -> str:
+        return f"<AppCounter {self.name!r}>"
+
+
+class AppDict(SharedDict):
+    """A :class:`~sharedstate.objects.SharedDict` of the app in use (``state.dict(name)``).
+
+    Each call acts on the store of the app in use (see :class:`SharedState`), so
+    ``settings = state.dict("settings")`` can sit at module level and serves every app. Contract:
+    that of ``SharedDict`` (each item operation atomic; ``setdefault``, ``pop``, ``incr`` and
+    ``update_item`` atomic read-modify-writes).
+    """
+
+    def __init__(self, state: SharedState, name: str) -> None:
+        # No SharedDict.__init__: every method is overridden to act on the app's own SharedDict.
+        _check_name(name, "dict name")
+        self.name = name
+        self._of_app = _PerStore(state, lambda store: store.dict(name))
+
+    def _dict(self) -> SharedDict:
+        return self._of_app.get()
+
+    def __getitem__(self, item: str) -> Any:
+        return self._dict()[item]
+
+    def get(self, item: str, default: Any = None) -> Any:
+        return self._dict().get(item, default)
+
+    def __setitem__(self, item: str, value: Any) -> None:
+        self._dict()[item] = value
+
+    def __delitem__(self, item: str) -> None:
+        del self._dict()[item]
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._dict()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict())
+
+    def __len__(self) -> int:
+        return len(self._dict())
+
+    def setdefault(self, item: str, default: Any = None) -> Any:
+        return self._dict().setdefault(item, default)
+
+    def pop(self, item: str, *default: Any) -> Any:
+        return self._dict().pop(item, *default)
+
+    def clear(self) -> None:
+        self._dict().clear()
+
+    def incr(self, item: str, by: int = 1) -> int:
+        return self._dict().incr(item, by)
+
+    def update_item(self, item: str, fn: Callable[[Any], T], default: Any = None) -> T:
+        return self._dict().update_item(item, fn, default)
+
+    def __repr__(self) -> str:
+        return f"<AppDict {self.name!r}>"
+
+
+@dataclass
+class _Holding:
+    lock: Lock
+    token: contextvars.Token[_Holding | None] | None = None
+
+
+class AppLock(Lock):
+    """A :class:`~sharedstate.objects.Lock` of the app in use (``state.lock(name, ...)``).
+
+    Unlike a plain ``Lock`` (one owner per object), one ``AppLock`` can be shared by every request,
+    as a module-level ``threading.Lock`` would be::
+
+        report_lock = state.lock("nightly-report", ttl=60)     # module level
+
+        @app.post("/report")
+        def report():
+            with report_lock:      # one request at a time, across every thread, process, machine
+                ...
+
+    Each acquisition takes a new ``Lock`` in the store of the app in use and holds it for the
+    current context (thread, greenlet or task: a :mod:`contextvars` variable): ``release``,
+    ``extend``, ``owned`` and ``fencing_token`` act on the one this context holds, and releasing
+    a lock held by another context raises ``LockNotOwnedError``. Not reentrant: acquiring it again
+    in the context that holds it raises ``RuntimeError``.
+    """
+
+    def __init__(
+        self,
+        state: SharedState,
+        name: str,
+        *,
+        ttl: float = 30.0,
+        timeout: float | None = None,
+        blocking: bool = True,
+    ) -> None:
+        # No Lock.__init__: every method is overridden to act on the Lock this context holds.
+        _check_name(name, "lock name")
+        self.name = name
+        self.ttl = seconds("ttl", ttl, minimum=MIN_LEASE)
+        self.timeout = timeout
+        self.blocking = blocking
+        self._state = state
+        self._held: contextvars.ContextVar[_Holding | None] = contextvars.ContextVar(
+            f"sharedstate.AppLock({name!r})", default=None
+        )
+        store = state._app_store()
+        if store is not None:
+            self._new_lock(store)  # checks ttl, timeout and blocking the way the store does
+
+    def _new_lock(self, store: Store) -> Lock:
+        return store.lock(self.name, ttl=self.ttl, timeout=self.timeout, blocking=self.blocking)
+
+    def _holding(self) -> _Holding:
+        holding = self._held.get()
+        if holding is None:
+            raise LockNotOwnedError(f"lock {self.name!r} is not held in this context")
+        return holding
+
+    def _hold(self, lock: Lock) -> None:
+        holding = _Holding(lock)
+        holding.token = self._held.set(holding)
+
+    def _forget(self, holding: _Holding) -> None:
+        try:
+            assert holding.token is not None
+            self._held.reset(holding.token)  # leaves no trace in a long-lived context
+        except ValueError:  # released in a copy of the context it was taken in
+            self._held.set(None)
+
+    def _check_not_held(self) -> None:
+        holding = self._held.get()
+        if holding is not None:
+            if holding.lock.owned:
+                raise RuntimeError(f"lock {self.name!r} is already held in this context")
+            self._forget(holding)  # its lease ran out: take it anew
+
+    @property
+    def locked(self) -> bool:
+        """Whether anyone holds the lock now."""
+        return self._new_lock(self._state.store).locked
+
+    @property
+    def owned(self) -> bool:
+        """Whether this context holds the lock now (its lease has not run out)."""
+        holding = self._held.get()
+        return holding is not None and holding.lock.owned
+
+    @property
+    def fencing_token(self) -> int | None:
+        """The fencing token of this context's acquisition; ``None`` if it holds none."""
+        holding = self._held.get()
+        return None if holding is None else holding.lock.fencing_token
+
+    @fencing_token.setter
+    def fencing_token(self, value: int | None) -> None:
+        raise AttributeError("fencing_token is set by acquire")
+
+    def acquire(self, *args: Any, **kwargs: Any) -> int:
+        """Take the lock for this context: :meth:`Lock.acquire` (same arguments and result)."""
+        self._check_not_held()
+        lock = self._new_lock(self._state.store)
+        result = lock.acquire(*args, **kwargs)
+        if result is not False:  # blocking=False returns False when the lock is taken
+            self._hold(lock)
+        return result
+
+    def release(self) -> None:
+        """Release this context's hold. ``LockNotOwnedError`` if it holds none or its lease ran out."""
+        holding = self._holding()
+        self._forget(holding)
+        holding.lock.release()
+
+    def extend(self, ttl: float | None = None) -> None:
+        """Renew this context's lease (:meth:`Lock.extend`)."""
+        self._holding().lock.extend(ttl)
+
+    def __enter__(self) -> AppLock:
+        self._check_not_held()
+        lock = self._new_lock(self._state.store)
+        lock.__enter__()
+        self._hold(lock)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"<AppLock {self.name!r} ttl={self.ttl}>"
 
 
 # -- flask state ... --------------------------------------------------------------------------

@@ -38,11 +38,18 @@ Concurrency contract (several requests of one user at once, on any threads, proc
   ``SESSION_REFRESH_EACH_REQUEST = False`` turns this renewal off (only writes renew). Expired entries
   are never returned and are swept lazily by the backend.
 
+- ``session.modified = False`` (say in ``after_request``) skips saving the request's changes, as
+  Flask's ``should_set_cookie`` does.
+- ``session.permanent`` (default: ``SESSION_PERMANENT``, else ``False``) gives the cookie an
+  ``Expires``; the server-side lifetimes apply either way. A session holding only the
+  ``_permanent`` flag is empty: never stored.
+
 Settings are read from ``app.config`` on every request, so one interface object can serve any app.
 Timeouts are seconds or :class:`datetime.timedelta`. ``SHAREDSTATE_SESSION_LOCK_LEASE`` (default 30 s)
 and ``SHAREDSTATE_SESSION_LOCK_TIMEOUT`` (default 30 s, then ``LockTimeout``) tune the lock.
 
-A session object belongs to one request and is not thread safe, like Flask's own.
+The session is a ``dict`` subclass (see :class:`SharedStateSession`). A session object belongs to
+one request and is not thread safe, like Flask's own.
 """
 
 from __future__ import annotations
@@ -53,10 +60,10 @@ import hashlib
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, SupportsIndex
 
 from flask import Flask, request_tearing_down
 from flask.sessions import SessionInterface, SessionMixin
@@ -65,6 +72,7 @@ from itsdangerous import BadData, TimestampSigner, want_bytes
 from sharedstate.backends.base import Entry, Version
 from sharedstate.errors import LockNotOwnedError, LockTimeout
 from sharedstate.store import RESERVED_PREFIX, Store, backoff_delays
+from sharedstate.validation import MIN_LEASE, seconds
 
 if TYPE_CHECKING:
     from flask.wrappers import Request, Response
@@ -76,22 +84,13 @@ LOCK_PREFIX = f"{RESERVED_PREFIX}session-lock:"
 _ID_BYTES = 32  # 256 bits
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 _FORMAT = 1
+_UNLOADED = object()  # the only key an unloaded session's dict storage holds (see SharedStateSession)
 
 # The session whose lock is held in this request, released at teardown if save_session never ran
 # (an exception propagated with PROPAGATE_EXCEPTIONS, e.g. in debug or testing mode).
 _HELD: contextvars.ContextVar[SharedStateSession | None] = contextvars.ContextVar(
     "sharedstate_session_lock", default=None
 )
-
-
-def _seconds(value: Any, name: str, *, allow_none: bool = False) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-        raise ValueError(f"{name} must be a positive number of seconds or a timedelta, got {value!r}")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -105,28 +104,41 @@ class SessionSettings:
     lock: bool
     lock_lease: float
     lock_timeout: float
+    permanent: bool
 
     @classmethod
     def from_app(cls, app: Flask) -> SessionSettings:
+        """Read and check the settings; a bad one raises ``TypeError``/``ValueError`` naming it."""
         cfg = app.config
-        idle = cfg.get("SHAREDSTATE_SESSION_IDLE_TIMEOUT") or app.permanent_session_lifetime
+        if cfg.get("SHAREDSTATE_SESSION_IDLE_TIMEOUT") is not None:
+            idle = seconds("SHAREDSTATE_SESSION_IDLE_TIMEOUT", cfg["SHAREDSTATE_SESSION_IDLE_TIMEOUT"])
+        else:
+            idle = seconds("PERMANENT_SESSION_LIFETIME", app.permanent_session_lifetime)
         fraction = cfg.get("SHAREDSTATE_SESSION_REFRESH_FRACTION", 0.1)
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
             raise ValueError(f"SHAREDSTATE_SESSION_REFRESH_FRACTION must be in [0, 1], got {fraction!r}")
+        permanent = cfg.get("SESSION_PERMANENT", False)
+        if not isinstance(permanent, bool):  # "False" from an environment variable is truthy
+            raise TypeError(f"SESSION_PERMANENT must be True or False, got {permanent!r}")
         return cls(
-            idle=_seconds(idle, "SHAREDSTATE_SESSION_IDLE_TIMEOUT"),  # type: ignore[arg-type]
-            absolute=_seconds(
-                cfg.get("SHAREDSTATE_SESSION_ABSOLUTE_TIMEOUT"),
+            idle=idle,
+            absolute=seconds(
                 "SHAREDSTATE_SESSION_ABSOLUTE_TIMEOUT",
-                allow_none=True,
+                cfg.get("SHAREDSTATE_SESSION_ABSOLUTE_TIMEOUT"),
+                optional=True,
             ),
             refresh=bool(cfg.get("SESSION_REFRESH_EACH_REQUEST", True)),
             refresh_fraction=float(fraction),
             lock=bool(cfg.get("SHAREDSTATE_SESSION_LOCK", False)),
-            lock_lease=_seconds(
-                cfg.get("SHAREDSTATE_SESSION_LOCK_LEASE", 30.0), "SHAREDSTATE_SESSION_LOCK_LEASE"
-            ),  # type: ignore[arg-type]
-            lock_timeout=float(cfg.get("SHAREDSTATE_SESSION_LOCK_TIMEOUT", 30.0)),
+            lock_lease=seconds(
+                "SHAREDSTATE_SESSION_LOCK_LEASE",
+                cfg.get("SHAREDSTATE_SESSION_LOCK_LEASE", 30.0),
+                minimum=MIN_LEASE,
+            ),
+            lock_timeout=seconds(
+                "SHAREDSTATE_SESSION_LOCK_TIMEOUT", cfg.get("SHAREDSTATE_SESSION_LOCK_TIMEOUT", 30.0)
+            ),
+            permanent=permanent,
         )
 
     def ttl(self, created: float, now: float) -> float | None:
@@ -163,23 +175,37 @@ def entry_key(store: Store, sid: str) -> str:
     return store.full_key(SESSION_PREFIX + digest, internal=True)
 
 
-class SharedStateSession(SessionMixin):
-    """The ``session`` of one request: a dict of str keys loaded on first use. See the module doc.
+class SharedStateSession(dict[str, Any], SessionMixin):
+    """The ``session`` of one request: a ``dict`` of str keys, loaded on first use. See the module doc.
+
+    A real ``dict`` subclass, as Flask's and Flask-Session's sessions are: ``isinstance(session,
+    dict)``, ``dict(session)``, ``session.copy()`` (a plain ``dict``), ``session | {...}``, ``==``,
+    ``json.dumps`` (of the session object; Flask's ``session`` proxy is not a dict to ``json``, with
+    any session interface) and every dict method work. Every method, reading or writing, first
+    loads the stored session (see :meth:`_load`); every mutating method is tracked. Copies and
+    pickles are plain dicts.
 
     Besides the dict methods: :meth:`incr`, :meth:`regenerate`, :meth:`destroy`, and ``new``
     (no stored session yet). ``modified`` tells whether a mutating method was called; it is not
-    needed for nested changes, which are detected at save time.
+    needed for nested changes, which are detected at save time. Setting ``modified = False`` (say in
+    an ``after_request`` hook) makes the save skip this request's changes, as with Flask's own
+    session; a change made after that is saved again, with the earlier ones.
     """
 
     def __init__(self, store: Store, settings: SessionSettings, sid: str | None, issued_at: float | None):
+        super().__init__()
         self._store = store
         self._settings = settings
         self._sid = sid  # the id from the cookie until loaded; None: none yet (a fresh one at save)
         self._issued_at = issued_at  # when the cookie was signed
         self._loaded = False
+        # Until loaded, the dict's own storage holds one private, non-str key. C code that reads a
+        # dict's storage directly, bypassing the methods below, then never mistakes an unloaded
+        # session for an empty one: json.dumps sees a non-empty dict and asks items() (which
+        # loads); orjson and the like refuse the non-str key instead of writing "{}".
+        dict.__setitem__(self, _UNLOADED, None)  # type: ignore[misc]
         self._existed = False  # an entry was found (or created by incr)
         self._base_version: Version | None = None  # version matching the data read, if known
-        self._data: dict[str, Any] = {}
         # For change detection: the entry's encoding as read (a read-only request re-encodes once and
         # compares), and, computed only when something changed, each key's encoding as read.
         self._raw: bytes | int | None = None
@@ -189,6 +215,7 @@ class SharedStateSession(SessionMixin):
         self._destroyed = False
         self._issue_cookie = False  # incr created the entry: send its cookie at save
         self._mutated = False
+        self._discard = False  # the app set modified = False after its last change: save nothing
         self._lock: Lock | None = None
         self.accessed = False
 
@@ -201,6 +228,7 @@ class SharedStateSession(SessionMixin):
         if self._sid is not None and self._settings.lock:
             self._acquire_lock(self._sid)  # on LockTimeout, nothing is loaded (a later use retries)
         self._loaded = True
+        self._set_data({})
         if self._sid is None:
             return
         key = entry_key(self._store, self._sid)
@@ -213,8 +241,22 @@ class SharedStateSession(SessionMixin):
             return
         self._existed = True
         self._base_version = entry.version
-        self._created, self._data = stored
+        self._created, data = stored
+        self._set_data(data)
         self._raw, self._snapshot = entry.value, None
+
+    def _set_data(self, data: dict[str, Any]) -> None:
+        """Replace the dict's own storage (no load, no change tracking)."""
+        dict.clear(self)
+        dict.update(self, data)
+
+    def _data(self) -> dict[str, Any]:
+        """The data as a plain dict (a shallow copy; no load: callers load first)."""
+        return dict.copy(self)
+
+    def _changed(self) -> None:
+        self._mutated = True
+        self._discard = False
 
     def _encode(self, item: str, value: Any) -> bytes | int:
         return self._store.encode(f"session[{item!r}]", value)
@@ -224,7 +266,7 @@ class SharedStateSession(SessionMixin):
         self._sid = None
         self._existed = False
         self._base_version = None
-        self._data = {}
+        self._set_data({})
         self._raw, self._snapshot = None, {}
         self._created = time.time()
         self._regenerate = False
@@ -257,49 +299,139 @@ class SharedStateSession(SessionMixin):
             if _HELD.get() is self:
                 _HELD.set(None)
 
-    # -- the mapping -------------------------------------------------------------------------
+    # -- the dict: every method loads first; every mutating one is tracked ---------------------
 
     def __getitem__(self, key: str) -> Any:
         self._load()
-        return self._data[key]
+        return dict.__getitem__(self, key)
 
     def __setitem__(self, key: str, value: Any) -> None:
-        if not isinstance(key, str):
-            raise TypeError(f"session keys must be str, got {type(key).__name__}: {key!r}")
+        _check_key(key)
         self._load()
-        self._mutated = True
-        self._data[key] = value
+        self._changed()
+        dict.__setitem__(self, key, value)
 
     def __delitem__(self, key: str) -> None:
         self._load()
-        self._mutated = True
-        del self._data[key]
+        dict.__delitem__(self, key)
+        self._changed()
 
     def __iter__(self) -> Iterator[str]:
         self._load()
-        return iter(list(self._data))
+        return iter(list(dict.keys(self)))  # a snapshot: deleting keys while iterating is fine
+
+    def __reversed__(self) -> Iterator[str]:
+        self._load()
+        return iter(list(dict.keys(self))[::-1])
 
     def __len__(self) -> int:
         self._load()
-        return len(self._data)
+        return dict.__len__(self)
 
     def __contains__(self, key: object) -> bool:
         self._load()
-        return key in self._data
+        return dict.__contains__(self, key)
+
+    def __eq__(self, other: object) -> bool:
+        self._load()
+        if isinstance(other, SharedStateSession):
+            other._load()
+        return dict.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like dict
+
+    def __or__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        self._load()
+        return {**self._data(), **other}
+
+    def __ror__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        self._load()
+        return {**other, **self._data()}
+
+    def __ior__(self, other: Any) -> SharedStateSession:  # type: ignore[override]
+        self.update(other)
+        return self
 
     def get(self, key: str, default: Any = None) -> Any:
         self._load()
-        return self._data.get(key, default)
+        return dict.get(self, key, default)
+
+    def keys(self) -> KeysView[str]:  # type: ignore[override]
+        self._load()
+        return dict.keys(self)
+
+    def values(self) -> ValuesView[Any]:  # type: ignore[override]
+        self._load()
+        return dict.values(self)
+
+    def items(self) -> ItemsView[str, Any]:  # type: ignore[override]
+        self._load()
+        return dict.items(self)
+
+    def copy(self) -> dict[str, Any]:
+        """A shallow copy, as a plain ``dict`` (like ``dict.copy`` of Flask's session)."""
+        self._load()
+        return self._data()
+
+    @classmethod
+    def fromkeys(cls, iterable: Iterable[str], value: Any = None) -> dict[str, Any]:  # type: ignore[override]
+        """A plain ``dict``: a session only comes from the session interface."""
+        return dict.fromkeys(iterable, value)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        self._load()
+        if dict.__contains__(self, key):
+            return dict.__getitem__(self, key)
+        self[key] = default
+        return default
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self._load()
+        if len(default) > 1:
+            raise TypeError(f"pop expected at most 2 arguments, got {1 + len(default)}")
+        if dict.__contains__(self, key):
+            self._changed()
+        return dict.pop(self, key, *default)
+
+    def popitem(self) -> tuple[str, Any]:
+        self._load()
+        item = dict.popitem(self)  # KeyError if empty: nothing changed
+        self._changed()
+        return item
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        if len(args) > 1:
+            raise TypeError(f"update expected at most 1 positional argument, got {len(args)}")
+        new = dict(*args, **kwargs)
+        for key in new:
+            _check_key(key)
+        self._load()
+        self._changed()
+        dict.update(self, new)
 
     def clear(self) -> None:
         """Delete every key this request sees (keys added meanwhile by other requests stay)."""
         self._load()
-        self._mutated = True
-        self._data.clear()
+        self._changed()
+        dict.clear(self)
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
+        # copy.copy, copy.deepcopy and pickle give a plain dict: the store, lock and request
+        # state of a session belong to its request.
+        self._load()
+        return (dict, (self._data(),))
 
     def __repr__(self) -> str:
         state = "unloaded" if not self._loaded else ("new" if not self._existed else "stored")
-        return f"<SharedStateSession {state} keys={list(self._data) if self._loaded else '?'}>"
+        return f"<SharedStateSession {state} keys={list(self._data()) if self._loaded else '?'}>"
 
     @property
     def new(self) -> bool:  # type: ignore[override]
@@ -308,13 +440,31 @@ class SharedStateSession(SessionMixin):
         return not self._existed
 
     @property
+    def permanent(self) -> bool:
+        """``session["_permanent"]`` if set, else the app's ``SESSION_PERMANENT`` (default False).
+
+        A permanent session's cookie expires with the server-side idle lifetime; any other is a
+        browser-session cookie. The server-side lifetimes apply to both.
+        """
+        return bool(self.get("_permanent", self._settings.permanent))
+
+    @permanent.setter
+    def permanent(self, value: bool) -> None:
+        self["_permanent"] = bool(value)
+
+    @property
     def modified(self) -> bool:
+        """Whether a mutating method was called (nested changes are found at save time anyway).
+
+        Set it to ``False`` to skip saving this request's changes (Flask's ``should_set_cookie``
+        behaves so); ``session.incr`` and ``destroy`` were applied at once and stay applied.
+        """
         return self._mutated
 
     @modified.setter
     def modified(self, value: bool) -> None:
-        # Flask code sets this after nested changes; changes are detected without it.
-        self._mutated = self._mutated or bool(value)
+        self._mutated = bool(value)
+        self._discard = not value
 
     # -- atomic operations -------------------------------------------------------------------
 
@@ -328,10 +478,9 @@ class SharedStateSession(SessionMixin):
         """
         if type(by) is not int:
             raise TypeError(f"by must be an int, got {type(by).__name__}")
-        if not isinstance(key, str):
-            raise TypeError(f"session keys must be str, got {type(key).__name__}: {key!r}")
+        _check_key(key)
         self._load()
-        self._mutated = True
+        self._changed()
         backend = self._store.backend
         delays = backoff_delays()
         entry: Entry | None = None
@@ -373,7 +522,7 @@ class SharedStateSession(SessionMixin):
             time.sleep(next(delays))
         snapshot = self._snap()
         self._raw = None  # no longer what is stored
-        self._data[key] = new
+        dict.__setitem__(self, key, new)
         snapshot[key] = self._encode(key, new)
         return new
 
@@ -385,7 +534,7 @@ class SharedStateSession(SessionMixin):
         if the response is a 5xx. On a new session this changes nothing (its id is fresh anyway).
         """
         self._load()
-        self._mutated = True
+        self._changed()
         self._regenerate = True
 
     def destroy(self) -> None:
@@ -398,22 +547,22 @@ class SharedStateSession(SessionMixin):
             self._store.backend.delete(entry_key(self._store, self._sid))
         self._loaded = True
         self._reset_fresh()
-        self._mutated = True
+        self._changed()
         self._destroyed = True
 
     # -- saving ------------------------------------------------------------------------------
 
     def _changes(self) -> tuple[dict[str, Any], set[str]]:
+        data = self._data()
         if self._raw is not None and self._sid is not None:
             full = entry_key(self._store, self._sid)
-            if self._store.encode(full, _entry(self._created, self._data)) == self._raw:
+            if self._store.encode(full, _entry(self._created, data)) == self._raw:
                 return {}, set()  # the common read-only request: one encode, no per-key work
         snapshot = self._snap()
-        changed = {}
-        for k, v in self._data.items():
-            if snapshot.get(k) != self._encode(k, v):
-                changed[k] = v
-        deleted = {k for k in snapshot if k not in self._data}
+        # Encodings keep types (a tuple is not a list, Markup is not str), so a value replaced by an
+        # equal one of another type counts as changed.
+        changed = {k: v for k, v in data.items() if snapshot.get(k) != self._encode(k, v)}
+        deleted = {k for k in snapshot if k not in data}
         return changed, deleted
 
     def _snap(self) -> dict[str, bytes | int]:
@@ -446,9 +595,14 @@ class SharedStateSession(SessionMixin):
         keep = ("keep", None, None)
         if not self._loaded:
             return keep
+        if self._discard:  # the app set modified = False: save nothing, as if only read
+            if self._existed:
+                assert self._sid is not None
+                return self._refresh(entry_key(self._store, self._sid), now)
+            return ("delete", None, None) if self._destroyed else keep
         changed, deleted = self._changes()
         if not self._existed:
-            if not self._data:
+            if not _has_content(self._data()):
                 return ("delete", None, None) if self._destroyed else keep
             return self._save_new(now)
         assert self._sid is not None
@@ -459,7 +613,7 @@ class SharedStateSession(SessionMixin):
             return self._refresh(full, now)
         backend = self._store.backend
         delays = backoff_delays()
-        version, created, data = self._base_version, self._created, dict(self._data)
+        version, created, data = self._base_version, self._created, self._data()
         while True:
             if version is None:
                 merged = self._merged(full, backend.get(full), changed, deleted)
@@ -469,7 +623,7 @@ class SharedStateSession(SessionMixin):
             ttl = self._settings.ttl(created, now)
             if ttl is None:
                 return keep
-            if not data:
+            if not _has_content(data):
                 if backend.delete_if_version(full, version):
                     return ("delete", None, None)
                 version = None
@@ -491,7 +645,7 @@ class SharedStateSession(SessionMixin):
         while True:
             sid = new_session_id()
             full = entry_key(self._store, sid)
-            if self._store.backend.add(full, self._store.encode(full, _entry(now, self._data)), ttl):
+            if self._store.backend.add(full, self._store.encode(full, _entry(now, self._data())), ttl):
                 return ("set", sid, ttl)
 
     def _refresh(self, full: str, now: float) -> tuple[str, str | None, float | None]:
@@ -517,7 +671,7 @@ class SharedStateSession(SessionMixin):
         new = entry_key(self._store, new_sid)
         written = False
         delays = backoff_delays()
-        version, data = self._base_version, dict(self._data)
+        version, data = self._base_version, self._data()
         ttl = self._settings.ttl(now, now)  # a regenerated session starts its absolute lifetime anew
         assert ttl is not None
         while True:
@@ -528,7 +682,7 @@ class SharedStateSession(SessionMixin):
                         backend.delete(new)
                     return ("keep", None, None)
                 version, _, data = merged
-            if not data:
+            if not _has_content(data):
                 if backend.delete_if_version(old, version):
                     if written:
                         backend.delete(new)
@@ -547,6 +701,18 @@ class SharedStateSession(SessionMixin):
                     return ("set", new_sid, ttl)
             version = None
             time.sleep(next(delays))
+
+
+def _check_key(key: object) -> None:
+    if not isinstance(key, str):
+        raise TypeError(f"session keys must be str, got {type(key).__name__}: {key!r}")
+
+
+def _has_content(data: dict[str, Any]) -> bool:
+    """Whether ``data`` holds more than the ``_permanent`` flag. A session holding only that is
+    empty: not stored (so ``session.permanent = True`` in a ``before_request`` hook stores
+    nothing for visitors who never get a session), and deleted with its cookie when emptied."""
+    return any(key != "_permanent" for key in data)
 
 
 def _entry(created: float, data: dict[str, Any]) -> dict[str, Any]:

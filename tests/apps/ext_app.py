@@ -18,6 +18,12 @@ from sharedstate.flask import SharedState
 
 state = SharedState()
 
+# Made at import time, before any app exists, and shared by every request and thread: each use acts
+# on the store of the app in use.
+module_hits = state.counter("module_hits")
+settings = state.dict("settings")
+module_lock = state.lock("module_guard", ttl=30, timeout=30)
+
 
 @state.cached(ttl=60)
 def slow_report(name: str) -> dict[str, Any]:
@@ -63,6 +69,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             _pause()
             state.set("guarded_value", value + 1)
         return jsonify(value=value + 1, pid=os.getpid())
+
+    @app.get("/module-locked")
+    def module_locked() -> ResponseReturnValue:
+        # The module-level objects: a read-then-write made safe by one lock object that every
+        # request thread shares, and a counter and a dict made before the app.
+        with module_lock:
+            value = settings.get("guarded", 0)
+            _pause()
+            settings["guarded"] = value + 1
+        return jsonify(value=value + 1, n=module_hits.incr(), pid=os.getpid())
 
     @app.get("/votes/<item>")
     def vote(item: str) -> ResponseReturnValue:

@@ -14,7 +14,8 @@ import os
 import time
 from typing import Any
 
-from flask import Flask, abort, jsonify, request, session
+from flask import Flask, abort, flash, get_flashed_messages, jsonify, render_template_string, request, session
+from markupsafe import Markup
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from sharedstate.flask import SharedState
@@ -118,6 +119,21 @@ def add_routes(app: Flask) -> None:
     def fail() -> str:
         session["failed"] = "yes"
         abort(500)
+
+    @app.get("/flash")
+    def flash_messages() -> str:
+        flash(Markup("<b>hi</b>"))  # safe HTML: shown as is
+        flash("<i>plain</i>", "info")  # text: escaped when shown
+        return "ok"
+
+    @app.get("/flashes")
+    def flashes() -> str:
+        messages = get_flashed_messages(with_categories=True)
+        return render_template_string(
+            "{{ kinds }}|{% for category, message in messages %}{{ category }}:{{ message }};{% endfor %}",
+            kinds=",".join(type(message).__name__ for _, message in messages),
+            messages=messages,
+        )
 
     @app.get("/crash")
     def crash() -> str:
