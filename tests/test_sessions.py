@@ -1010,3 +1010,26 @@ def test_settings_are_checked_and_named() -> None:
     bad_app.permanent_session_lifetime = timedelta(0)
     with pytest.raises(ValueError, match="PERMANENT_SESSION_LIFETIME"):
         SessionSettings.from_app(bad_app)
+
+
+def test_unstorable_session_value_names_the_path_inside_the_session(tmp_path: Path) -> None:
+    """The error names the user's path (``session['cart'][1]``), not the stored envelope's."""
+    from sharedstate import SerializationError
+
+    app = Flask("unstorable")
+    app.config.update(SECRET_KEY=SECRET_KEY, TESTING=True)
+    store = Store(f"sqlite:///{tmp_path}/s.sqlite3")
+    app.session_interface = SharedStateSessionInterface(store)
+
+    @app.route("/put")
+    def put() -> str:
+        session["cart"] = [1, object()]
+        return "ok"
+
+    with pytest.raises(SerializationError) as caught:
+        app.test_client().get("/put")
+    message = str(caught.value)
+    assert "session['cart'][1]" in message
+    assert "value['d']" not in message
+    assert store.keys(SESSION_PREFIX) == []  # nothing was written
+    store.close()

@@ -259,7 +259,8 @@ class SharedStateSession(dict[str, Any], SessionMixin):
         self._discard = False
 
     def _encode(self, item: str, value: Any) -> bytes | int:
-        return self._store.encode(f"session[{item!r}]", value)
+        # Encoded for change detection only; the label, not a stored key, names it in errors.
+        return self._store.encode("session", value, shown_as=f"session[{item!r}]")
 
     def _reset_fresh(self) -> None:
         """Forget the stored session: from here on this is a new, empty session."""
@@ -491,7 +492,7 @@ class SharedStateSession(dict[str, Any], SessionMixin):
                 sid = new_session_id()
                 full = entry_key(self._store, sid)
                 ttl = self._settings.ttl(now, now)
-                raw = self._store.encode(full, _entry(now, {key: by}))
+                raw = _encoded_entry(self._store, full, now, {key: by})
                 if backend.add(full, raw, ttl):
                     self._sid, self._existed, self._created = sid, True, now
                     self._base_version, self._issue_cookie = None, True
@@ -513,7 +514,7 @@ class SharedStateSession(dict[str, Any], SessionMixin):
                 raise TypeError(f"session[{key!r}] holds a {type(current).__name__}, not an int")
             new = current + by
             data[key] = new
-            raw = self._store.encode(full, _entry(created, data))
+            raw = _encoded_entry(self._store, full, created, data)
             written, entry = backend.compare_and_set(full, entry.version, raw, ttl)
             if written:
                 self._base_version = None  # the save re-reads rather than trust a version here
@@ -556,7 +557,7 @@ class SharedStateSession(dict[str, Any], SessionMixin):
         data = self._data()
         if self._raw is not None and self._sid is not None:
             full = entry_key(self._store, self._sid)
-            if self._store.encode(full, _entry(self._created, data)) == self._raw:
+            if _encoded_entry(self._store, full, self._created, data) == self._raw:
                 return {}, set()  # the common read-only request: one encode, no per-key work
         snapshot = self._snap()
         # Encodings keep types (a tuple is not a list, Markup is not str), so a value replaced by an
@@ -628,7 +629,7 @@ class SharedStateSession(dict[str, Any], SessionMixin):
                     return ("delete", None, None)
                 version = None
             else:
-                raw = self._store.encode(full, _entry(created, data))
+                raw = _encoded_entry(self._store, full, created, data)
                 written, current = backend.compare_and_set(full, version, raw, ttl)
                 if written:
                     return ("set", self._sid, ttl)
@@ -645,7 +646,7 @@ class SharedStateSession(dict[str, Any], SessionMixin):
         while True:
             sid = new_session_id()
             full = entry_key(self._store, sid)
-            if self._store.backend.add(full, self._store.encode(full, _entry(now, self._data())), ttl):
+            if self._store.backend.add(full, _encoded_entry(self._store, full, now, self._data()), ttl):
                 return ("set", sid, ttl)
 
     def _refresh(self, full: str, now: float) -> tuple[str, str | None, float | None]:
@@ -688,7 +689,7 @@ class SharedStateSession(dict[str, Any], SessionMixin):
                         backend.delete(new)
                     return ("delete", None, None)
             else:
-                raw = self._store.encode(new, _entry(now, data))
+                raw = _encoded_entry(self._store, new, now, data)
                 if not written:
                     if not backend.add(new, raw, ttl):  # a 256-bit id collision: draw another
                         new_sid = new_session_id()
@@ -717,6 +718,12 @@ def _has_content(data: dict[str, Any]) -> bool:
 
 def _entry(created: float, data: dict[str, Any]) -> dict[str, Any]:
     return {"v": _FORMAT, "c": created, "d": data}
+
+
+def _encoded_entry(store: Store, full: str, created: float, data: dict[str, Any]) -> bytes | int:
+    """The stored form of a session; an error names the path inside the session
+    (``session['cart'][2]``), not inside the envelope around it."""
+    return store.encode(full, _entry(created, data), shown_as="session", inside=("d",))
 
 
 def _parse(store: Store, key: str, raw: bytes | int) -> tuple[float, dict[str, Any]] | None:
