@@ -30,7 +30,13 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from sharedstate import BackendUnavailableError, NotSupportedError, SharedStateError, Store
+from sharedstate import (
+    BackendUnavailableError,
+    NotSupportedError,
+    SharedStateError,
+    Store,
+    ValueTooLargeError,
+)
 from sharedstate.errors import LockNotOwnedError
 from sharedstate.store import RESERVED_PREFIX
 from sharedstate.validation import MIN_LEASE
@@ -478,6 +484,40 @@ def test_unsupported_values(store: Store, budget: settings) -> None:
                     write(value)
                 assert_clear_error(info.value)
                 assert read_back(store, how) in ("original", None), how
+
+    check()
+
+
+def test_arbitrary_max_value_size(store_url: str, namespace: str, budget: settings) -> None:
+    """``max_value_size`` is a positive, finite number (not a bool) or refused; an accepted one is
+    enforced exactly. ``nan`` would disable the limit silently: every comparison with it is false."""
+
+    @budget
+    @given(
+        size=st.one_of(
+            st.integers(),
+            st.floats(),
+            st.booleans(),
+            st.none(),
+            st.sampled_from([math.nan, math.inf, 1e300, 2**63, Decimal(100), "100"]),
+        )
+    )
+    def check(size: Any) -> None:
+        try:
+            store = Store(store_url, namespace=namespace, max_value_size=size)
+        except Exception as exc:
+            assert_clear_error(exc)
+            return
+        with store:
+            number = isinstance(size, (int, float)) and not isinstance(size, bool)
+            assert number and 0 < size < math.inf, f"max_value_size={size!r} was accepted"
+            limit = math.floor(size)
+            if limit < 1000:
+                with pytest.raises(ValueTooLargeError):
+                    store.set("big", "x" * limit)  # limit + 2 bytes encoded, with the quotes
+                if limit >= 2:
+                    store.set("fits", "x" * (limit - 2))
+                    assert store.get("fits") == "x" * (limit - 2)
 
     check()
 
