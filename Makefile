@@ -14,10 +14,13 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-# memcached is not preinstalled anywhere; the test suite starts its own on a free port.
+# memcached is not preinstalled anywhere; the test suite starts its own on a free port. Installing
+# it is the one step that changes the machine, so it says so first.
 memcached:
 	@command -v memcached >/dev/null 2>&1 || [ -x /usr/sbin/memcached ] || [ -x /usr/bin/memcached ] \
-	  || { apt-get install -y -q memcached >/dev/null 2>&1 \
+	  || { echo "make: installing memcached (apt-get install memcached) for the memcached backend's" \
+	            "tests; if that fails, they skip (and fail under CI=true)"; \
+	       apt-get install -y -q memcached >/dev/null 2>&1 \
 	       || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q memcached >/dev/null 2>&1; } \
 	       || echo "memcached could not be installed: its tests skip (and fail under CI=true)"; }
 

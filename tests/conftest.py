@@ -9,15 +9,36 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from sharedstate import Store
 from tests import servers
 
 ALL_BACKENDS = ["memory", "sqlite", "redis", "postgresql", "memcached"]
 SHARED_BACKENDS = [b for b in ALL_BACKENDS if b != "memory"]
+
+# Property-based tests (tests/test_properties.py). Bounded by default: 25 examples per property and
+# backend keep the file well under a minute. The deadline fails an example that is merely slow (10 s
+# tolerates a loaded CI machine); a call that never returns is stopped by test_properties.HANG.
+# Under CI the examples are derandomized (a fixed seed, no example database), so CI runs the same
+# examples every time: a red run is reproducible, never a flake. A developer's run draws new
+# examples and replays earlier failures from .hypothesis/. `-m slow` runs the thorough variants
+# (16 times the examples); `--hypothesis-profile=sharedstate-slow` raises every property to 400.
+settings.register_profile(
+    "sharedstate",
+    max_examples=25,
+    deadline=timedelta(seconds=10),
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+_BOUNDED = settings.get_profile("sharedstate")
+settings.register_profile("sharedstate-ci", _BOUNDED, derandomize=True, database=None)
+settings.register_profile("sharedstate-slow", _BOUNDED, max_examples=400)
+settings.load_profile("sharedstate-ci" if servers.IN_CI else "sharedstate")
 
 
 @pytest.fixture(params=ALL_BACKENDS)
