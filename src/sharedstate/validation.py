@@ -15,6 +15,12 @@ from typing import overload
 #: before the round trip that takes it returns, so the holder could never know it held the lock.
 MIN_LEASE = 0.01
 
+#: The longest duration any seconds argument may have: 100 years. Longer ones are mistakes (or
+#: attempts at "forever", which is ``None``), and past it PostgreSQL's timestamps, Redis's
+#: millisecond expiries and float arithmetic on the clock stop being exact. memcached holds less
+#: (its clock ends in 2038) and refuses more itself.
+MAX_SECONDS = 100 * 365.25 * 24 * 3600
+
 
 @overload
 def seconds(
@@ -64,12 +70,23 @@ def seconds(
         raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}: {value!r}")
     if allow_zero and value == 0:
         return 0.0
-    # ``not value > 0`` is also true for nan, which every comparison fails.
-    if not value > 0 or not math.isfinite(value):
+    # ``not value > 0`` is also true for nan, which every comparison fails. The upper bound is
+    # compared before any float conversion: a huge int would raise OverflowError there.
+    if not value > 0 or (isinstance(value, float) and not math.isfinite(value)):
         raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
+    if value > MAX_SECONDS:
+        raise ValueError(
+            f"{name} must be at most {MAX_SECONDS:.0f} seconds (100 years; None means no limit), "
+            f"got {_short(value)}"
+        )
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum:g} seconds, got {value!r}")
     return float(value)
+
+
+def _short(value: float) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} digits)"
 
 
 def key_text(key: object, what: str = "key") -> str:

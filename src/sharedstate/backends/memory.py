@@ -33,7 +33,7 @@ from contextlib import suppress
 
 from sharedstate.backends.base import Backend, CasResult, Entry, RawValue, Version
 from sharedstate.errors import NotSupportedError
-from sharedstate.urls import query_options, split_url
+from sharedstate.urls import mask_url, query_options, split_url
 
 _Row = tuple[RawValue, int, "float | None"]  # value, version, expires_at (time.monotonic)
 # How long a store waits for a sibling's claim to go before it fails (seconds): long enough for the
@@ -67,7 +67,7 @@ class MemoryBackend(Backend):
     def from_url(cls, url: str) -> MemoryBackend:
         parts = split_url(url)
         if parts.netloc or parts.path not in ("", "/"):
-            raise ValueError(f"memory:// takes no host or path, got {url!r}")
+            raise ValueError(f"memory:// takes no host or path, got {mask_url(url)!r}")
         options = query_options(parts, {"max_entries": int, "check_siblings": bool}, url)
         max_entries = options.get("max_entries")
         return cls(

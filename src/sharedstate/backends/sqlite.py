@@ -45,7 +45,7 @@ from urllib.parse import unquote
 from sharedstate.backends.base import Backend, CasResult, Entry, RawValue, Version
 from sharedstate.backends.sweeping import proportional_sweep_limit
 from sharedstate.errors import BackendUnavailableError
-from sharedstate.urls import query_options, split_url
+from sharedstate.urls import mask_url, query_options, split_url
 from sharedstate.validation import seconds
 
 T = TypeVar("T")
@@ -115,19 +115,19 @@ class SQLiteBackend(Backend):
         parts = split_url(url)
         if "#" in url:
             raise ValueError(
-                f"sqlite URL {url!r} contains '#', which would start a URL fragment and cut the "
+                f"sqlite URL {mask_url(url)!r} contains '#', which would start a URL fragment and cut the "
                 "path short: write '#' in a file name as %23 (and '?' as %3F, '%' as %25)"
             )
         if parts.netloc:
             raise ValueError(
-                f"malformed sqlite URL {url!r}: use sqlite:///relative/path.db (three slashes) or "
+                f"malformed sqlite URL {mask_url(url)!r}: use sqlite:///relative/path.db (three slashes) or "
                 "sqlite:////absolute/path.db (four)"
             )
         path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path, errors="strict")
         if "\0" in path:
-            raise ValueError(f"sqlite URL {url!r}: the path contains a NUL character (%00)")
+            raise ValueError(f"sqlite URL {mask_url(url)!r}: the path contains a NUL character (%00)")
         if not path or path.endswith("/"):
-            raise ValueError(f"sqlite URL {url!r} names no database file, e.g. sqlite:///state.db")
+            raise ValueError(f"sqlite URL {mask_url(url)!r} names no database file, e.g. sqlite:///state.db")
         if path == ":memory:":
             raise ValueError(
                 "sqlite:///:memory: would give every connection its own empty database; "
