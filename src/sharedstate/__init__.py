@@ -21,7 +21,7 @@ from sharedstate.errors import (
 from sharedstate.objects import Counter, Lock, SharedDict
 from sharedstate.store import Store
 
-__version__ = "0.1.0.dev0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "BackendUnavailableError",
