@@ -406,3 +406,10 @@ def test_pickle_signed_in_the_old_format_is_refused_clearly(shared_url: str, nam
         assert store.get("old") == Custom(1)
         entry = store.backend.get(full)
         assert entry is not None and isinstance(entry.value, bytes) and entry.value.startswith(b"!p2")
+
+
+@pytest.mark.parametrize("value", ["a\ud800", {"k": ["\udfff"]}, {("x", "\ud800")}, {"\ud800": 1}])
+def test_lone_surrogates_in_values_are_a_serialization_error(value: object) -> None:
+    with pytest.raises(SerializationError, match="lone surrogate") as caught:
+        JSONCodec().dumps("k", value)
+    assert "'k'" in str(caught.value)

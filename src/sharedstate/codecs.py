@@ -249,7 +249,15 @@ class JSONCodec:
             raise SerializationError(
                 f"cannot store key {key!r}: the value is nested too deeply or contains a cycle"
             ) from None
-        return _ENCODER.encode(tree).encode("utf-8")
+        text = _ENCODER.encode(tree)
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise SerializationError(
+                f"cannot store key {key!r}: a str in {shown_as} holds the lone surrogate "
+                f"{text[exc.start : exc.end]!r}, which is not valid UTF-8 text (decode bytes with "
+                "errors='replace', or store them as bytes)"
+            ) from None
 
     def loads(self, key: str, raw: RawValue) -> Any:
         if isinstance(raw, int):
