@@ -100,7 +100,9 @@ SUBJECTS: list[Subject] = [
 # -- workers ---------------------------------------------------------------------------------------
 
 
-def _worker(subject: Subject, url: str, key: str, ops: int, tasks: int, ready: Any, start: Any, out: Any) -> None:
+def _worker(
+    subject: Subject, url: str, key: str, ops: int, tasks: int, ready: Any, start: Any, out: Any
+) -> None:
     client = subject.opener(url)
     if subject.kind == "sync":
         client.incr(key + "-warm")
@@ -114,7 +116,9 @@ def _worker(subject: Subject, url: str, key: str, ops: int, tasks: int, ready: A
     asyncio.run(_async_worker(client, key, ops, tasks, ready, start, out))
 
 
-async def _async_worker(client: Any, key: str, ops: int, tasks: int, ready: Any, start: Any, out: Any) -> None:
+async def _async_worker(
+    client: Any, key: str, ops: int, tasks: int, ready: Any, start: Any, out: Any
+) -> None:
     await client.incr(key + "-warm")
     ready.release()
     await asyncio.get_running_loop().run_in_executor(None, start.wait)
@@ -179,7 +183,9 @@ def _final_value(url: str, key: str) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--ops", type=int, default=2000, help="increments per process")
     parser.add_argument("--processes", type=int, default=4)

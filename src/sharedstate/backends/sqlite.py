@@ -315,7 +315,36 @@ class SQLiteBackend(Backend):
             conn.close()
 
     def _run(self, op: Op[T], *, write: bool) -> T:
-        return _wait_in_thread(self._run_steps(op, write=write))
+        result = self._try_now(op)
+        if isinstance(result, _Later):
+            return _wait_in_thread(self._run_steps(op, write=write))
+        if write:
+            limit = self._sweep_due()
+            if limit:
+                _wait_in_thread(self._sweep_after_write_steps(limit))
+        return result
+
+    def _try_now(self, op: Op[T]) -> T | _Later:
+        """The hot path of ``_run``, shared by both classes, with no generator: ``op`` on a ready
+        connection. ``_LATER`` when it needs ``_run_steps`` (no ready connection, the write lock
+        taken, the file replaced); ``op`` then has written nothing and is run there again."""
+        conn = self._ready_conn()
+        if conn is None:
+            return _LATER
+        try:
+            return op(conn)
+        except sqlite3.OperationalError:
+            self._rollback(conn)
+            return _LATER
+        except _FileReplaced:
+            self._retire_connection()
+            return _LATER
+        except sqlite3.DatabaseError as exc:
+            self._rollback(conn)
+            raise BackendUnavailableError(f"SQLite database {self.path!r}: {exc}") from None
+        except BaseException:
+            self._rollback(conn)
+            raise
 
     def _run_steps(self, op: Op[T], *, write: bool) -> Steps[T]:
         """Run ``op`` on this thread's connection, waiting out "locked"/"busy" until ``timeout``.
@@ -327,33 +356,31 @@ class SQLiteBackend(Backend):
         A write that finds its file deleted or replaced (``_begin``) has written nothing: it runs
         again on the file now at the path (created if it was deleted). Twice in a row is an error.
         """
-        try:
-            result = yield from self._run_once_steps(op)
-        except _FileReplaced:
-            self._retire_connection()
+        for attempt in (1, 2):
             try:
-                result = yield from self._run_once_steps(op)
+                conn = self._ready_conn() or (yield from self._conn_steps())
+                try:
+                    result = op(conn)
+                except sqlite3.OperationalError as exc:
+                    result = yield from self._retry_steps(conn, op, exc)
+                except sqlite3.DatabaseError as exc:
+                    self._rollback(conn)
+                    raise BackendUnavailableError(f"SQLite database {self.path!r}: {exc}") from None
+                except BaseException:
+                    self._rollback(conn)
+                    raise
+                break
             except _FileReplaced as exc:
                 self._retire_connection()
-                raise BackendUnavailableError(
-                    f"SQLite database {self.path!r} was replaced twice during one operation", applied=False
-                ) from exc
+                if attempt == 2:
+                    raise BackendUnavailableError(
+                        f"SQLite database {self.path!r} was replaced twice during one operation",
+                        applied=False,
+                    ) from exc
         if write:
-            yield from self._maybe_sweep_steps()
-        return result
-
-    def _run_once_steps(self, op: Op[T]) -> Steps[T]:
-        conn = self._ready_conn() or (yield from self._conn_steps())
-        try:
-            result = op(conn)
-        except sqlite3.OperationalError as exc:
-            result = yield from self._retry_steps(conn, op, exc)
-        except sqlite3.DatabaseError as exc:
-            self._rollback(conn)
-            raise BackendUnavailableError(f"SQLite database {self.path!r}: {exc}") from None
-        except BaseException:
-            self._rollback(conn)
-            raise
+            limit = self._sweep_due()
+            if limit:
+                yield from self._sweep_after_write_steps(limit)
         return result
 
     def _retry_steps(self, conn: sqlite3.Connection, op: Op[T], exc: sqlite3.Error) -> Steps[T]:
@@ -399,15 +426,19 @@ class SQLiteBackend(Backend):
 
     # -- sweeping ----------------------------------------------------------------------------
 
-    def _maybe_sweep_steps(self) -> Steps[None]:
-        """Every ``_SWEEP_EVERY_WRITES`` writes (or ``_SWEEP_EVERY_SECONDS``), sweep expired rows
-        in proportion to the writes since the last sweep (see ``proportional_sweep_limit``)."""
+    def _sweep_due(self) -> int:
+        """Count a write; every ``_SWEEP_EVERY_WRITES`` writes (or ``_SWEEP_EVERY_SECONDS``), the
+        number of expired rows to sweep now, in proportion to the writes since the last sweep (see
+        ``proportional_sweep_limit``); else 0."""
         self._writes += 1  # racy across threads on purpose: it only paces the sweeps
         now = time.monotonic()
         if self._writes < _SWEEP_EVERY_WRITES and now - self._last_sweep < _SWEEP_EVERY_SECONDS:
-            return
+            return 0
         limit = proportional_sweep_limit(self._writes, _SWEEP_EVERY_WRITES, _SWEEP_MAX_BATCH)
         self._writes, self._last_sweep = 0, now
+        return limit
+
+    def _sweep_after_write_steps(self, limit: int) -> Steps[None]:
         # The write that got us here has committed: a sweep that cannot run now (the file
         # busy past timeout) must not turn it into an error. The next one will catch up.
         with contextlib.suppress(BackendUnavailableError):
@@ -640,7 +671,15 @@ class AsyncSQLiteBackend(AsyncBackend):
         return self.sync.describe()
 
     async def _run(self, op: Op[T], *, write: bool) -> T:
-        return await _wait_in_loop(self.sync._run_steps(op, write=write))
+        sync = self.sync
+        result = sync._try_now(op)
+        if isinstance(result, _Later):
+            return await _wait_in_loop(sync._run_steps(op, write=write))
+        if write:
+            limit = sync._sweep_due()
+            if limit:
+                await _wait_in_loop(sync._sweep_after_write_steps(limit))
+        return result
 
     async def _write(self, statement: str, params: Mapping[str, object]) -> int:
         return await self._run(self.sync._write_op(statement, params), write=True)
@@ -759,7 +798,11 @@ class _ScanBatches:
         return [key for (key,) in batch]
 
 
-_LATER = object()  # _get_now: the row must be read through _run
+class _Later:
+    """The hot path could not finish the operation: it goes through ``_run_steps``."""
+
+
+_LATER = _Later()
 
 
 class _FileReplaced(Exception):
