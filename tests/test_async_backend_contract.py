@@ -22,10 +22,11 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import pytest
 
-from sharedstate import NotSupportedError
+from sharedstate import BackendUnavailableError, NotSupportedError
 from sharedstate.backends import (
     AsyncBackend,
     async_backend_from_url,
@@ -36,6 +37,10 @@ from sharedstate.backends import (
 from sharedstate.backends.memory import AsyncMemoryBackend, MemoryBackend
 from tests import servers
 from tests.conftest import ALL_BACKENDS
+from tests.freeze_proxy import FreezeProxy
+from tests.test_frozen_server import MARGIN as FROZEN_MARGIN
+from tests.test_frozen_server import TIMEOUT as FROZEN_TIMEOUT
+from tests.test_frozen_server import _through as through_proxy
 
 T = TypeVar("T")
 
@@ -396,6 +401,50 @@ def test_fork_safety(opened: Opened) -> None:
         return
     assert outcome == ("ok", 2)  # the child opened its own connection to the same data
     assert opened.run(lambda b: b.incr(k)) == 3  # the parent's are intact
+
+
+# -- a frozen server -------------------------------------------------------------------------------
+
+
+Frozen = tuple[AsyncBackend, FreezeProxy]
+
+
+@pytest.fixture(params=["redis", "postgresql", "memcached"])
+def frozen_setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Frozen]:
+    url = servers.backend_url(request.param, tmp_path)
+    parts = urlsplit(url)
+    default_port = {"redis": 6379, "postgresql": 5432, "memcached": 11211}[request.param]
+    proxy = FreezeProxy(parts.hostname or "127.0.0.1", parts.port or default_port)
+    try:
+        proxied = through_proxy(url, proxy)
+        yield open_async(request.param, proxied), proxy
+    finally:
+        proxy.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_frozen_server_fails_in_time_with_applied_and_never_blocks_the_loop(
+    frozen_setup: Frozen, namespace: str
+) -> None:
+    backend, proxy = frozen_setup
+    key = f"{namespace}/n"
+
+    async def scenario() -> None:
+        assert await backend.incr(key) == 1  # a pooled connection is open and idle
+        with proxy.frozen():
+            started = time.monotonic()
+            with pytest.raises(BackendUnavailableError) as info:
+                await backend.get(key)
+            elapsed = time.monotonic() - started
+            assert elapsed < FROZEN_TIMEOUT + FROZEN_MARGIN, f"{elapsed:.1f}s on a frozen server"
+            assert info.value.applied is None  # sent, no reply: unknown
+            assert isinstance(info.value.__cause__, Exception)
+        await asyncio.sleep(0.5)  # the held request is answered late, on a connection now closed
+        assert await backend.incr(key) == 2
+        await backend.aclose()
+
+    worst, worst_wall, _ = asyncio.run(_probe_while(scenario()))
+    assert worst < LAG_BOUND, f"the loop was blocked {worst * 1000:.1f} ms (wall {worst_wall * 1000:.1f} ms)"
 
 
 # -- the registry ----------------------------------------------------------------------------------
