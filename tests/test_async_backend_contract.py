@@ -17,6 +17,8 @@ import asyncio
 import multiprocessing as mp
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -501,6 +503,26 @@ def test_a_scheme_clash_is_an_error() -> None:
     with pytest.raises(ValueError, match="already registered"):
         register_backend(scheme, lambda url: MemoryBackend())
     assert isinstance(backend_from_url("sqlite:///x.db"), backend_from_url("sqlite:///y.db").__class__)
+
+
+def test_a_backend_whose_driver_is_missing_says_what_to_install() -> None:
+    code = (
+        "import sys; sys.modules['psycopg'] = None\n"  # makes 'import psycopg' raise ImportError
+        "from sharedstate.backends import async_backend_from_url, backend_from_url\n"
+        "for open_url in (backend_from_url, async_backend_from_url):\n"
+        "    try:\n"
+        "        open_url('postgresql://user:secret@localhost/db')\n"
+        "    except ValueError as exc:\n"
+        "        assert isinstance(exc.__cause__, ImportError), exc\n"
+        "        print(exc)\n"
+        "print(async_backend_from_url('memory://').describe())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3 and lines[2] == "memory://"
+    for line in lines[:2]:
+        assert "pip install 'sharedstate[postgres]'" in line and "secret" not in line
 
 
 def test_unknown_scheme() -> None:

@@ -162,17 +162,15 @@ def _registration(url: str) -> _Registration:
     registration = _REGISTRY.lookup(scheme)
     if registration is not None:
         return registration
-    message = (
-        f"unknown store URL scheme {scheme!r} in {mask_url(url)!r}; "
-        f"known schemes: {', '.join(s + '://' for s in known_schemes())}"
-    )
+    known = ", ".join(s + "://" for s in known_schemes())
     failures = _REGISTRY.failures()
-    if failures:
-        message += "; backends that could not be loaded: " + "; ".join(
-            f"{module} ({exc})" for module, exc in failures.items()
-        )
-        raise ValueError(message) from next(iter(failures.values()))
-    raise ValueError(message)
+    if failures:  # most likely the backend for it, whose driver is not installed
+        raise ValueError(
+            f"no backend for {scheme}:// ({mask_url(url)!r}) could be loaded: "
+            + "; ".join(f"{module}: {exc}" for module, exc in failures.items())
+            + f" (the backends that could be loaded serve {known})"
+        ) from next(iter(failures.values()))
+    raise ValueError(f"unknown store URL scheme {scheme!r} in {mask_url(url)!r}; known schemes: {known}")
 
 
 def _resolve(target: str, url: str, *, asynchronous: bool = False) -> Any:
