@@ -405,6 +405,57 @@ def test_fork_safety(opened: Opened) -> None:
     assert opened.run(lambda b: b.incr(k)) == 3  # the parent's are intact
 
 
+# -- sqlite:// waits for the write lock without blocking the loop -----------------------------------
+
+
+def _holding_the_write_lock(path: Path) -> sqlite3.Connection:
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute("BEGIN IMMEDIATE")
+    return raw
+
+
+def test_sqlite_wait_for_the_write_lock_is_awaited_and_times_out_unapplied(tmp_path: Path) -> None:
+    path = tmp_path / "busy.sqlite3"
+    backend = async_backend_from_url(f"sqlite:///{path}?timeout=0.4")
+
+    async def scenario() -> None:
+        assert await backend.incr("n") == 1
+        raw = _holding_the_write_lock(path)
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailableError) as info:
+            await backend.incr("n")
+        assert 0.4 <= time.monotonic() - started < 2.0
+        assert info.value.applied is False
+        raw.execute("ROLLBACK")
+        raw.close()
+        assert await backend.incr("n") == 2  # the one that timed out was not applied
+
+    worst, worst_wall, _ = asyncio.run(_probe_while(scenario()))
+    assert worst < LAG_BOUND, f"the loop was blocked {worst * 1000:.1f} ms (wall {worst_wall * 1000:.1f} ms)"
+
+
+def test_sqlite_cancelled_while_waiting_leaves_nothing_half_done(tmp_path: Path) -> None:
+    path = tmp_path / "busy.sqlite3"
+    backend = async_backend_from_url(f"sqlite:///{path}")
+
+    async def scenario() -> None:
+        assert await backend.incr("n") == 1
+        raw = _holding_the_write_lock(path)
+        waiting = asyncio.create_task(backend.incr("n"))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()  # waiting for the lock, without holding up this task
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        raw.execute("ROLLBACK")
+        raw.close()
+        # The loop's connection is not left inside a transaction, and nothing was applied.
+        assert await backend.incr("n") == 2
+        assert await backend.compare_and_set("other", None, b"x") is not None
+
+    asyncio.run(scenario())
+
+
 # -- a frozen server -------------------------------------------------------------------------------
 
 
