@@ -653,10 +653,9 @@ async def _probe_while(work: Awaitable[T]) -> tuple[float, float, T]:
     return worst, worst_wall, result
 
 
-def test_loop_lag_under_four_contending_processes_on_sqlite(tmp_path: Path, namespace: str) -> None:
-    path = tmp_path / "lag.sqlite3"
+def _lag_under_contention(path: Path, key: str) -> tuple[float, float]:
+    """One run of the probe next to 4 tasks and 4 spawned processes contending for ``key``."""
     url = f"sqlite:///{path}"
-    key = f"{namespace}/n"
     backend = async_backend_from_url(url)
     assert asyncio.run(backend.incr(key)) == 1  # the file and table exist before the others start
     ctx = mp.get_context("spawn")
@@ -687,7 +686,17 @@ def test_loop_lag_under_four_contending_processes_on_sqlite(tmp_path: Path, name
             p.join(60)
     assert all(p.exitcode == 0 for p in hammerers)
     assert operations > 0
-    assert worst < LAG_BOUND, (
-        f"the event loop was blocked: a 5 ms wake-up came {worst * 1000:.1f} ms late "
-        f"(wall clock, waits for a CPU included: {worst_wall * 1000:.1f} ms)"
-    )
+    return worst, worst_wall
+
+
+def test_loop_lag_under_four_contending_processes_on_sqlite(tmp_path: Path, namespace: str) -> None:
+    # A second run only if the first missed: the shared machine's disk can stall any process for
+    # a moment (seen once in ~30 runs, under a load average of 7), while a backend that blocks its
+    # loop on the lock misses every run by far (measured 659 ms with time.sleep for the waits).
+    runs = []
+    for attempt in range(2):
+        worst, worst_wall = _lag_under_contention(tmp_path / f"lag{attempt}.sqlite3", f"{namespace}/n")
+        runs.append(f"{worst * 1000:.1f} ms (wall clock, CPU waits included: {worst_wall * 1000:.1f} ms)")
+        if worst < LAG_BOUND:
+            return
+    pytest.fail(f"the event loop was blocked: a 5 ms wake-up came late by {' then '.join(runs)}")
