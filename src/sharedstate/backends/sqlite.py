@@ -6,8 +6,11 @@ How it stays correct and fast under contention:
   a crash of the app (not of the OS, which NORMAL trades for speed, like diskcache does).
 - Every write runs in ``BEGIN IMMEDIATE``, which takes the write lock before reading, so a
   read-then-write can never fail half way with "database is locked"; waiting for the lock is a
-  retry loop here (see ``_run``), and only after ``timeout`` seconds does it raise
+  retry loop here (see ``_run_steps``), and only after ``timeout`` seconds does it raise
   ``BackendUnavailableError`` (never a raw "database is locked").
+- Both APIs run the same code: every operation that may wait is a generator of steps that yields
+  each wait (``Steps``); ``SQLiteBackend`` sleeps through them, ``AsyncSQLiteBackend`` awaits
+  them, so an event loop is never blocked on the write lock (see that class).
 - One connection per thread and process: each thread's slot remembers the pid that opened it.
   After ``fork`` the child never touches the parent's connection (sharing an SQLite connection
   across fork corrupts locks); it keeps it referenced, unused and unclosed, so garbage collection
@@ -482,7 +485,7 @@ class SQLiteBackend(Backend):
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             return
         conn = self._ready_conn() or (yield from self._conn_steps())
-        # Retried like the write lock in _retry: SQLite's busy handler sleeps milliseconds at a
+        # Retried like the write lock in _retry_steps: SQLite's busy handler sleeps milliseconds at a
         # time and would lose the write lock to writers that retry every few microseconds.
         deadline = time.monotonic() + _WAL_RESET_WAIT
         delay = 0.00005
