@@ -680,8 +680,8 @@ class AsyncSQLiteBackend(AsyncBackend):
     backend's connections do not checkpoint at commit (``wal_autocheckpoint=0``); after the
     sweeps that follow writes, the checkpoint SQLite would have run and the WAL bound run in a
     thread (``SQLiteBackend._bound_wal``). Measured (``benchmarks/bench_async.py``) against running
-    each call in a thread, which was slower by far (4 processes, one key: 0.26x to 0.37x of the
-    sync backend's incr, against 0.83x to 0.96x here).
+    each call in a thread, which was slower by far (4 processes, one key: 0.26x to 0.47x of the
+    sync backend's incr, against 0.83x to 1.07x here).
     """
 
     schemes = SQLiteBackend.schemes
