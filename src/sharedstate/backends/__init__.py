@@ -89,9 +89,10 @@ class _Registry:
             return
         sync_class: type[Backend] = getattr(module, sync_name)
         async_class = getattr(module, async_name, None)
-        if async_class is not None and set(async_class.schemes) != set(sync_class.schemes):
+        declared = getattr(async_class, "schemes", ())
+        if declared and set(declared) != set(sync_class.schemes):  # undeclared: the sync class's
             raise ValueError(
-                f"{module_name}: {async_name}.schemes {async_class.schemes} differ from "
+                f"{module_name}: {async_name}.schemes {declared} differ from "
                 f"{sync_name}.schemes {sync_class.schemes}"
             )
         registration = _Registration(
