@@ -20,7 +20,6 @@ Nothing here is bound to an event loop, so one instance may serve several loops 
 from __future__ import annotations
 
 import abc
-import asyncio
 import functools
 import os
 import threading
@@ -138,6 +137,8 @@ class ThreadedBackend(WrappedBackend):
             return self._pool
 
     async def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        import asyncio  # here, not at the top: sync users of these modules do not import asyncio
+
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor(), functools.partial(fn, *args, **kwargs))
 

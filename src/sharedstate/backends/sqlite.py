@@ -35,7 +35,6 @@ Integers are stored as SQLite INTEGERs, so ``incr`` is one ``UPSERT ... RETURNIN
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import random
@@ -707,7 +706,7 @@ class AsyncSQLiteBackend(AsyncBackend):
             if limit:
                 await _wait_in_loop(sync._sweep_after_write_steps(limit))
                 # Checkpoints copy pages and sync the file: never on the loop.
-                await asyncio.get_running_loop().run_in_executor(None, sync._bound_wal)
+                await _in_thread(sync._bound_wal)
         return result
 
     async def _write(self, statement: str, params: Mapping[str, object]) -> int:
@@ -771,11 +770,19 @@ def _wait_in_thread(steps: Steps[T]) -> T:
         return result
 
 
+async def _in_thread(fn: Callable[[], None]) -> None:
+    import asyncio  # here, not at the top: sync users do not pay for importing asyncio
+
+    await asyncio.get_running_loop().run_in_executor(None, fn)
+
+
 async def _wait_in_loop(steps: Steps[T]) -> T:
     """Run ``steps`` on the event loop, awaiting each wait it yields (other tasks run meanwhile).
 
     Cancelled while waiting, the steps are closed where they wait: they have rolled back first.
     """
+    import asyncio  # here, not at the top: sync users do not pay for importing asyncio
+
     try:
         delay = next(steps)
         while True:
