@@ -62,6 +62,7 @@ from urllib.parse import urlsplit
 from sharedstate._optional import require
 from sharedstate.backends._failures import unavailable
 from sharedstate.backends.base import Backend, CasResult, Entry, RawValue, Version
+from sharedstate.backends.offload import ThreadedBackend
 from sharedstate.errors import BackendUnavailableError, NotSupportedError, ValueTooLargeError
 from sharedstate.urls import mask_url, query_options, split_url
 from sharedstate.validation import seconds
@@ -548,6 +549,23 @@ class MemcachedBackend(Backend):
             idle, self._idle = self._idle, []
         for client in idle:
             client.close()
+
+
+class AsyncMemcachedBackend(ThreadedBackend):
+    """``memcached://`` for ``asyncio``: each call of a :class:`MemcachedBackend` runs in a thread.
+
+    pymemcache has no asyncio API, so every operation (its round trips and, for ``incr`` of a
+    negative counter, its CAS retry loop with its back-off sleeps) runs in a thread pool of this
+    backend's own, one thread per pooled connection at most: the event loop never waits. Each call
+    is bounded as the sync one is (``connect_timeout`` + ``timeout`` per round trip) and fails the
+    same way: ``BackendUnavailableError`` with ``applied`` False / None, the driver's exception
+    chained. Fork-safe as :class:`MemcachedBackend` (the pool of threads is made anew in a child).
+    """
+
+    schemes = MemcachedBackend.schemes
+    sync_class = MemcachedBackend
+    may_evict = True
+    max_threads = _MAX_IDLE_CONNECTIONS
 
 
 class _NotConnected(Exception):

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from contextlib import suppress
 
 from sharedstate.backends.base import Backend, CasResult, Entry, RawValue, Version
+from sharedstate.backends.offload import InlineBackend
 from sharedstate.errors import NotSupportedError
 from sharedstate.urls import mask_url, query_options, split_url
 
@@ -235,6 +236,20 @@ class MemoryBackend(Backend):
 
     def describe(self) -> str:
         return "memory://"
+
+
+class AsyncMemoryBackend(InlineBackend):
+    """``memory://`` for ``asyncio``: the same data structure and code as :class:`MemoryBackend`,
+    run inline on the event loop.
+
+    Every operation takes the backend's ``threading.Lock`` only inside one call, for microseconds,
+    and never waits for anything else, so running it on the loop never blocks the loop. It serves
+    the process that created it, and refuses a sibling process on the same namespace (``attach``),
+    exactly as :class:`MemoryBackend` does.
+    """
+
+    schemes = MemoryBackend.schemes
+    sync_class = MemoryBackend
 
 
 class _SiblingClaims:
