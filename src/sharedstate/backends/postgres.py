@@ -392,6 +392,33 @@ def _async_recording_connection_class(sink: _ConnectErrors) -> type[AConn]:
     return RecordingAsyncConnection
 
 
+class _AsyncPool(psycopg_pool.AsyncConnectionPool[AConn]):
+    """psycopg_pool's ``AsyncConnectionPool``, whose workers end when their task is cancelled.
+
+    A pool worker catches ``CancelledError`` along with every other exception while it opens a
+    connection (so a caller's cancellation cannot lose one), and goes back to waiting for work:
+    a cancellation that lands then is swallowed. ``asyncio.run`` cancels every task when its
+    main coroutine returns and waits for them, so a pool still growing at that moment (an app
+    that ended its loop without ``aclose()``) would hang the program's exit forever. This worker
+    runs the same jobs and then honours a cancellation that arrived meanwhile.
+    """
+
+    @classmethod
+    async def worker(cls, q: Any) -> None:
+        me = asyncio.current_task()
+        while True:
+            job = await q.get()
+            if isinstance(job, psycopg_pool.pool_async.StopWorker):
+                return
+            try:
+                await job.run()
+            except (Exception, asyncio.CancelledError) as exc:  # as the pool's own worker does
+                logger.debug("sharedstate-pg pool task %s failed: %s", job, type(exc).__name__)
+            cancelling = getattr(me, "cancelling", None)  # Python 3.11+
+            if cancelling is not None and cancelling():
+                raise asyncio.CancelledError  # the job swallowed our cancellation
+
+
 class _AsyncPoolSlot:
     """One event loop's pool in one process, its connection errors and how many are lent.
 
@@ -980,7 +1007,7 @@ class AsyncPostgresBackend(_PostgresShared, AsyncBackend):
 
     def _new_pool(self, loop: asyncio.AbstractEventLoop) -> _AsyncPoolSlot:
         errors = _ConnectErrors(self._url)
-        pool: psycopg_pool.AsyncConnectionPool[AConn] = psycopg_pool.AsyncConnectionPool(
+        pool: psycopg_pool.AsyncConnectionPool[AConn] = _AsyncPool(
             self._conninfo,
             connection_class=_async_recording_connection_class(errors),
             kwargs=self._connect_kwargs,

@@ -76,6 +76,9 @@ _TLS_OPTIONS: dict[str, type] = {
 }
 _CERT_REQS = ("none", "optional", "required")
 
+# Async pools inherited across fork: kept referenced, never used or closed in the child.
+_INHERITED: list[object] = []
+
 
 class _Script:
     """A Lua script run with ``EVALSHA``; sent with ``EVAL`` once if the server lacks it.
@@ -511,9 +514,7 @@ class AsyncRedisBackend(_RedisShared, AsyncBackend):
         """The running loop's pool in this process (made on first use; a forked child starts empty)."""
         loop = asyncio.get_running_loop()
         if self._pid != os.getpid():
-            # A forked child: the parent's connections are its sockets, bound to its loops. Drop
-            # them without closing (closing would touch the parent's event loop objects).
-            self._pid, self._pools = os.getpid(), {}
+            self._forget_parent_pools()
         pool = self._pools.get(loop)
         if pool is None:
             # Pools of loops that have ended can never be used again (their sockets belong to
@@ -524,6 +525,17 @@ class AsyncRedisBackend(_RedisShared, AsyncBackend):
                 self._connection_class, self._settings_, self._max_connections, self.timeout
             )
         return pool
+
+    def _forget_parent_pools(self) -> None:
+        """In a forked child: set the parent's pools aside, referenced and untouched, forever.
+
+        Their connections are the parent's sockets, registered with the parent's event loop,
+        whose epoll instance the child shares: closing one here (which the connection's
+        finalizer would do if it were collected) would unregister it from that epoll and leave
+        the parent's connection deaf. So they are kept in ``_INHERITED`` and never used.
+        """
+        _INHERITED.append(self._pools)
+        self._pid, self._pools = os.getpid(), {}
 
     async def _execute(self, *commands: tuple[Any, ...]) -> list[Any]:
         """Send ``commands`` in one write and await one reply each: a single round trip.
@@ -626,7 +638,7 @@ class AsyncRedisBackend(_RedisShared, AsyncBackend):
     async def aclose(self) -> None:
         """Close the running loop's idle connections and forget pools of ended loops."""
         if self._pid != os.getpid():
-            self._pid, self._pools = os.getpid(), {}
+            self._forget_parent_pools()
             return
         loop = asyncio.get_running_loop()
         for old in [old for old in self._pools if old.is_closed()]:
