@@ -519,12 +519,16 @@ class AsyncRedisBackend(_RedisShared, AsyncBackend):
         if pool is None:
             # Pools of loops that have ended can never be used again (their sockets belong to
             # a closed loop); forget them.
-            for old in [old for old in self._pools if old.is_closed()]:
-                self._pools.pop(old, None)
+            self._forget_ended_loops()
             pool = self._pools[loop] = _AsyncPool(
                 self._connection_class, self._settings_, self._max_connections, self.timeout
             )
         return pool
+
+    def _forget_ended_loops(self) -> None:
+        """Drop the pools of event loops that have closed (their sockets belong to a dead loop)."""
+        for loop in [loop for loop in self._pools if loop.is_closed()]:
+            self._pools.pop(loop).abandon()
 
     def _forget_parent_pools(self) -> None:
         """In a forked child: set the parent's pools aside, referenced and untouched, forever.
@@ -641,8 +645,7 @@ class AsyncRedisBackend(_RedisShared, AsyncBackend):
             self._forget_parent_pools()
             return
         loop = asyncio.get_running_loop()
-        for old in [old for old in self._pools if old.is_closed()]:
-            self._pools.pop(old, None)
+        self._forget_ended_loops()
         pool = self._pools.pop(loop, None)
         if pool is not None:
             await pool.disconnect()
@@ -814,6 +817,24 @@ class _AsyncPool:
         """Close the idle connections (ones in use now come back to the pool when done)."""
         while self._idle:
             await self._idle.pop().disconnect(nowait=True)
+
+    def abandon(self) -> None:
+        """Close the connections of a pool whose event loop has ended, without that loop.
+
+        Their transports cannot close through a closed loop; their sockets can, which is what
+        collecting them would do anyway, with a warning. Best effort: it relies on asyncio's
+        transport internals and leaves anything it does not recognise to the collector.
+        """
+        while self._idle:
+            conn = self._idle.pop()
+            writer = getattr(conn, "_writer", None)
+            transport = getattr(writer, "transport", None)
+            sock = getattr(transport, "_sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
+                transport._sock, transport._closing = None, True  # type: ignore[union-attr]
+            conn._reader = conn._writer = None
 
 
 def _has_unread_data_async(conn: Any) -> bool:
