@@ -27,6 +27,11 @@ How it stays correct:
   bad password, connection refused) fails the call at once. The pool reconnects when the server
   is back.
 
+:class:`AsyncPostgresBackend` is the same backend for asyncio (psycopg's ``AsyncConnection`` and
+psycopg_pool's ``AsyncConnectionPool``, one pool per event loop): URL parsing, statements, errors
+and sweep pacing are shared with :class:`PostgresBackend` through :func:`parse_postgres_url` and
+:class:`_PostgresShared`, and :class:`AsyncDeadlineConnection` bounds every wait the same way.
+
 The table is created on first use unless ``?create_table=false``; :func:`ddl` returns the SQL for
 migrations, and ``python -m sharedstate.backends.postgres URL [--run]`` prints (or runs) it.
 """

@@ -37,6 +37,11 @@ round trip. ``_Pool`` checks the same with one ``poll``.
 **Fork.** The pool remembers the pid that filled it. In a forked child it starts empty, so the
 child never uses the parent's sockets; it drops the inherited connections without closing them
 (redis-py's ``Connection.disconnect`` would not shut down a socket of another process anyway).
+
+**Async.** :class:`AsyncRedisBackend` is the same backend on ``redis.asyncio``: the URL parsing,
+commands, Lua scripts, reply reading and errors are :class:`RedisBackend`'s own (shared through
+:func:`parse_redis_url` and :class:`_RedisShared`, not copied); only sending and waiting differ.
+Its pools (:class:`_AsyncPool`) are per event loop as well as per process.
 """
 
 from __future__ import annotations
@@ -498,8 +503,8 @@ class AsyncRedisBackend(_RedisShared, AsyncBackend):
         """Prepare pools for ``url`` (no query string: use :meth:`from_url`); connects lazily."""
         self._max_connections: int | None = pool_options.pop("max_connections", None)
         driver = require("redis.asyncio", "redis")
-        self._settings_ = self._settings(url, timeout, pool_options, driver)
-        self._connection_class = self._settings_.pop("connection_class", driver.Connection)
+        self._connection_kwargs = self._settings(url, timeout, pool_options, driver)
+        self._connection_class = self._connection_kwargs.pop("connection_class", driver.Connection)
         self._pid = os.getpid()
         self._pools: dict[asyncio.AbstractEventLoop, _AsyncPool] = {}
 
@@ -521,7 +526,7 @@ class AsyncRedisBackend(_RedisShared, AsyncBackend):
             # a closed loop); forget them.
             self._forget_ended_loops()
             pool = self._pools[loop] = _AsyncPool(
-                self._connection_class, self._settings_, self._max_connections, self.timeout
+                self._connection_class, self._connection_kwargs, self._max_connections, self.timeout
             )
         return pool
 
