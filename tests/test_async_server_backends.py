@@ -645,3 +645,28 @@ def test_postgres_lazy_sweep_is_proportional_to_writes(pg_url: str) -> None:
     finally:
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("server_url", ["redis"], indirect=True)
+def test_redis_call_cancelled_mid_reply_never_misreads_a_late_reply(
+    proxied: tuple[str, FreezeProxy], prefix: str
+) -> None:
+    url, proxy = proxied
+    backend = _open(url)
+
+    async def scenario() -> None:
+        await backend.set(prefix + "a", b"value-a")
+        await backend.set(prefix + "b", b"value-b")
+        with proxy.frozen():
+            call = asyncio.create_task(backend.get(prefix + "a"))  # sent on the idle connection
+            await asyncio.sleep(0.2)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+        await asyncio.sleep(0.3)  # the late reply to get(a) arrives
+        got = await backend.get(prefix + "b")
+        assert got is not None and got.value == b"value-b"
+        await backend.aclose()
+
+    asyncio.run(scenario())
