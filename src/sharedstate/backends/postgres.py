@@ -1029,8 +1029,10 @@ class AsyncPostgresBackend(_PostgresShared, AsyncBackend):
 
     def _forget_ended_loops(self) -> None:
         """Drop the pools of event loops that have closed, closing their idle connections."""
-        for loop in [loop for loop in self._slots if loop.is_closed()]:
-            self._slots.pop(loop).abandon()
+        for loop in [loop for loop in list(self._slots) if loop.is_closed()]:  # list(): atomic copy
+            slot = self._slots.pop(loop, None)  # None: another thread's loop dropped it first
+            if slot is not None:
+                slot.abandon()
 
     def _close_later(self, slot: _AsyncPoolSlot) -> None:
         """Close ``slot``'s pool in a task of its loop (referenced until done)."""
@@ -1046,7 +1048,7 @@ class AsyncPostgresBackend(_PostgresShared, AsyncBackend):
         """
         if self._slots.get(slot.loop) is not slot:
             return
-        del self._slots[slot.loop]
+        self._slots.pop(slot.loop, None)
         self._close_later(slot)
 
     async def _acquire(self, deadline: float) -> tuple[_AsyncPoolSlot, AConn]:

@@ -532,8 +532,10 @@ class AsyncRedisBackend(_RedisShared, AsyncBackend):
 
     def _forget_ended_loops(self) -> None:
         """Drop the pools of event loops that have closed (their sockets belong to a dead loop)."""
-        for loop in [loop for loop in self._pools if loop.is_closed()]:
-            self._pools.pop(loop).abandon()
+        for loop in [loop for loop in list(self._pools) if loop.is_closed()]:  # list(): atomic copy
+            pool = self._pools.pop(loop, None)  # None: another thread's loop dropped it first
+            if pool is not None:
+                pool.abandon()
 
     def _forget_parent_pools(self) -> None:
         """In a forked child: set the parent's pools aside, referenced and untouched, forever.
