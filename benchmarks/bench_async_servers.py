@@ -1,6 +1,6 @@
 """Async server backends against their drivers, side by side in one run: incr on one key.
 
-    python benchmarks/bench_async_servers.py            # full run (about a minute on 2 cores)
+    python benchmarks/bench_async_servers.py            # full run (a few minutes on 2 shared cores)
     python benchmarks/bench_async_servers.py --quick    # tiny cells, a smoke test
     python benchmarks/bench_async_servers.py --only redis
 
@@ -13,8 +13,9 @@ Subjects (each increments one key and awaits the new value):
 
 Workloads: ``1 task`` and ``16 tasks`` in one process; ``4 proc x 16 tasks`` (spawned processes,
 started together at a barrier). Each cell is ops/s over the whole cell, the median of ``--repeat``
-rounds; a round measures every subject once, so the subjects interleave. The machine is shared and
-noisy: read the ratios printed under the table (measured in this same run).
+rounds; a round measures every subject once (who goes first alternates), so the subjects
+interleave. The machine is shared and noisy: read the ratios printed under the table, above all
+the median of the per-round ratios (each pairs two cells measured moments apart).
 
 ``server_rows()`` lists the subjects; the lead may move it into ``bench_async.py``.
 """
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="tiny cells: a smoke test")
-    parser.add_argument("--repeat", type=int, default=5, help="rounds (default 5); cells are medians")
+    parser.add_argument("--repeat", type=int, default=7, help="rounds (default 7); cells are medians")
     parser.add_argument("--only", default="redis,postgresql", help="servers to run: redis,postgresql")
     args = parser.parse_args(argv)
     wanted = set(args.only.split(","))
@@ -270,8 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     cells: dict[tuple[str, str], list[float]] = defaultdict(list)
     try:
         for round_no in range(args.repeat):
+            # Alternate who goes first, so a load that drifts during a round favours nobody.
+            order = subjects if round_no % 2 == 0 else subjects[::-1]
             for workload, ops in workloads.items():
-                for subject in subjects:
+                for subject in order:
                     cells[subject.name, workload].append(run_cell(subject, workload, ops))
             print(f"round {round_no + 1}/{args.repeat} done", file=sys.stderr)
     finally:
@@ -287,8 +290,15 @@ def main(argv: list[str] | None = None) -> int:
     for title, ours, peer in server_rows():
         if ours not in BY_NAME or BY_NAME[ours].server not in servers:
             continue
-        ratios = "  ".join(f"{w}: {median[ours, w] / median[peer, w]:.2f}x" for w in workloads)
-        print(f"{title}: {ratios}")
+        print(title)
+        for w in workloads:
+            # Paired: each round's ratio, measured minutes apart at most; robust to a drifting load.
+            paired = [a / b for a, b in zip(cells[ours, w], cells[peer, w], strict=True)]
+            low, high = min(paired), max(paired)
+            print(
+                f"  {w:<20} ratio of medians {median[ours, w] / median[peer, w]:.2f}x, median of per-round "
+                f"ratios {statistics.median(paired):.2f}x (range {low:.2f}-{high:.2f})"
+            )
     return 0
 
 
