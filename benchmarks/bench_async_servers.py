@@ -10,6 +10,8 @@ Subjects (each increments one key and awaits the new value):
 - ``sharedstate async postgresql://``: ``AsyncPostgresBackend.incr`` (an upsert ``RETURNING``).
 - ``psycopg async UPDATE RETURNING``: ``UPDATE t SET n = n + 1 WHERE k = %s RETURNING n`` on a
   psycopg_pool ``AsyncConnectionPool`` of the same size (10) in autocommit mode.
+- ``psycopg async, sharedstate's SQL``: that pool running sharedstate's own incr statement on its
+  table (not a peer: it splits the PostgreSQL gap into the statement's share and the Python path's).
 
 Workloads: ``1 task`` and ``16 tasks`` in one process; ``4 proc x 16 tasks`` (spawned processes,
 started together at a barrier). Each cell is ops/s over the whole cell, the median of ``--repeat``
@@ -26,6 +28,7 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
+import secrets
 import statistics
 import sys
 import time
@@ -116,6 +119,29 @@ class PeerPostgres(Client):
         await self.pool.close()
 
 
+class PeerPostgresOurSQL(PeerPostgres):
+    """The same raw psycopg pool, running sharedstate's own incr statement on sharedstate's table.
+
+    Not a peer: it splits the gap to the raw ``UPDATE`` into the statement's share (this row vs
+    the peer) and the share of sharedstate's Python path (sharedstate's row vs this one).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        from sharedstate.backends.postgres import _Statements
+
+        self.sql = _Statements(PG_TABLE).incr
+
+    async def incr(self) -> int:
+        if not self.opened:
+            await self.pool.open()
+            self.opened = True
+        params = {"key": "raw", "by": 1, "version": secrets.randbits(62) + 1, "ttl": None}
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(self.sql, params)).fetchone()
+        return int(row[0])
+
+
 @dataclass(frozen=True)
 class Subject:
     name: str
@@ -132,6 +158,16 @@ def server_rows() -> list[tuple[str, str, str]]:
             "sharedstate async postgresql://",
             "psycopg async UPDATE RETURNING",
         ),
+        (
+            "  of which the statement: sharedstate's SQL run raw vs UPDATE RETURNING",
+            "psycopg async, sharedstate's SQL",
+            "psycopg async UPDATE RETURNING",
+        ),
+        (
+            "  of which the Python path: async postgresql:// vs its SQL run raw",
+            "sharedstate async postgresql://",
+            "psycopg async, sharedstate's SQL",
+        ),
     ]
 
 
@@ -140,6 +176,7 @@ SUBJECTS = [
     Subject("redis.asyncio INCR", "redis", PeerRedis),
     Subject("sharedstate async postgresql://", "postgresql", OursPostgres),
     Subject("psycopg async UPDATE RETURNING", "postgresql", PeerPostgres),
+    Subject("psycopg async, sharedstate's SQL", "postgresql", PeerPostgresOurSQL),
 ]
 BY_NAME = {s.name: s for s in SUBJECTS}
 
@@ -233,6 +270,9 @@ def _pg(statement: str) -> None:
 
 def setup(servers: set[str]) -> None:
     if "postgresql" in servers:
+        from sharedstate.backends.postgres import ddl
+
+        _pg(ddl(PG_TABLE))
         _pg(f"CREATE TABLE IF NOT EXISTS {PEER_TABLE} (k text PRIMARY KEY, n bigint NOT NULL)")
         _pg(f"INSERT INTO {PEER_TABLE} VALUES ('n', 0) ON CONFLICT DO NOTHING")
 
