@@ -27,6 +27,11 @@ How it stays correct:
   bad password, connection refused) fails the call at once. The pool reconnects when the server
   is back.
 
+:class:`AsyncPostgresBackend` is the same backend for asyncio (psycopg's ``AsyncConnection`` and
+psycopg_pool's ``AsyncConnectionPool``, one pool per event loop): URL parsing, statements, errors
+and sweep pacing are shared with :class:`PostgresBackend` through :func:`parse_postgres_url` and
+:class:`_PostgresShared`, and :class:`AsyncDeadlineConnection` bounds every wait the same way.
+
 The table is created on first use unless ``?create_table=false``; :func:`ddl` returns the SQL for
 migrations, and ``python -m sharedstate.backends.postgres URL [--run]`` prints (or runs) it.
 """
@@ -34,6 +39,7 @@ migrations, and ``python -m sharedstate.backends.postgres URL [--run]`` prints (
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import inspect
 import logging
@@ -46,7 +52,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
@@ -68,7 +74,7 @@ if "timeout" not in inspect.signature(psycopg.Connection.wait).parameters:
     )
 
 from sharedstate.backends._failures import driver_text, unavailable  # noqa: E402
-from sharedstate.backends.base import Backend, CasResult, Entry, RawValue, Version  # noqa: E402
+from sharedstate.backends.base import AsyncBackend, Backend, CasResult, Entry, RawValue, Version  # noqa: E402
 from sharedstate.backends.sweeping import proportional_sweep_limit  # noqa: E402
 from sharedstate.errors import BackendUnavailableError  # noqa: E402
 from sharedstate.urls import mask_url, query_options, split_url  # noqa: E402
@@ -131,6 +137,32 @@ class DeadlineConnection(psycopg.Connection[tuple[Any, ...]]):
 Conn = DeadlineConnection
 
 
+class AsyncDeadlineConnection(psycopg.AsyncConnection[tuple[Any, ...]]):
+    """The asyncio counterpart of :class:`DeadlineConnection`: every wait ends at ``deadline``.
+
+    psycopg's ``AsyncConnection.wait`` takes the same timeout (its wait on the socket is an
+    awaited ``select`` on the event loop), so the bound is the same and the loop never blocks.
+    """
+
+    deadline: float | None = None
+    timed_out = False
+
+    async def wait(self, gen: PQGen[RV], interval: float = 0.1, timeout: float | None = None) -> RV:
+        deadline = self.deadline
+        if deadline is not None:
+            remaining = max(0.0, deadline - time.monotonic())
+            timeout = remaining if timeout is None else min(timeout, remaining)
+        try:
+            return await super().wait(gen, interval=interval, timeout=timeout)
+        except psycopg.OperationalError:
+            if deadline is not None and time.monotonic() >= deadline:
+                self.timed_out = True
+            raise
+
+
+AConn = AsyncDeadlineConnection
+
+
 class _QuietOwnPools(logging.Filter):
     """Drop psycopg_pool's log records about this module's pools; the backend reports instead.
 
@@ -142,7 +174,7 @@ class _QuietOwnPools(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args if isinstance(record.args, tuple) else ()
         for arg in args:
-            if isinstance(arg, DeadlineConnection):
+            if isinstance(arg, (DeadlineConnection, AsyncDeadlineConnection)):
                 return False
             if isinstance(arg, str) and arg.startswith(_POOL_PREFIX):
                 return False
@@ -348,35 +380,140 @@ class _PoolSlot:
         self.pool.putconn(conn)  # the pool discards a broken or closed connection
 
 
-class PostgresBackend(Backend):
-    """PostgreSQL storage; see the module docstring. Safe to share between threads; fork-safe.
+def _async_recording_connection_class(sink: _ConnectErrors) -> type[AConn]:
+    """An AsyncConnection class whose failed ``connect`` calls are recorded in ``sink``."""
 
-    Concurrency contract: each method is one autocommit statement, atomic and linearizable per key
-    across every process and machine using the same table. Expiry follows the server's clock.
+    class RecordingAsyncConnection(AsyncDeadlineConnection):
+        @classmethod
+        async def connect(cls, conninfo: str = "", **kwargs: Any) -> RecordingAsyncConnection:
+            try:
+                conn = await super().connect(conninfo, **kwargs)
+            except psycopg.Error as exc:
+                sink.record(exc)
+                raise
+            sink.record_ok()
+            return conn
 
-    Lazy sweeping: after every ``sweep_every_writes`` writes in a process, or ``sweep_every_seconds``
-    after the last sweep, the writing thread deletes expired rows in proportion to its writes: up to
-    twice the writes since its last sweep, at most ``sweep_batch`` (see
-    :func:`~sharedstate.backends.sweeping.proportional_sweep_limit`).
+    return RecordingAsyncConnection
+
+
+class _AsyncPool(psycopg_pool.AsyncConnectionPool[AConn]):
+    """psycopg_pool's ``AsyncConnectionPool``, whose workers end when their task is cancelled.
+
+    A pool worker catches ``CancelledError`` along with every other exception while it opens a
+    connection (so a caller's cancellation cannot lose one), and goes back to waiting for work:
+    a cancellation that lands then is swallowed. ``asyncio.run`` cancels every task when its
+    main coroutine returns and waits for them, so a pool still growing at that moment (an app
+    that ended its loop without ``aclose()``) would hang the program's exit forever. This worker
+    runs the same jobs and then honours a cancellation that arrived meanwhile.
     """
 
-    schemes = ("postgresql", "postgres")
+    @classmethod
+    async def worker(cls, q: Any) -> None:
+        me = asyncio.current_task()
+        while True:
+            job = await q.get()
+            if isinstance(job, psycopg_pool.pool_async.StopWorker):
+                return
+            try:
+                await job.run()
+            except (Exception, asyncio.CancelledError) as exc:  # as the pool's own worker does
+                logger.debug("sharedstate-pg pool task %s failed: %s", job, type(exc).__name__)
+            cancelling = getattr(me, "cancelling", None)  # Python 3.11+
+            if cancelling is not None and cancelling():
+                raise asyncio.CancelledError  # the job swallowed our cancellation
+
+
+class _AsyncPoolSlot:
+    """One event loop's pool in one process, its connection errors and how many are lent.
+
+    Used only from its loop's thread, so it needs no lock.
+    """
+
+    def __init__(
+        self,
+        pool: psycopg_pool.AsyncConnectionPool[AConn],
+        errors: _ConnectErrors,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.pool = pool
+        self.errors = errors
+        self.loop = loop
+        self.in_use = 0
+
+    def lend(self, conn: AConn) -> AConn:
+        self.in_use += 1
+        return conn
+
+    async def give_back(self, conn: AConn) -> None:
+        self.in_use -= 1
+        conn.deadline = None
+        if conn.timed_out:
+            # Its statement's reply may still arrive: never let another statement read it.
+            await conn.close()
+        await self.pool.putconn(conn)  # the pool discards a broken or closed connection
+
+    def abandon(self) -> None:
+        """Close the idle connections of a pool whose event loop has ended, without the loop.
+
+        Its worker tasks died with the loop, so ``close()`` cannot run; closing a libpq
+        connection needs no loop. Marked closed, the pool's finalizer then does nothing.
+        """
+        for conn in list(getattr(self.pool, "_pool", ())):
+            with contextlib.suppress(Exception):
+                conn.pgconn.finish()
+        with contextlib.suppress(Exception):
+            self.pool._closed = True
+
+
+def parse_postgres_url(url: str) -> tuple[str, dict[str, Any]]:
+    """Split a ``postgresql://`` URL into the conninfo for libpq and our own options (validated).
+
+    Shared by :class:`PostgresBackend` and :class:`AsyncPostgresBackend`, so both accept and
+    refuse the same URLs with the same messages.
+    """
+    parts = split_url(url)
+    known: dict[str, type] = dict.fromkeys(_libpq_keywords(), str)
+    known.update(OPTIONS)
+    options = query_options(parts, known, url)
+    ours = {k: v for k, v in options.items() if k in OPTIONS}
+    rest = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in OPTIONS]
+    # libpq ends the user info at its first "@", every other parser at the last, and it
+    # refuses spaces: the user name and password reach it percent-encoded, read as users
+    # mean them (split_url accepted them).
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if at:
+        user, colon, password = userinfo.partition(":")
+        userinfo = _encoded(user) + colon + _encoded(password)
+    netloc = userinfo + at + hostport
+    # Built by hand: urlunsplit drops the "//" of an empty host ("postgresql://", libpq's
+    # defaults), which libpq then takes for a key=value string. quote, not quote_plus:
+    # libpq does not read '+' as a space.
+    query = urlencode(rest, quote_via=quote)
+    conninfo = f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+    return conninfo, ours
+
+
+class _PostgresShared:
+    """What :class:`PostgresBackend` and :class:`AsyncPostgresBackend` share.
+
+    Options and their validation, the statements, the errors, and the pacing of lazy sweeps:
+    the two classes differ only in how they wait for the server.
+    """
 
     sweep_every_writes = 100
     sweep_every_seconds = 30.0
     sweep_batch = 1000
 
-    def __init__(
+    def _configure(
         self,
         conninfo: str,
-        *,
-        table: str = DEFAULT_TABLE,
-        create_table: bool = True,
-        timeout: float = DEFAULT_TIMEOUT,
-        pool_size: int = DEFAULT_POOL_SIZE,
-        display_url: str | None = None,
+        table: str,
+        create_table: bool,
+        timeout: float,
+        pool_size: int,
+        display_url: str | None,
     ) -> None:
-        """``conninfo``: a libpq URL or ``key=value`` string without our own options."""
         timeout = seconds("timeout", timeout)
         if isinstance(pool_size, bool) or not isinstance(pool_size, int):
             raise TypeError(f"pool_size must be an int, got {type(pool_size).__name__}: {pool_size!r}")
@@ -397,37 +534,128 @@ class PostgresBackend(Backend):
                 f"malformed PostgreSQL connection string {self.display_url!r}: {driver_text(self._url, exc)}"
             ) from None
         self._sql = _Statements(self.table)
-        self._lock = threading.Lock()
-        self._slot: _PoolSlot | None = None
         self._writes = 0
         self._last_sweep = time.monotonic()
+
+    def describe(self) -> str:
+        return self.display_url
+
+    # -- errors ------------------------------------------------------------------------------
+
+    def _no_connection(self, errors: _ConnectErrors) -> BackendUnavailableError:
+        if errors.count:
+            why = f"last connection error: {errors.last}"
+        else:
+            why = f"all {self.pool_size} pooled connections were busy, or the server did not answer"
+        return unavailable(
+            self._url, f"no connection within {self.timeout:g}s (option timeout=); {why}", applied=False
+        )
+
+    def _cannot_connect(self, exc: BaseException) -> BackendUnavailableError:
+        """A connection attempt the server refused for good (no such database, wrong password)."""
+        return unavailable(self._url, "cannot connect", applied=False, cause=exc)
+
+    def _failed(self, exc: psycopg.Error, what: str, *, applied: bool | None) -> BackendUnavailableError:
+        return unavailable(self._url, what, applied=applied, cause=exc)
+
+    def _timed_out(self, exc: psycopg.Error) -> BackendUnavailableError:
+        return self._failed(exc, f"no reply within {self.timeout:g}s (option timeout=)", applied=None)
+
+    def _missing_table(self) -> BackendUnavailableError:
+        return unavailable(
+            self._url,
+            f'table "{self.table}" does not exist and create_table=false. Create it with `python -m '
+            f"sharedstate.backends.postgres '{self.display_url}' --run`, or add the SQL printed "
+            f'without --run (also sharedstate.backends.postgres.ddl("{self.table}")) to your migrations',
+            applied=False,
+        )
+
+    def _create_failed(self, exc: BaseException) -> BackendUnavailableError:
+        return unavailable(
+            self._url,
+            f'table "{self.table}" does not exist and creating it failed. Create it as a user who '
+            f"may (`python -m sharedstate.backends.postgres '{self.display_url}' --run`), or add "
+            f'sharedstate.backends.postgres.ddl("{self.table}") to your migrations and open the '
+            "store with ?create_table=false",
+            applied=False,
+            cause=exc,
+        )
+
+    # -- statements and their parameters ------------------------------------------------------
+
+    def _sweep_due(self) -> int:
+        """Count one write; return how many expired rows to sweep now (0: not yet).
+
+        Every ``sweep_every_writes`` writes, or ``sweep_every_seconds`` after the last sweep.
+        Racy across threads on purpose: it only paces.
+        """
+        self._writes += 1
+        now = time.monotonic()
+        if self._writes < self.sweep_every_writes and now - self._last_sweep < self.sweep_every_seconds:
+            return 0
+        limit = proportional_sweep_limit(self._writes, self.sweep_every_writes, self.sweep_batch)
+        self._writes, self._last_sweep = 0, now
+        return limit
+
+    def _cas_plan(
+        self, key: str, expected: Version | None, value: RawValue, ttl: float | None
+    ) -> tuple[str | None, dict[str, Any]]:
+        """The write statement of a compare-and-set (None: cannot match) and its parameters."""
+        params = _row(key, value, ttl)
+        if expected is None:
+            return self._sql.add, params
+        if _is_our_version(expected):
+            params["old"] = expected
+            return self._sql.replace, params
+        return None, params  # a token this backend never hands out cannot match
+
+    @staticmethod
+    def _incr_params(key: str, by: int, ttl: float | None) -> dict[str, Any]:
+        if not isinstance(by, int) or not _INT64_MIN <= by <= _INT64_MAX:
+            raise OverflowError(f"incr of key {key!r}: by={by!r} is outside the signed 64-bit range")
+        return {"key": _check_key(key), "by": int(by), "version": _new_version(), "ttl": ttl}
+
+    @staticmethod
+    def _incr_result(row: tuple[Any, ...] | None, key: str) -> int:
+        if row is None:
+            raise TypeError(f"cannot incr key {key!r}: it holds a value that is not an integer")
+        return int(row[0])
+
+
+class PostgresBackend(_PostgresShared, Backend):
+    """PostgreSQL storage; see the module docstring. Safe to share between threads; fork-safe.
+
+    Concurrency contract: each method is one autocommit statement, atomic and linearizable per key
+    across every process and machine using the same table. Expiry follows the server's clock.
+
+    Lazy sweeping: after every ``sweep_every_writes`` writes in a process, or ``sweep_every_seconds``
+    after the last sweep, the writing thread deletes expired rows in proportion to its writes: up to
+    twice the writes since its last sweep, at most ``sweep_batch`` (see
+    :func:`~sharedstate.backends.sweeping.proportional_sweep_limit`).
+    """
+
+    schemes = ("postgresql", "postgres")
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        table: str = DEFAULT_TABLE,
+        create_table: bool = True,
+        timeout: float = DEFAULT_TIMEOUT,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        display_url: str | None = None,
+    ) -> None:
+        """``conninfo``: a libpq URL or ``key=value`` string without our own options."""
+        self._configure(conninfo, table, create_table, timeout, pool_size, display_url)
+        self._lock = threading.Lock()
+        self._slot: _PoolSlot | None = None
         _BACKENDS.add(self)
 
     @classmethod
     def from_url(cls, url: str) -> PostgresBackend:
-        parts = split_url(url)
-        known: dict[str, type] = dict.fromkeys(_libpq_keywords(), str)
-        known.update(OPTIONS)
-        options = query_options(parts, known, url)
-        ours = {k: v for k, v in options.items() if k in OPTIONS}
-        rest = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in OPTIONS]
-        # libpq ends the user info at its first "@", every other parser at the last, and it
-        # refuses spaces: the user name and password reach it percent-encoded, read as users
-        # mean them (split_url accepted them).
-        userinfo, at, hostport = parts.netloc.rpartition("@")
-        if at:
-            user, colon, password = userinfo.partition(":")
-            userinfo = _encoded(user) + colon + _encoded(password)
-        netloc = userinfo + at + hostport
-        # Built by hand: urlunsplit drops the "//" of an empty host ("postgresql://", libpq's
-        # defaults), which libpq then takes for a key=value string. quote, not quote_plus:
-        # libpq does not read '+' as a space.
-        query = urlencode(rest, quote_via=quote)
-        conninfo = f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
-        return cls(conninfo, display_url=url, **ours)  # type: ignore[arg-type]
-
-    def describe(self) -> str:
-        return self.display_url
+        conninfo, options = parse_postgres_url(url)
+        return cls(conninfo, display_url=url, **options)
 
     # -- connections -------------------------------------------------------------------------
 
@@ -494,7 +722,7 @@ class PostgresBackend(Backend):
             slot = self._pool_slot()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise self._no_connection(slot)
+                raise self._no_connection(slot.errors)
             try:
                 conn = slot.lend(slot.pool.getconn(timeout=remaining))
             except psycopg_pool.PoolClosed:
@@ -504,7 +732,7 @@ class PostgresBackend(Backend):
             except psycopg_pool.PoolTimeout as exc:
                 if slot.errors.permanent is not None:
                     raise self._cannot_connect(slot.errors.permanent) from slot.errors.permanent
-                error = self._no_connection(slot)
+                error = self._no_connection(slot.errors)
                 if slot.errors.failing and not slot.in_use:
                     # The pool cannot make a single working connection: start afresh. (With some
                     # connections lent out, it is saturated instead, e.g. "too many clients":
@@ -525,19 +753,6 @@ class PostgresBackend(Backend):
                 continue
             return slot, conn
 
-    def _no_connection(self, slot: _PoolSlot) -> BackendUnavailableError:
-        if slot.errors.count:
-            why = f"last connection error: {slot.errors.last}"
-        else:
-            why = f"all {self.pool_size} pooled connections were busy, or the server did not answer"
-        return unavailable(
-            self._url, f"no connection within {self.timeout:g}s (option timeout=); {why}", applied=False
-        )
-
-    def _cannot_connect(self, exc: BaseException) -> BackendUnavailableError:
-        """A connection attempt the server refused for good (no such database, wrong password)."""
-        return unavailable(self._url, "cannot connect", applied=False, cause=exc)
-
     def _run(self, op: Callable[[Conn], T], *, write: bool) -> T:
         """Run ``op`` (one autocommit statement) on a pooled connection, mapping failures.
 
@@ -555,8 +770,7 @@ class PostgresBackend(Backend):
                 broken = conn.closed or conn.broken
                 slot.give_back(conn)  # closes a connection that timed out
                 if timed_out:
-                    what = f"no reply within {self.timeout:g}s (option timeout=)"
-                    raise self._failed(exc, what, applied=None) from exc
+                    raise self._timed_out(exc) from exc
                 if broken:
                     self._discard_pool(slot)
                     if not write and not retried_read and time.monotonic() < deadline:
@@ -578,18 +792,6 @@ class PostgresBackend(Backend):
             slot.give_back(conn)
             return result
 
-    def _failed(self, exc: psycopg.Error, what: str, *, applied: bool | None) -> BackendUnavailableError:
-        return unavailable(self._url, what, applied=applied, cause=exc)
-
-    def _missing_table(self) -> BackendUnavailableError:
-        return unavailable(
-            self._url,
-            f'table "{self.table}" does not exist and create_table=false. Create it with `python -m '
-            f"sharedstate.backends.postgres '{self.display_url}' --run`, or add the SQL printed "
-            f'without --run (also sharedstate.backends.postgres.ddl("{self.table}")) to your migrations',
-            applied=False,
-        )
-
     def _create_table(self) -> None:
         """Create the table if missing, serialized across processes by an advisory lock.
 
@@ -608,15 +810,7 @@ class PostgresBackend(Backend):
             slot.give_back(conn)
             if broken:
                 self._discard_pool(slot)
-            raise unavailable(
-                self._url,
-                f'table "{self.table}" does not exist and creating it failed. Create it as a user who '
-                f"may (`python -m sharedstate.backends.postgres '{self.display_url}' --run`), or add "
-                f'sharedstate.backends.postgres.ddl("{self.table}") to your migrations and open the '
-                "store with ?create_table=false",
-                applied=False,
-                cause=exc,
-            ) from exc
+            raise self._create_failed(exc) from exc
         except BaseException:
             slot.give_back(conn)
             raise
@@ -640,14 +834,10 @@ class PostgresBackend(Backend):
         Runs after the caller's write has been applied, so a failure here must not turn that
         write into an error: it is ignored and the rows are swept another time.
         """
-        self._writes += 1  # since the last sweep; racy across threads on purpose: it only paces
-        now = time.monotonic()
-        if self._writes < self.sweep_every_writes and now - self._last_sweep < self.sweep_every_seconds:
-            return
-        limit = proportional_sweep_limit(self._writes, self.sweep_every_writes, self.sweep_batch)
-        self._writes, self._last_sweep = 0, now
-        with contextlib.suppress(BackendUnavailableError, psycopg.Error):
-            self.sweep(limit)
+        limit = self._sweep_due()
+        if limit:
+            with contextlib.suppress(BackendUnavailableError, psycopg.Error):
+                self.sweep(limit)
 
     def sweep(self, limit: int = 1000) -> int:
         if limit <= 0:
@@ -672,13 +862,7 @@ class PostgresBackend(Backend):
     def compare_and_set(
         self, key: str, expected: Version | None, value: RawValue, ttl: float | None = None
     ) -> CasResult:
-        params = _row(key, value, ttl)
-        if expected is None:
-            write = self._sql.add
-        elif _is_our_version(expected):
-            write, params["old"] = self._sql.replace, expected
-        else:
-            write = None  # a token this backend never hands out cannot match
+        write, params = self._cas_plan(key, expected, value, ttl)
         read = self._sql.get
 
         def op(conn: Conn) -> CasResult:
@@ -707,18 +891,14 @@ class PostgresBackend(Backend):
         return self._rowcount(self._sql.delete_if, params) == 1
 
     def incr(self, key: str, by: int = 1, ttl: float | None = None) -> int:
-        if not isinstance(by, int) or not _INT64_MIN <= by <= _INT64_MAX:
-            raise OverflowError(f"incr of key {key!r}: by={by!r} is outside the signed 64-bit range")
-        params = {"key": _check_key(key), "by": int(by), "version": _new_version(), "ttl": ttl}
+        params = self._incr_params(key, by, ttl)
         sql = self._sql.incr
         try:
             row = self._run(lambda c: c.execute(sql, params).fetchone(), write=True)
         except OverflowError:
             raise OverflowError(f"incr of key {key!r} overflows a signed 64-bit integer") from None
         self._maybe_sweep()
-        if row is None:
-            raise TypeError(f"cannot incr key {key!r}: it holds a value that is not an integer")
-        return int(row[0])
+        return self._incr_result(row, key)
 
     def touch(self, key: str, ttl: float | None) -> bool:
         return self._rowcount(self._sql.touch, {"key": _check_key(key), "ttl": ttl}) == 1
@@ -768,6 +948,328 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+class AsyncPostgresBackend(_PostgresShared, AsyncBackend):
+    """PostgreSQL storage for ``asyncio``: psycopg's ``AsyncConnection`` and ``AsyncConnectionPool``.
+
+    The same URLs, table, statements, errors and lazy sweeping as :class:`PostgresBackend`; the two
+    can share one table. Concurrency contract: each method is one autocommit statement, atomic and
+    linearizable per key across every process and machine using the table. No call blocks the
+    event loop: waiting for a connection and for every reply is awaited, and every call ends
+    within ``timeout`` (:class:`AsyncDeadlineConnection`), also against a frozen server.
+
+    Pools are bound to an event loop, so the backend keeps one per running loop, opened on first
+    use there: an instance made at import time (no loop yet) works under any loop, e.g. two
+    ``asyncio.run`` calls in turn. A forked child never uses the parent's pools (it sets them
+    aside untouched, as :meth:`PostgresBackend._pool_slot` explains, and opens its own).
+    :meth:`aclose` closes the running loop's pool; the backend may be used again afterwards.
+    """
+
+    schemes = ("postgresql", "postgres")
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        table: str = DEFAULT_TABLE,
+        create_table: bool = True,
+        timeout: float = DEFAULT_TIMEOUT,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        display_url: str | None = None,
+    ) -> None:
+        """``conninfo``: a libpq URL or ``key=value`` string without our own options. Connects lazily."""
+        self._configure(conninfo, table, create_table, timeout, pool_size, display_url)
+        self._pid = os.getpid()
+        self._slots: dict[asyncio.AbstractEventLoop, _AsyncPoolSlot] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_url(cls, url: str) -> AsyncPostgresBackend:
+        conninfo, options = parse_postgres_url(url)
+        return cls(conninfo, display_url=url, **options)
+
+    # -- connections -------------------------------------------------------------------------
+
+    async def _pool_slot(self) -> _AsyncPoolSlot:
+        """The running loop's pool in this process, opened on first use."""
+        loop = asyncio.get_running_loop()
+        if self._pid != os.getpid():
+            # A forked child: keep the parent's pools referenced and untouched (see
+            # PostgresBackend._pool_slot) and open pools of its own.
+            _INHERITED.append(self._slots)
+            self._pid, self._slots = os.getpid(), {}
+        slot = self._slots.get(loop)
+        if slot is not None:
+            return slot
+        self._forget_ended_loops()
+        slot = self._new_pool(loop)
+        await slot.pool.open(wait=False)
+        current = self._slots.get(loop)
+        if current is not None:  # another task opened one meanwhile: use it, close ours
+            self._close_later(slot)
+            return current
+        self._slots[loop] = slot
+        return slot
+
+    def _new_pool(self, loop: asyncio.AbstractEventLoop) -> _AsyncPoolSlot:
+        errors = _ConnectErrors(self._url)
+        pool: psycopg_pool.AsyncConnectionPool[AConn] = _AsyncPool(
+            self._conninfo,
+            connection_class=_async_recording_connection_class(errors),
+            kwargs=self._connect_kwargs,
+            min_size=1,
+            max_size=self.pool_size,
+            timeout=self.timeout,
+            max_idle=300.0,
+            name=f"{_POOL_PREFIX}{self.table}-{os.getpid()}-async",
+            open=False,
+        )
+        slot = _AsyncPoolSlot(pool, errors, loop)
+        errors.on_permanent = lambda: self._discard_pool(slot)
+        return slot
+
+    def _forget_ended_loops(self) -> None:
+        """Drop the pools of event loops that have closed, closing their idle connections."""
+        for loop in [loop for loop in list(self._slots) if loop.is_closed()]:  # list(): atomic copy
+            slot = self._slots.pop(loop, None)  # None: another thread's loop dropped it first
+            if slot is not None:
+                slot.abandon()
+
+    def _close_later(self, slot: _AsyncPoolSlot) -> None:
+        """Close ``slot``'s pool in a task of its loop (referenced until done)."""
+        task = slot.loop.create_task(slot.pool.close(timeout=self.timeout))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _discard_pool(self, slot: _AsyncPoolSlot) -> None:
+        """Replace ``slot``'s pool after a connection failure (no-op if already replaced).
+
+        As :meth:`PostgresBackend._discard_pool`: a fresh pool reconnects at once, where
+        psycopg_pool would back off; the old one closes in the background.
+        """
+        if self._slots.get(slot.loop) is not slot:
+            return
+        self._slots.pop(slot.loop, None)
+        self._close_later(slot)
+
+    async def _acquire(self, deadline: float) -> tuple[_AsyncPoolSlot, AConn]:
+        """A working connection from this loop's pool, or BackendUnavailableError at ``deadline``."""
+        while True:
+            slot = await self._pool_slot()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._no_connection(slot.errors)
+            try:
+                conn = slot.lend(await slot.pool.getconn(timeout=remaining))
+            except psycopg_pool.PoolClosed:
+                if slot.errors.permanent is not None:  # closed because connecting cannot work
+                    raise self._cannot_connect(slot.errors.permanent) from slot.errors.permanent
+                await asyncio.sleep(0)  # let the replacement pool start
+                continue  # another task replaced the pool meanwhile: use the new one
+            except psycopg_pool.PoolTimeout as exc:
+                if slot.errors.permanent is not None:
+                    raise self._cannot_connect(slot.errors.permanent) from slot.errors.permanent
+                error = self._no_connection(slot.errors)
+                if slot.errors.failing and not slot.in_use:
+                    self._discard_pool(slot)  # cannot make one working connection: start afresh
+                raise error from (slot.errors.last_error or exc)
+            conn.deadline = deadline
+            if not _has_pending_input(conn):
+                return slot, conn
+            # The server said something on an idle connection: almost always that it closed
+            # the session. Check before sending the operation (see PostgresBackend._acquire).
+            try:
+                await conn.execute("")
+            except psycopg.Error:
+                await slot.give_back(conn)
+                self._discard_pool(slot)
+                continue
+            return slot, conn
+
+    async def _run(self, op: Callable[[AConn], Awaitable[T]], *, write: bool) -> T:
+        """Run ``op`` (one autocommit statement) on a pooled connection, mapping failures.
+
+        As :meth:`PostgresBackend._run`: reads are retried once on a fresh connection if theirs
+        broke; writes are not, and say that their outcome is unknown.
+        """
+        deadline = time.monotonic() + self.timeout
+        retried_read = created = False
+        while True:
+            slot, conn = await self._acquire(deadline)
+            try:
+                result = await op(conn)
+            except psycopg.Error as exc:
+                timed_out = conn.timed_out
+                broken = conn.closed or conn.broken
+                await slot.give_back(conn)  # closes a connection that timed out
+                if timed_out:
+                    raise self._timed_out(exc) from exc
+                if broken:
+                    self._discard_pool(slot)
+                    if not write and not retried_read and time.monotonic() < deadline:
+                        retried_read = True  # a read is safe to repeat, within the same deadline
+                        continue
+                    raise self._failed(exc, "the connection broke", applied=None) from exc
+                if isinstance(exc, psycopg.errors.UndefinedTable):
+                    if self.create_table and not created:
+                        created = True
+                        await self._create_table()
+                        continue  # the statement failed, so nothing was applied: safe to rerun
+                    raise self._missing_table() from exc
+                if isinstance(exc, psycopg.errors.NumericValueOutOfRange):
+                    raise OverflowError(f"value out of PostgreSQL's bigint range: {exc}") from exc
+                raise self._failed(exc, "the server refused the statement", applied=False) from exc
+            except BaseException:
+                # Cancelled or interrupted mid-statement: the pool resets or discards it. Shielded,
+                # so a second cancellation cannot leave the connection lent forever.
+                await asyncio.shield(slot.give_back(conn))
+                raise
+            await slot.give_back(conn)
+            return result
+
+    async def _create_table(self) -> None:
+        """Create the table if missing, serialized across processes by an advisory lock."""
+        deadline = time.monotonic() + self.timeout
+        slot, conn = await self._acquire(deadline)
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"sharedstate:{self.table}",)
+                )
+                for statement in _ddl_statements(self.table):
+                    await conn.execute(statement)
+        except psycopg.Error as exc:
+            broken = conn.closed or conn.broken
+            await slot.give_back(conn)
+            if broken:
+                self._discard_pool(slot)
+            raise self._create_failed(exc) from exc
+        except BaseException:
+            await asyncio.shield(slot.give_back(conn))
+            raise
+        await slot.give_back(conn)
+
+    async def _rowcount(self, sql: str, params: dict[str, Any]) -> int:
+        """Run one write statement; return the number of rows it changed."""
+
+        async def op(conn: AConn) -> int:
+            return (await conn.execute(sql, params)).rowcount
+
+        changed = await self._run(op, write=True)
+        await self._maybe_sweep()
+        return changed
+
+    async def _fetchone(self, sql: str, params: dict[str, Any], *, write: bool) -> tuple[Any, ...] | None:
+        async def op(conn: AConn) -> tuple[Any, ...] | None:
+            return await (await conn.execute(sql, params)).fetchone()
+
+        return await self._run(op, write=write)
+
+    # -- sweeping ----------------------------------------------------------------------------
+
+    async def _maybe_sweep(self) -> None:
+        """As :meth:`PostgresBackend._maybe_sweep`: paced, after the write, failures ignored."""
+        limit = self._sweep_due()
+        if limit:
+            with contextlib.suppress(BackendUnavailableError, psycopg.Error):
+                await self.sweep(limit)
+
+    async def sweep(self, limit: int = 1000) -> int:
+        if limit <= 0:
+            return 0
+        sql = self._sql.sweep
+
+        async def op(conn: AConn) -> int:
+            return (await conn.execute(sql, {"limit": limit})).rowcount
+
+        return await self._run(op, write=True)
+
+    # -- the contract ------------------------------------------------------------------------
+
+    async def get(self, key: str) -> Entry | None:
+        row = await self._fetchone(self._sql.get, {"key": _check_key(key)}, write=False)
+        return None if row is None else _entry(row)
+
+    async def set(self, key: str, value: RawValue, ttl: float | None = None) -> None:
+        await self._rowcount(self._sql.set, _row(key, value, ttl))
+
+    async def add(self, key: str, value: RawValue, ttl: float | None = None) -> bool:
+        return await self._rowcount(self._sql.add, _row(key, value, ttl)) == 1
+
+    async def compare_and_set(
+        self, key: str, expected: Version | None, value: RawValue, ttl: float | None = None
+    ) -> CasResult:
+        write, params = self._cas_plan(key, expected, value, ttl)
+        read = self._sql.get
+
+        async def op(conn: AConn) -> CasResult:
+            if write is not None and (await conn.execute(write, params)).rowcount == 1:
+                return CasResult(True, Entry(value, params["version"]))
+            # Refused: the entry that refused it or a newer one (see PostgresBackend).
+            row = await (await conn.execute(read, params)).fetchone()
+            return CasResult(False, None if row is None else _entry(row))
+
+        result = await self._run(op, write=True)
+        await self._maybe_sweep()
+        return result
+
+    async def delete(self, key: str) -> bool:
+        row = await self._fetchone(self._sql.delete, {"key": _check_key(key)}, write=True)
+        await self._maybe_sweep()
+        return row is not None and bool(row[0])
+
+    async def delete_if_version(self, key: str, version: Version) -> bool:
+        params = {"key": _check_key(key), "old": version}
+        if not _is_our_version(version):
+            return False
+        return await self._rowcount(self._sql.delete_if, params) == 1
+
+    async def incr(self, key: str, by: int = 1, ttl: float | None = None) -> int:
+        params = self._incr_params(key, by, ttl)
+        try:
+            row = await self._fetchone(self._sql.incr, params, write=True)
+        except OverflowError as exc:
+            raise OverflowError(f"incr of key {key!r} overflows a signed 64-bit integer") from exc
+        await self._maybe_sweep()
+        return self._incr_result(row, key)
+
+    async def touch(self, key: str, ttl: float | None) -> bool:
+        return await self._rowcount(self._sql.touch, {"key": _check_key(key), "ttl": ttl}) == 1
+
+    async def scan(self, prefix: str = "") -> AsyncIterator[str]:
+        if "\x00" in prefix:
+            return  # PostgreSQL text cannot hold NUL, so no key starts with this prefix
+        before = _successor(prefix)
+        start, first = prefix, True
+        while True:  # in batches, each its own statement, so nothing stays open between yields
+            sql = self._sql.scan[first, before is not None]
+            params = {"start": start, "before": before}
+
+            async def op(conn: AConn, sql: str = sql, params: dict[str, Any] = params) -> list[Any]:
+                return await (await conn.execute(sql, params)).fetchall()
+
+            batch = await self._run(op, write=False)
+            for (key,) in batch:
+                yield key
+            if len(batch) < _SCAN_BATCH:
+                return
+            start, first = batch[-1][0], False
+
+    async def aclose(self) -> None:
+        """Close the running loop's pool (and forget those of ended loops); reusable afterwards."""
+        if self._pid != os.getpid():
+            _INHERITED.append(self._slots)
+            self._pid, self._slots = os.getpid(), {}
+            return
+        loop = asyncio.get_running_loop()
+        self._forget_ended_loops()
+        slot = self._slots.pop(loop, None)
+        if slot is not None:
+            await slot.pool.close(timeout=self.timeout)
+        pending = [task for task in self._closing if task.get_loop() is loop]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
 # -- helpers ---------------------------------------------------------------------------------
 
 
@@ -797,7 +1299,7 @@ def _connect_defaults(conninfo: str, timeout: float) -> dict[str, Any]:
     return kwargs
 
 
-def _has_pending_input(conn: Conn) -> bool:
+def _has_pending_input(conn: Conn | AConn) -> bool:
     """Whether the server sent anything on an idle connection (a free check: no round trip)."""
     try:
         fd = conn.fileno()

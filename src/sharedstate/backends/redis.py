@@ -37,23 +37,30 @@ round trip. ``_Pool`` checks the same with one ``poll``.
 **Fork.** The pool remembers the pid that filled it. In a forked child it starts empty, so the
 child never uses the parent's sockets; it drops the inherited connections without closing them
 (redis-py's ``Connection.disconnect`` would not shut down a socket of another process anyway).
+
+**Async.** :class:`AsyncRedisBackend` is the same backend on ``redis.asyncio``: the URL parsing,
+commands, Lua scripts, reply reading and errors are :class:`RedisBackend`'s own (shared through
+:func:`parse_redis_url` and :class:`_RedisShared`, not copied); only sending and waiting differ.
+Its pools (:class:`_AsyncPool`) are per event loop as well as per process.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import math
 import os
 import select
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import unquote
 
 from sharedstate._optional import require
 from sharedstate.backends._failures import unavailable
-from sharedstate.backends.base import Backend, CasResult, Entry, RawValue, Version
+from sharedstate.backends.base import AsyncBackend, Backend, CasResult, Entry, RawValue, Version
 from sharedstate.errors import BackendUnavailableError
 from sharedstate.urls import mask_url, query_options, split_url
 from sharedstate.validation import seconds
@@ -73,6 +80,9 @@ _TLS_OPTIONS: dict[str, type] = {
     "ssl_check_hostname": bool,
 }
 _CERT_REQS = ("none", "optional", "required")
+
+# Async pools inherited across fork: kept referenced, never used or closed in the child.
+_INHERITED: list[object] = []
 
 
 class _Script:
@@ -169,7 +179,179 @@ def _parse_db(path: str, url: str) -> int | None:
     return int(text)
 
 
-class RedisBackend(Backend):
+def parse_redis_url(url: str) -> tuple[str, dict[str, Any]]:
+    """Validate a ``redis://``/``rediss://`` URL: the base URL for redis-py and our options.
+
+    Shared by :class:`RedisBackend` and :class:`AsyncRedisBackend`, so both accept and refuse the
+    same URLs with the same messages.
+    """
+    parts = split_url(url)
+    scheme = parts.scheme.lower()
+    if scheme not in RedisBackend.schemes:
+        raise ValueError(f"not a Redis URL: {mask_url(url)!r}")
+    if not parts.hostname:
+        raise ValueError(f"Redis URL {mask_url(url)!r} names no host, e.g. redis://HOST:6379/0")
+    known = {**_OPTIONS, **_TLS_OPTIONS} if scheme == "rediss" else _OPTIONS
+    options: dict[str, Any] = query_options(parts, known, url)
+    db = _parse_db(parts.path, url)
+    if "db" in options and db is not None and options["db"] != db:
+        raise ValueError(f"Redis URL {mask_url(url)!r} names two databases (path and ?db=)")
+    db = options.pop("db", db) or 0
+    if db < 0:
+        raise ValueError(f"Redis URL {mask_url(url)!r}: db must be >= 0")
+    if options.get("max_connections", 1) < 1:
+        raise ValueError(f"Redis URL {mask_url(url)!r}: max_connections must be at least 1")
+    reqs = options.get("ssl_cert_reqs")
+    if reqs is not None and reqs not in _CERT_REQS:
+        raise ValueError(f"Redis URL {mask_url(url)!r}: ssl_cert_reqs must be one of {', '.join(_CERT_REQS)}")
+    # redis-py reads host, port, username, password and TLS from the URL; our options (already
+    # validated above) are passed as arguments instead of being left in its query string.
+    base = parts._replace(scheme=scheme, path=f"/{db}", query="", fragment="").geturl()
+    return base, options
+
+
+class _RedisShared:
+    """What :class:`RedisBackend` and :class:`AsyncRedisBackend` share: settings, commands, replies.
+
+    Each contract operation is split into the command(s) it sends, built here, and the reading
+    of the reply, done here too; the two classes differ only in how they send and wait.
+    """
+
+    url: str
+    timeout: float
+    _redis: Any
+
+    def _settings(
+        self, url: str, timeout: float, pool_options: dict[str, Any], driver: Any
+    ) -> dict[str, Any]:
+        """Connection arguments for ``driver`` (``redis`` or ``redis.asyncio``), for every connection."""
+        timeout = seconds("timeout", timeout)
+        self._redis = require("redis", "redis")
+        self.url = url
+        self.timeout = timeout
+        return {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "socket_keepalive": True,
+            # Never retry: a command re-sent after a lost reply could be applied twice.
+            "retry": driver.retry.Retry(require("redis.backoff", "redis").NoBackoff(), 0),
+            **pool_options,
+            **driver.connection.parse_url(url),  # host, port, db, user, password; TLS class
+        }
+
+    def describe(self) -> str:
+        return mask_url(self.url)
+
+    # -- errors ------------------------------------------------------------------------------
+
+    def _unavailable(self, what: str, exc: BaseException, *, applied: bool | None) -> BackendUnavailableError:
+        return unavailable(self.url, what, applied=applied, cause=exc)
+
+    def _broken(self, exc: BaseException) -> BackendUnavailableError:
+        """The error for a command that was sent and got no usable reply (outcome unknown)."""
+        r = self._redis
+        if isinstance(exc, r.TimeoutError):
+            what = f"no reply within {self.timeout:g}s (option timeout=)"
+        elif isinstance(exc, r.exceptions.InvalidResponse):
+            what = "the reply is not in Redis's protocol (is a Redis server listening there?)"
+        else:
+            what = "the connection broke before the reply came"
+        return self._unavailable(what, exc, applied=None)
+
+    def _refused(self, exc: Exception, key: str) -> Exception:
+        """The exception for an error reply: the server refused the command, so it was not applied."""
+        message = str(exc)
+        if message.startswith("WRONGTYPE"):
+            return TypeError(
+                f"key {key!r} holds a Redis value of another type (not a string), which sharedstate "
+                "did not write"
+            )
+        return self._unavailable(f"the server refused the command for key {key!r}", exc, applied=False)
+
+    def _checked(self, reply: object, key: str) -> object:
+        """``reply``, or the exception for it if it is an error reply."""
+        if isinstance(reply, Exception):
+            raise self._refused(reply, key) from reply
+        return reply
+
+    # -- commands and their replies ----------------------------------------------------------
+
+    @staticmethod
+    def _entry(value: object) -> Entry | None:
+        if value is None:
+            return None
+        assert isinstance(value, bytes)
+        return Entry(value, version_of(value))
+
+    @staticmethod
+    def _set_command(key: str, value: RawValue, ttl: float | None, *flags: str) -> tuple[Any, ...]:
+        # SET without PX also removes any expiry the key had.
+        expiry = () if ttl is None else ("PX", _ttl_ms(ttl))
+        return ("SET", key, value, *flags, *expiry)
+
+    @staticmethod
+    def _cas_args(expected: Version | None, value: RawValue, ttl: float | None) -> tuple[Any, ...]:
+        """ARGV of ``_COMPARE_AND_SET``."""
+        ttl_arg = "" if ttl is None else _ttl_ms(ttl)
+        expected_arg = "" if expected is None else _version_arg(expected)
+        return (expected_arg, value, ttl_arg)
+
+    @staticmethod
+    def _cas_result(reply: Any, value: RawValue) -> CasResult:
+        if reply[0] == 1:
+            stored = value if isinstance(value, bytes) else str(value).encode()  # as GET returns it
+            return CasResult(True, Entry(stored, version_of(stored)))
+        current = reply[1] if len(reply) > 1 else None  # Lua's false arrives as nil: absent
+        return CasResult(False, None if current is None else Entry(current, version_of(current)))
+
+    @staticmethod
+    def _incr_commands(key: str, by: int, ttl: float | None) -> tuple[tuple[Any, ...], ...]:
+        if not _INT64_MIN <= by <= _INT64_MAX:
+            raise OverflowError(f"incr of key {key!r}: by={by} is outside the signed 64-bit range")
+        if ttl is None:
+            return (("INCRBY", key, by),)
+        # Not a Lua script: Lua numbers are doubles and would round counters above 2**53.
+        # MULTI runs both commands atomically; SET NX creates the key (with its ttl) only if
+        # it is absent, so an existing counter keeps its expiry. Four commands, one write.
+        return (("MULTI",), ("SET", key, 0, "NX", "PX", _ttl_ms(ttl)), ("INCRBY", key, by), ("EXEC",))
+
+    def _incr_result(self, replies: list[Any], key: str) -> int:
+        reply = replies[-1]
+        if isinstance(reply, list):
+            reply = reply[-1]  # EXEC's replies: INCRBY's is the last
+        if isinstance(reply, Exception):
+            message = str(reply)
+            if "not an integer" in message:
+                raise TypeError(f"cannot incr key {key!r}: it holds a value that is not an integer")
+            if "overflow" in message:
+                raise OverflowError(f"incr of key {key!r} overflows a signed 64-bit integer")
+            raise self._refused(reply, key) from reply
+        assert isinstance(reply, int)
+        return reply
+
+    @staticmethod
+    def _scan_command(prefix: str, cursor: Any) -> tuple[Any, ...]:
+        return ("SCAN", cursor, "MATCH", _glob_escape(prefix.encode()) + b"*", "COUNT", _SCAN_COUNT)
+
+    @staticmethod
+    def _new_keys(keys: list[bytes], seen: set[bytes]) -> Iterator[str]:
+        """The keys of one SCAN batch not seen before (SCAN may return a key more than once)."""
+        for raw in keys:
+            if raw in seen:
+                continue
+            seen.add(raw)
+            try:
+                yield raw.decode()
+            except UnicodeDecodeError:  # not written by sharedstate (its keys are UTF-8)
+                continue
+
+    def _connect_error(self, exc: BaseException) -> BackendUnavailableError:
+        # Connecting, or the setup commands (AUTH, SELECT db, HELLO) it sends, failed: the
+        # operation itself was never sent.
+        return self._unavailable(_connect_failure(self._redis, exc), exc, applied=False)
+
+
+class RedisBackend(_RedisShared, Backend):
     """Redis storage. URL: ``redis://[[user]:password@]host[:port][/db][?options]``.
 
     ``rediss://`` connects with TLS. Options: ``timeout`` (seconds for connecting and for each
@@ -186,69 +368,17 @@ class RedisBackend(Backend):
 
     def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT, **pool_options: Any) -> None:
         """Open a pool for ``url`` (no query string: use :meth:`from_url`, which validates options)."""
-        timeout = seconds("timeout", timeout)
-        self._redis = require("redis", "redis")
-        self.url = url
-        self.timeout = timeout
         max_connections = pool_options.pop("max_connections", None)
-        settings: dict[str, Any] = {
-            "socket_timeout": timeout,
-            "socket_connect_timeout": timeout,
-            "socket_keepalive": True,
-            # Never retry: a command re-sent after a lost reply could be applied twice.
-            "retry": require("redis.retry", "redis").Retry(require("redis.backoff", "redis").NoBackoff(), 0),
-            **pool_options,
-            **self._redis.connection.parse_url(url),  # host, port, db, user, password; TLS class
-        }
+        settings = self._settings(url, timeout, pool_options, require("redis", "redis"))
         connection_class = settings.pop("connection_class", self._redis.Connection)
-        self._pool = _Pool(connection_class, settings, max_connections, timeout)
+        self._pool = _Pool(connection_class, settings, max_connections, self.timeout)
 
     @classmethod
     def from_url(cls, url: str) -> RedisBackend:
-        parts = split_url(url)
-        scheme = parts.scheme.lower()
-        if scheme not in cls.schemes:
-            raise ValueError(f"not a Redis URL: {mask_url(url)!r}")
-        if not parts.hostname:
-            raise ValueError(f"Redis URL {mask_url(url)!r} names no host, e.g. redis://HOST:6379/0")
-        known = {**_OPTIONS, **_TLS_OPTIONS} if scheme == "rediss" else _OPTIONS
-        options: dict[str, Any] = query_options(parts, known, url)
-        db = _parse_db(parts.path, url)
-        if "db" in options and db is not None and options["db"] != db:
-            raise ValueError(f"Redis URL {mask_url(url)!r} names two databases (path and ?db=)")
-        db = options.pop("db", db) or 0
-        if db < 0:
-            raise ValueError(f"Redis URL {mask_url(url)!r}: db must be >= 0")
-        if options.get("max_connections", 1) < 1:
-            raise ValueError(f"Redis URL {mask_url(url)!r}: max_connections must be at least 1")
-        reqs = options.get("ssl_cert_reqs")
-        if reqs is not None and reqs not in _CERT_REQS:
-            raise ValueError(
-                f"Redis URL {mask_url(url)!r}: ssl_cert_reqs must be one of {', '.join(_CERT_REQS)}"
-            )
-        # redis-py reads host, port, username, password and TLS from the URL; our options (already
-        # validated above) are passed as arguments instead of being left in its query string.
-        base = parts._replace(scheme=scheme, path=f"/{db}", query="", fragment="").geturl()
+        base, options = parse_redis_url(url)
         return cls(base, **options)
 
-    def describe(self) -> str:
-        return mask_url(self.url)
-
     # -- talking to the server ---------------------------------------------------------------
-
-    def _unavailable(self, what: str, exc: BaseException, *, applied: bool | None) -> BackendUnavailableError:
-        return unavailable(self.url, what, applied=applied, cause=exc)
-
-    def _broken(self, exc: BaseException) -> BackendUnavailableError:
-        """The error for a command that was sent and got no usable reply (outcome unknown)."""
-        r = self._redis
-        if isinstance(exc, r.TimeoutError):
-            what = f"no reply within {self.timeout:g}s (option timeout=)"
-        elif isinstance(exc, r.exceptions.InvalidResponse):
-            what = "the reply is not in Redis's protocol (is a Redis server listening there?)"
-        else:
-            what = "the connection broke before the reply came"
-        return self._unavailable(what, exc, applied=None)
 
     def _execute(self, *commands: tuple[Any, ...]) -> list[Any]:
         """Send ``commands`` in one write and read one reply each: a single round trip.
@@ -264,9 +394,7 @@ class RedisBackend(Backend):
         try:
             conn = self._pool.acquire()
         except (r.RedisError, OSError) as exc:
-            # Connecting, or the setup commands (AUTH, SELECT db, HELLO) it sends, failed: the
-            # operation itself was never sent.
-            raise self._unavailable(_connect_failure(r, exc), exc, applied=False) from exc
+            raise self._connect_error(exc) from exc
         try:
             try:
                 conn.send_packed_command(conn.pack_commands(commands))
@@ -296,9 +424,7 @@ class RedisBackend(Backend):
     def _call(self, key: str, *args: Any) -> object:
         """Run one command about ``key`` and return its reply; error replies are raised."""
         (reply,) = self._execute(args)
-        if isinstance(reply, Exception):
-            raise self._refused(reply, key) from reply
-        return reply
+        return self._checked(reply, key)
 
     def _eval(self, script: _Script, key: str, *args: Any) -> object:
         (reply,) = self._execute(("EVALSHA", script.sha, 1, key, *args))
@@ -306,49 +432,24 @@ class RedisBackend(Backend):
             # The server lost its script cache (restart, SCRIPT FLUSH): the script did not run.
             # EVAL runs it and caches it again.
             (reply,) = self._execute(("EVAL", script.source, 1, key, *args))
-        if isinstance(reply, Exception):
-            raise self._refused(reply, key) from reply
-        return reply
-
-    def _refused(self, exc: Exception, key: str) -> Exception:
-        """The exception for an error reply: the server refused the command, so it was not applied."""
-        message = str(exc)
-        if message.startswith("WRONGTYPE"):
-            return TypeError(
-                f"key {key!r} holds a Redis value of another type (not a string), which sharedstate "
-                "did not write"
-            )
-        return self._unavailable(f"the server refused the command for key {key!r}", exc, applied=False)
+        return self._checked(reply, key)
 
     # -- the contract ------------------------------------------------------------------------
 
     def get(self, key: str) -> Entry | None:
-        value = self._call(key, "GET", key)
-        if value is None:
-            return None
-        assert isinstance(value, bytes)
-        return Entry(value, version_of(value))
+        return self._entry(self._call(key, "GET", key))
 
     def set(self, key: str, value: RawValue, ttl: float | None = None) -> None:
-        # SET without PX also removes any expiry the key had.
-        expiry = () if ttl is None else ("PX", _ttl_ms(ttl))
-        self._call(key, "SET", key, value, *expiry)
+        self._call(key, *self._set_command(key, value, ttl))
 
     def add(self, key: str, value: RawValue, ttl: float | None = None) -> bool:
-        expiry = () if ttl is None else ("PX", _ttl_ms(ttl))
-        return self._call(key, "SET", key, value, "NX", *expiry) is not None
+        return self._call(key, *self._set_command(key, value, ttl, "NX")) is not None
 
     def compare_and_set(
         self, key: str, expected: Version | None, value: RawValue, ttl: float | None = None
     ) -> CasResult:
-        ttl_arg = "" if ttl is None else _ttl_ms(ttl)
-        expected_arg = "" if expected is None else _version_arg(expected)
-        reply: Any = self._eval(_COMPARE_AND_SET, key, expected_arg, value, ttl_arg)
-        if reply[0] == 1:
-            stored = value if isinstance(value, bytes) else str(value).encode()  # as GET returns it
-            return CasResult(True, Entry(stored, version_of(stored)))
-        current = reply[1] if len(reply) > 1 else None  # Lua's false arrives as nil: absent
-        return CasResult(False, None if current is None else Entry(current, version_of(current)))
+        reply = self._eval(_COMPARE_AND_SET, key, *self._cas_args(expected, value, ttl))
+        return self._cas_result(reply, value)
 
     def delete(self, key: str) -> bool:
         return self._call(key, "DEL", key) == 1
@@ -357,29 +458,7 @@ class RedisBackend(Backend):
         return self._eval(_DELETE_IF_VERSION, key, _version_arg(version)) == 1
 
     def incr(self, key: str, by: int = 1, ttl: float | None = None) -> int:
-        if not _INT64_MIN <= by <= _INT64_MAX:
-            raise OverflowError(f"incr of key {key!r}: by={by} is outside the signed 64-bit range")
-        if ttl is None:
-            (reply,) = self._execute(("INCRBY", key, by))
-        else:
-            # Not a Lua script: Lua numbers are doubles and would round counters above 2**53.
-            # MULTI runs both commands atomically; SET NX creates the key (with its ttl) only if
-            # it is absent, so an existing counter keeps its expiry. Four commands, one write.
-            replies = self._execute(
-                ("MULTI",), ("SET", key, 0, "NX", "PX", _ttl_ms(ttl)), ("INCRBY", key, by), ("EXEC",)
-            )
-            reply = replies[-1]
-            if isinstance(reply, list):
-                reply = reply[-1]
-        if isinstance(reply, Exception):
-            message = str(reply)
-            if "not an integer" in message:
-                raise TypeError(f"cannot incr key {key!r}: it holds a value that is not an integer")
-            if "overflow" in message:
-                raise OverflowError(f"incr of key {key!r} overflows a signed 64-bit integer")
-            raise self._refused(reply, key) from reply
-        assert isinstance(reply, int)
-        return reply
+        return self._incr_result(self._execute(*self._incr_commands(key, by, ttl)), key)
 
     def touch(self, key: str, ttl: float | None) -> bool:
         if ttl is None:
@@ -387,20 +466,12 @@ class RedisBackend(Backend):
         return self._call(key, "PEXPIRE", key, _ttl_ms(ttl)) == 1
 
     def scan(self, prefix: str = "") -> Iterator[str]:
-        pattern = _glob_escape(prefix.encode()) + b"*"
         seen: set[bytes] = set()  # SCAN may return a key more than once; the contract says once
         cursor: Any = 0
         while True:
-            reply: Any = self._call(prefix, "SCAN", cursor, "MATCH", pattern, "COUNT", _SCAN_COUNT)
+            reply: Any = self._call(prefix, *self._scan_command(prefix, cursor))
             cursor, keys = reply
-            for raw in keys:
-                if raw in seen:
-                    continue
-                seen.add(raw)
-                try:
-                    yield raw.decode()
-                except UnicodeDecodeError:  # not written by sharedstate (its keys are UTF-8)
-                    continue
+            yield from self._new_keys(keys, seen)
             if int(cursor) == 0:
                 return
 
@@ -409,6 +480,182 @@ class RedisBackend(Backend):
 
     def close(self) -> None:
         self._pool.disconnect()
+
+
+class AsyncRedisBackend(_RedisShared, AsyncBackend):
+    """Redis storage for ``asyncio``, on ``redis.asyncio``: the same URLs, commands and scripts as
+    :class:`RedisBackend`, so the two can share one server and one namespace.
+
+    Concurrency contract: every method is one round trip, atomic per key on the server. No call
+    blocks the event loop: connecting, waiting for a free connection (``max_connections``) and
+    every reply are awaited, each bounded by ``timeout``.
+
+    Connections belong to one event loop and one process. The backend keeps one small pool
+    (:class:`_AsyncPool`) per running event loop, created on first use there, so an instance made
+    at import time (no loop yet) works under any loop, e.g. two ``asyncio.run`` calls in turn; a
+    forked child starts with no pools. :meth:`aclose` closes the current loop's pool (and drops
+    the pools of loops that have ended); the backend may be used again afterwards.
+    """
+
+    schemes = ("redis", "rediss")
+
+    def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT, **pool_options: Any) -> None:
+        """Prepare pools for ``url`` (no query string: use :meth:`from_url`); connects lazily."""
+        self._max_connections: int | None = pool_options.pop("max_connections", None)
+        driver = require("redis.asyncio", "redis")
+        self._connection_kwargs = self._settings(url, timeout, pool_options, driver)
+        self._connection_class = self._connection_kwargs.pop("connection_class", driver.Connection)
+        self._pid = os.getpid()
+        self._pools: dict[asyncio.AbstractEventLoop, _AsyncPool] = {}
+
+    @classmethod
+    def from_url(cls, url: str) -> AsyncRedisBackend:
+        base, options = parse_redis_url(url)
+        return cls(base, **options)
+
+    # -- talking to the server ---------------------------------------------------------------
+
+    def _pool(self) -> _AsyncPool:
+        """The running loop's pool in this process (made on first use; a forked child starts empty)."""
+        loop = asyncio.get_running_loop()
+        if self._pid != os.getpid():
+            self._forget_parent_pools()
+        pool = self._pools.get(loop)
+        if pool is None:
+            # Pools of loops that have ended can never be used again (their sockets belong to
+            # a closed loop); forget them.
+            self._forget_ended_loops()
+            pool = self._pools[loop] = _AsyncPool(
+                self._connection_class, self._connection_kwargs, self._max_connections, self.timeout
+            )
+        return pool
+
+    def _forget_ended_loops(self) -> None:
+        """Drop the pools of event loops that have closed (their sockets belong to a dead loop)."""
+        for loop in [loop for loop in list(self._pools) if loop.is_closed()]:  # list(): atomic copy
+            pool = self._pools.pop(loop, None)  # None: another thread's loop dropped it first
+            if pool is not None:
+                pool.abandon()
+
+    def _forget_parent_pools(self) -> None:
+        """In a forked child: set the parent's pools aside, referenced and untouched, forever.
+
+        Their connections are the parent's sockets, registered with the parent's event loop,
+        whose epoll instance the child shares: closing one here (which the connection's
+        finalizer would do if it were collected) would unregister it from that epoll and leave
+        the parent's connection deaf. So they are kept in ``_INHERITED`` and never used.
+        """
+        _INHERITED.append(self._pools)
+        self._pid, self._pools = os.getpid(), {}
+
+    async def _execute(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """Send ``commands`` in one write and await one reply each: a single round trip.
+
+        As :meth:`RedisBackend._execute`: error replies come back in the list; each read waits at
+        most ``timeout``; a connection whose reply did not come (timeout, broken, cancelled
+        mid-reply) is closed, so a late reply is never read as the answer to a later command.
+        """
+        r = self._redis
+        pool = self._pool()
+        try:
+            conn = await pool.acquire()
+        except (r.RedisError, OSError) as exc:
+            raise self._connect_error(exc) from exc
+        try:
+            try:
+                await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            except (r.ConnectionError, r.TimeoutError, OSError) as exc:
+                # The write failed (redis-py closed the connection), so the server never got a
+                # complete command to execute.
+                raise self._unavailable("sending the command failed", exc, applied=False) from exc
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(await conn.read_response())
+                except r.exceptions.BusyLoadingError as exc:  # the server answered "not yet"
+                    await conn.disconnect(nowait=True)
+                    raise self._unavailable("the server is loading its data", exc, applied=False) from exc
+                except r.ResponseError as exc:
+                    replies.append(exc)
+                except (r.RedisError, OSError) as exc:  # timeout, broken connection, garbage
+                    await conn.disconnect(nowait=True)
+                    raise self._broken(exc) from exc
+                except BaseException:
+                    # Cancelled mid-reply: the stream is out of step. redis-py has closed it
+                    # already; make sure without awaiting (the task is being cancelled).
+                    _drop(conn)
+                    raise
+            return replies
+        finally:
+            pool.release(conn)
+
+    async def _call(self, key: str, *args: Any) -> object:
+        """Run one command about ``key`` and return its reply; error replies are raised."""
+        (reply,) = await self._execute(args)
+        return self._checked(reply, key)
+
+    async def _eval(self, script: _Script, key: str, *args: Any) -> object:
+        (reply,) = await self._execute(("EVALSHA", script.sha, 1, key, *args))
+        if isinstance(reply, self._redis.exceptions.NoScriptError):
+            # The server lost its script cache: the script did not run. EVAL runs and caches it.
+            (reply,) = await self._execute(("EVAL", script.source, 1, key, *args))
+        return self._checked(reply, key)
+
+    # -- the contract ------------------------------------------------------------------------
+
+    async def get(self, key: str) -> Entry | None:
+        return self._entry(await self._call(key, "GET", key))
+
+    async def set(self, key: str, value: RawValue, ttl: float | None = None) -> None:
+        await self._call(key, *self._set_command(key, value, ttl))
+
+    async def add(self, key: str, value: RawValue, ttl: float | None = None) -> bool:
+        return await self._call(key, *self._set_command(key, value, ttl, "NX")) is not None
+
+    async def compare_and_set(
+        self, key: str, expected: Version | None, value: RawValue, ttl: float | None = None
+    ) -> CasResult:
+        reply = await self._eval(_COMPARE_AND_SET, key, *self._cas_args(expected, value, ttl))
+        return self._cas_result(reply, value)
+
+    async def delete(self, key: str) -> bool:
+        return await self._call(key, "DEL", key) == 1
+
+    async def delete_if_version(self, key: str, version: Version) -> bool:
+        return await self._eval(_DELETE_IF_VERSION, key, _version_arg(version)) == 1
+
+    async def incr(self, key: str, by: int = 1, ttl: float | None = None) -> int:
+        return self._incr_result(await self._execute(*self._incr_commands(key, by, ttl)), key)
+
+    async def touch(self, key: str, ttl: float | None) -> bool:
+        if ttl is None:
+            return await self._eval(_PERSIST, key) == 1
+        return await self._call(key, "PEXPIRE", key, _ttl_ms(ttl)) == 1
+
+    async def scan(self, prefix: str = "") -> AsyncIterator[str]:
+        seen: set[bytes] = set()
+        cursor: Any = 0
+        while True:
+            reply: Any = await self._call(prefix, *self._scan_command(prefix, cursor))
+            cursor, keys = reply
+            for key in self._new_keys(keys, seen):
+                yield key
+            if int(cursor) == 0:
+                return
+
+    async def sweep(self, limit: int = 1000) -> int:
+        return 0  # Redis expires keys itself
+
+    async def aclose(self) -> None:
+        """Close the running loop's idle connections and forget pools of ended loops."""
+        if self._pid != os.getpid():
+            self._forget_parent_pools()
+            return
+        loop = asyncio.get_running_loop()
+        self._forget_ended_loops()
+        pool = self._pools.pop(loop, None)
+        if pool is not None:
+            await pool.disconnect()
 
 
 class _Pool:
@@ -511,3 +758,104 @@ def _connect_failure(r: Any, exc: BaseException) -> str:
 def _version_arg(version: Version) -> str | bytes:
     # Versions from this backend are hex digests (str). Anything else can never match a digest.
     return version if isinstance(version, (str, bytes)) else f"not-a-digest:{version}"
+
+
+class _AsyncPool:
+    """One event loop's connections to one server, in one process: the async :class:`_Pool`.
+
+    Used only from its loop's thread, so it needs no lock. The most recently used idle connection
+    is lent first; one the server closed (restart, idle timeout) is noticed without a system call,
+    from what the loop has already read for it, and reconnected before use. With
+    ``max_connections``, at most that many are lent at once and a caller awaits one up to
+    ``timeout``.
+    """
+
+    def __init__(
+        self,
+        connection_class: Any,
+        connection_kwargs: dict[str, Any],
+        max_connections: int | None,
+        timeout: float,
+    ) -> None:
+        self.connection_class = connection_class
+        self.connection_kwargs = connection_kwargs
+        self.max_connections = max_connections
+        self.timeout = timeout
+        self._idle: deque[Any] = deque()
+        self._slots = None if max_connections is None else asyncio.Semaphore(max_connections)
+
+    async def acquire(self) -> Any:
+        """A connected connection; raises redis-py's ``ConnectionError`` (or ``OSError``) if none."""
+        slots = self._slots
+        if slots is not None:
+            if slots.locked():
+                try:
+                    await asyncio.wait_for(slots.acquire(), self.timeout)
+                except asyncio.TimeoutError:
+                    raise require("redis", "redis").ConnectionError(
+                        f"all {self.max_connections} connections (max_connections) stayed busy for "
+                        f"{self.timeout:g}s"
+                    ) from None
+            else:
+                await slots.acquire()  # free: returns at once
+        try:
+            try:
+                conn = self._idle.pop()
+            except IndexError:
+                conn = self.connection_class(**self.connection_kwargs)
+            else:
+                if _has_unread_data_async(conn):
+                    # The server closed it or sent something unasked: start afresh.
+                    _drop(conn)
+            if not conn.is_connected:
+                await conn.connect()
+        except BaseException:
+            if slots is not None:
+                slots.release()
+            raise
+        return conn
+
+    def release(self, conn: Any) -> None:
+        self._idle.append(conn)
+        if self._slots is not None:
+            self._slots.release()
+
+    async def disconnect(self) -> None:
+        """Close the idle connections (ones in use now come back to the pool when done)."""
+        while self._idle:
+            await self._idle.pop().disconnect(nowait=True)
+
+    def abandon(self) -> None:
+        """Close the connections of a pool whose event loop has ended, without that loop.
+
+        Their transports cannot close through a closed loop; their sockets can, which is what
+        collecting them would do anyway, with a warning. Best effort: it relies on asyncio's
+        transport internals and leaves anything it does not recognise to the collector.
+        """
+        while self._idle:
+            conn = self._idle.pop()
+            writer = getattr(conn, "_writer", None)
+            transport = getattr(writer, "transport", None)
+            sock = getattr(transport, "_sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
+                transport._sock, transport._closing = None, True  # type: ignore[union-attr]
+            conn._reader = conn._writer = None
+
+
+def _has_unread_data_async(conn: Any) -> bool:
+    """Whether the loop has read anything (data or end of stream) for an idle connection."""
+    reader = getattr(conn, "_reader", None)
+    if reader is None:
+        return False  # not connected: connect() will open it
+    return bool(getattr(reader, "_eof", False) or getattr(reader, "_buffer", b""))
+
+
+def _drop(conn: Any) -> None:
+    """Close an async connection at once, without awaiting (usable while being cancelled)."""
+    writer = getattr(conn, "_writer", None)
+    if writer is not None:
+        with contextlib.suppress(Exception):
+            writer.close()
+    conn._reader = conn._writer = None
