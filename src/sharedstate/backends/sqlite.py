@@ -192,8 +192,8 @@ class SQLiteBackend(Backend):
                 writable = os.access(directory, os.W_OK)
                 hint = "" if writable else f" (directory {directory!r} is not writable)"
                 raise BackendUnavailableError(
-                    f"cannot open SQLite database {self.path!r}: {exc}{hint}"
-                ) from None
+                    f"cannot open SQLite database {self.path!r}: {exc}{hint}", applied=False
+                ) from exc
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -353,10 +353,14 @@ class SQLiteBackend(Backend):
             return _LATER
         except sqlite3.DatabaseError as exc:
             self._rollback(conn)
-            raise BackendUnavailableError(f"SQLite database {self.path!r}: {exc}") from None
+            raise self._failed(exc) from exc
         except BaseException:
             self._rollback(conn)
             raise
+
+    def _failed(self, exc: sqlite3.DatabaseError) -> BackendUnavailableError:
+        # Rolled back: SQLite commits a transaction whole or not at all.
+        return BackendUnavailableError(f"SQLite database {self.path!r}: {exc}", applied=False)
 
     def _run_steps(self, op: Op[T]) -> Steps[T]:
         """Run ``op`` on this thread's connection, waiting out "locked"/"busy" until ``timeout``.
@@ -377,7 +381,7 @@ class SQLiteBackend(Backend):
                     result = yield from self._retry_steps(conn, op, exc)
                 except sqlite3.DatabaseError as exc:
                     self._rollback(conn)
-                    raise BackendUnavailableError(f"SQLite database {self.path!r}: {exc}") from None
+                    raise self._failed(exc) from exc
                 except BaseException:
                     self._rollback(conn)
                     raise
@@ -401,8 +405,9 @@ class SQLiteBackend(Backend):
             if not transient or time.monotonic() >= deadline:
                 raise BackendUnavailableError(
                     f"SQLite database {self.path!r}: {message}"
-                    + (f" (waited {self.timeout}s for the write lock)" if transient else "")
-                ) from None
+                    + (f" (waited {self.timeout}s for the write lock)" if transient else ""),
+                    applied=False,  # rolled back: SQLite commits whole or not at all
+                ) from exc
             yield random.uniform(delay / 2, delay)
             delay = min(delay * 2, 0.005)
             # The thread's connection may have changed while waiting (another task of this thread
