@@ -30,6 +30,7 @@ from sharedstate.validation import key_text
 T = TypeVar("T")
 
 RESERVED_PREFIX = engine.RESERVED_PREFIX
+_BUSY_KEYS = engine.BUSY_KEYS  # bound once: the guard runs on every write
 DEFAULT_MAX_VALUE_SIZE = 1024 * 1024
 
 
@@ -103,21 +104,21 @@ class Keyspace:
     def guard_write(self, full: str, what: str) -> None:
         """Refuse a write (``what``: ``"set"``, ``"dict item write"``) to a key that this thread or
         task is updating or editing: the outer update could never save (see :class:`NestedUpdateError`)."""
-        busy = engine.BUSY_KEYS.get()
+        busy = _BUSY_KEYS.get()
         if busy and (id(self.backend), full) in busy:
             raise self._nested(full, what)
 
     def mark_busy(self, full: str, what: str) -> contextvars.Token[frozenset[tuple[int, str]]]:
         """Mark ``full`` as updated or edited by this context; ``unmark(token)`` after."""
-        busy = engine.BUSY_KEYS.get()
+        busy = _BUSY_KEYS.get()
         mark = (id(self.backend), full)
         if mark in busy:
             raise self._nested(full, what)
-        return engine.BUSY_KEYS.set(busy | {mark})
+        return _BUSY_KEYS.set(busy | {mark})
 
     @staticmethod
     def unmark(token: contextvars.Token[frozenset[tuple[int, str]]]) -> None:
-        engine.BUSY_KEYS.reset(token)
+        _BUSY_KEYS.reset(token)
 
     def _nested(self, full: str, what: str) -> NestedUpdateError:
         name = full[len(self.prefix) :]
@@ -154,7 +155,7 @@ class Keyspace:
         try:
             return self._update_loop(full, fn, default, ttl)
         finally:
-            engine.BUSY_KEYS.reset(token)
+            _BUSY_KEYS.reset(token)
 
     def _update_loop(self, full: str, fn: Callable[[Any], T], default: Any, ttl: float | None) -> T:
         backend = self.backend
