@@ -1,4 +1,4 @@
-"""``cached``: memoize a coroutine function's results in a store, computed once across processes.
+"""``cached``: memoize a function's results in a store, computed once across processes.
 
 Keys are ``_ss:cache:{module}.{qualname}:{digest}``, where the digest is a SHA-256 of a canonical
 encoding of the call's arguments (bound to the signature, so ``f(1)``, ``f(x=1)`` and ``f(1, y=2)``
@@ -11,9 +11,9 @@ encoded: ``None``, ``bool``, ``int``, ``float``, ``str``, ``bytes``, ``tuple``, 
 instead of silently producing a key that differs from process to process, or that two different
 arguments share.
 
-The sync ``Store.cached`` serves plain functions and the async ``AsyncStore.cached`` coroutine
-functions (``async def``); each refuses the other kind, and a method defined in a class body (its
-``self`` has no stable encoding, and the call would miss it), when decorated.
+The sync store's ``cached`` serves plain functions and the async store's coroutine functions; each
+refuses the other kind, and a method defined in a class body (its ``self`` has no stable encoding,
+and the call would miss it), when decorated.
 
 Each entry is stored as ``{"v": value}`` (``{"v": value, "f": fresh_until}`` with ``stale_ttl``), so a
 cached ``None`` is told apart from a miss.

@@ -189,8 +189,8 @@ class AsyncLock:
     :meth:`extend`. ``acquire`` returns a fencing token that increases with every acquisition, to
     pass to a resource that should reject writes from a holder whose lease already ran out.
 
-    An ``AsyncLock`` object is one owner: do not share one object between tasks that should exclude
-    each other; give each its own ``store.lock(name)``.
+    A lock object is one owner: do not share one object between tasks or threads that should
+    exclude each other; give each its own ``store.lock(name)``.
 
     The fencing counter is one small key per lock name that never expires (a counter that restarted
     would hand out lower tokens), so use a bounded set of lock names, not one per user or request.
