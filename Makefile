@@ -33,7 +33,8 @@ test: install memcached
 	$(MAKE) --no-print-directory docs
 
 check: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python scripts/unasync.py --check
+	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/mypy src
 
 # The guides (Markdown) and the API reference (from the docstrings) into docs/_build/html. Any

@@ -71,6 +71,11 @@ nitpick_ignore_regex = [
     ("py:(class|obj|data|mod|func|meth|exc)", r"(abc|collections\.abc|contextlib|datetime|typing)(\..*)?"),
     ("py:(class|obj|data|mod|func|meth)", r"(flask|werkzeug|itsdangerous|click)(\..*)?"),
     ("py:class", r"Request|Response"),  # Flask's, imported by sharedstate.sessions for type checking only
+    # The keyspace the objects are built on is internal (users get objects from a store), and so is
+    # the generated class under the sync SharedDict's MutableMapping protocol.
+    ("py:class", r"sharedstate\._(a)?sync\.keyspace\.(Async)?Keyspace"),
+    ("py:class", r"sharedstate\._sync\.objects\.SharedDict"),
+    ("py:class", r"[PRT]"),  # the type variables of the generated cache and store modules
 ]
 
 

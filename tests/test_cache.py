@@ -38,7 +38,7 @@ def can_scan(store: Store) -> bool:
 
 def stored(store: Store, fn: CachedFunction[..., Any], *args: Any) -> bool:
     """Whether ``fn``'s entry for ``args`` is in the store."""
-    return store.backend.get(store.full_key(fn.cache_key(*args), internal=True)) is not None
+    return store.backend.get(store._keyspace.full_key(fn.cache_key(*args), internal=True)) is not None
 
 
 def _counting(calls: list[Any]) -> Callable[..., Any]:
@@ -567,7 +567,7 @@ def test_crashed_computer_blocks_others_only_for_its_lease(shared_url: str, name
             child.kill()
     with Store(shared_url, namespace=namespace) as store:
         fn = store.cached(ttl=60, lease=2.0)(crash_while_computing)
-        flight = store.full_key(fn.cache_key(41), internal=True) + ":flight"
+        flight = store._keyspace.full_key(fn.cache_key(41), internal=True) + ":flight"
         if store.backend.get(flight) is None:
             pytest.fail("the crashed child left no flight key; the test did not test anything")
         began = time.monotonic()

@@ -240,7 +240,7 @@ def test_codec_paths_skip_a_callers_wrapper() -> None:
     ids=lambda r: r[:20].decode("latin-1"),
 )
 def test_corrupt_stored_data_raises_serialization_error(store: Store, raw: bytes) -> None:
-    store.backend.set(store.full_key("bad"), raw)
+    store.backend.set(store._keyspace.full_key("bad"), raw)
     with pytest.raises(SerializationError, match="bad"):
         store.get("bad")
 
@@ -306,7 +306,7 @@ def test_unsigned_or_forged_pickle_is_refused(store_url: str, namespace: str, tm
     marker = tmp_path / "pwned"
     payload = pickle.dumps(Payload(str(marker)))
     with Store(store_url, namespace=namespace, serializer="pickle", secret_key="right") as store:
-        full = store.full_key("v")
+        full = store._keyspace.full_key("v")
         forged = [
             payload,  # a bare pickle, as an attacker with write access would store it
             b"!p1" + payload,  # our old marker, no signature
@@ -329,9 +329,9 @@ def test_signed_pickle_moved_to_another_key_is_refused(
 ) -> None:
     with Store(store_url, namespace=namespace, serializer="pickle", secret_key="right") as store:
         store.set("a", Custom(1))
-        entry = store.backend.get(store.full_key("a"))
+        entry = store.backend.get(store._keyspace.full_key("a"))
         assert entry is not None
-        store.backend.set(store.full_key("b"), entry.value)
+        store.backend.set(store._keyspace.full_key("b"), entry.value)
         with pytest.raises(SerializationError, match="signature"):
             store.get("b")
         assert store.get("a") == Custom(1)
@@ -373,7 +373,7 @@ def test_signed_pickle_cannot_be_moved_across_a_nul_in_the_key(
     assert b"\0" not in opcodes and opcodes.isascii()
     secret = "s3cret"
     with Store(shared_url, namespace=namespace, serializer="pickle", secret_key=secret) as store:
-        victim = store.full_key("user:alice")
+        victim = store._keyspace.full_key("user:alice")
         chosen = victim + "\0" + opcodes.decode("ascii")
         # What the app's codec signs for that key (the store itself now refuses such keys,
         # below; values written before this fix, or signed another way, must not move either).
@@ -396,7 +396,7 @@ def test_pickle_signed_in_the_old_format_is_refused_clearly(shared_url: str, nam
     """``!p1`` values (HMAC over key + NUL + payload) cannot be told from a forgery: refused."""
     secret = b"s3cret"
     with Store(shared_url, namespace=namespace, serializer="pickle", secret_key=secret) as store:
-        full = store.full_key("old")
+        full = store._keyspace.full_key("old")
         payload = pickle.dumps(Custom(1))
         mac = hmac.new(secret, full.encode() + b"\0" + payload, hashlib.sha256).digest()
         store.backend.set(full, b"!p1" + mac + payload)

@@ -125,7 +125,7 @@ def test_ints_are_stored_natively(store: Store) -> None:
     store.set("max", 2**63 - 2)
     assert store.incr("max") == 2**63 - 1
     # The raw value is an integer (or its decimal text), which is what server-side incr works on.
-    entry = store.backend.get(store.full_key("n"))
+    entry = store.backend.get(store._keyspace.full_key("n"))
     assert entry is not None and int(entry.value) == 6
 
 
@@ -216,15 +216,16 @@ def test_set_replaces_expiry(store: Store) -> None:
 def test_expired_key_is_absent_for_every_operation(store: Store) -> None:
     for key in ("a", "b", "c", "d", "e"):
         store.set(key, "old", ttl=TTL)
-    entry = store.backend.get(store.full_key("e"))
+    entry = store.backend.get(store._keyspace.full_key("e"))
     assert entry is not None
     wait_until(lambda: all(store.get(k) is None for k in ("a", "b", "c", "d", "e")))
     assert store.add("a", "new") is True and store.get("a") == "new"
     assert store.incr("b") == 1
     assert store.delete("c") is False
     assert store.touch("d", 100) is False and store.get("d") is None
-    assert store.backend.compare_and_set(store.full_key("e"), entry.version, b'"x"') == (False, None)
-    assert store.backend.delete_if_version(store.full_key("e"), entry.version) is False
+    full = store._keyspace.full_key("e")
+    assert store.backend.compare_and_set(full, entry.version, b'"x"') == (False, None)
+    assert store.backend.delete_if_version(full, entry.version) is False
 
 
 def test_add_with_ttl(store: Store) -> None:
@@ -252,10 +253,10 @@ def test_incr_ttl_applies_only_on_create(store: Store) -> None:
 
 def test_versions_compare_and_set(store: Store) -> None:
     b = store.backend
-    key = store.full_key("cas")
+    key = store._keyspace.full_key("cas")
     assert b.get(key) is None
-    b.set(store.full_key("other"), b'"v"')
-    foreign = b.get(store.full_key("other"))
+    b.set(store._keyspace.full_key("other"), b'"v"')
+    foreign = b.get(store._keyspace.full_key("other"))
     assert foreign is not None
     # Absent: nothing to replace, and the refusal says so.
     assert b.compare_and_set(key, foreign.version, b'"v"') == CasResult(False, None)
@@ -290,7 +291,7 @@ def test_versions_compare_and_set(store: Store) -> None:
 
 def test_compare_and_set_expecting_absent(store: Store) -> None:
     b = store.backend
-    key = store.full_key("k")
+    key = store._keyspace.full_key("k")
     stored, written = b.compare_and_set(key, None, b'"first"')
     assert stored is True
     assert written in (b.get(key), None)
@@ -307,7 +308,7 @@ def test_compare_and_set_expecting_absent(store: Store) -> None:
 
 def test_written_entry_is_good_for_the_next_compare_and_set(store: Store) -> None:
     b = store.backend
-    key = store.full_key("chain")
+    key = store._keyspace.full_key("chain")
     entry: Entry | None = None
     for i in range(5):
         stored, written = b.compare_and_set(key, None if entry is None else entry.version, f'"{i}"'.encode())
@@ -318,7 +319,7 @@ def test_written_entry_is_good_for_the_next_compare_and_set(store: Store) -> Non
 
 def test_version_changes_on_incr(store: Store) -> None:
     b = store.backend
-    key = store.full_key("n")
+    key = store._keyspace.full_key("n")
     b.incr(key, 1)
     before = b.get(key)
     assert before is not None
@@ -335,7 +336,7 @@ def test_version_changes_on_incr(store: Store) -> None:
 
 def test_compare_and_set_sets_ttl(store: Store) -> None:
     b = store.backend
-    key = store.full_key("k")
+    key = store._keyspace.full_key("k")
     b.set(key, b'"v"')
     entry = b.get(key)
     assert entry is not None
@@ -346,7 +347,7 @@ def test_compare_and_set_sets_ttl(store: Store) -> None:
 
 def test_compare_and_set_race_has_one_winner(store: Store) -> None:
     b = store.backend
-    key = store.full_key("cas")
+    key = store._keyspace.full_key("cas")
     b.set(key, b'"start"')
     entry = b.get(key)
     assert entry is not None

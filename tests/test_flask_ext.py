@@ -637,4 +637,4 @@ def test_gunicorn_workers(backend: str, preload: bool, namespace: str, tmp_path:
         assert store.get("settings:guarded") == 20 and store.get("module_hits") == 20
         if backend == "redis":
             for key in store.keys("") + store.keys("_ss:"):
-                store.backend.delete(store.full_key(key, internal=True))
+                store.backend.delete(store._keyspace.full_key(key, internal=True))

@@ -54,7 +54,7 @@ def remaining_ttl(store: Store, key: str) -> int:
     """memcached's own view of the seconds ``key`` has left (-1: no expiry)."""
     backend = store.backend
     assert isinstance(backend, MemcachedBackend)
-    mkey = memcached_key(store.full_key(key))
+    mkey = memcached_key(store._keyspace.full_key(key))
     with backend._connection() as client:
         reply: bytes = client.raw_command(f"mg {mkey} t".encode())
     assert reply.startswith(b"HD"), reply
@@ -183,7 +183,7 @@ def test_ttl_never_expires_early_and_expires_within_two_seconds_late(store: Stor
 
 def test_touch_keeps_the_version_and_sets_a_new_expiry(store: Store) -> None:
     store.set("t", "v", ttl=100)
-    full = store.full_key("t")
+    full = store._keyspace.full_key("t")
     before = store.backend.get(full)
     assert store.touch("t", 1000)
     assert 1000 <= remaining_ttl(store, "t") <= 1002
@@ -209,7 +209,7 @@ def test_oversize_value_raises_and_keeps_the_old_value(store: Store) -> None:
 
 def test_largest_value_that_fits_is_stored(store: Store) -> None:
     backend = store.backend
-    full = store.full_key("edge")
+    full = store._keyspace.full_key("edge")
     limit = 1024 * 1024 - len(memcached_key(full)) - ITEM_OVERHEAD
     backend.set(full, b"y" * limit)
     entry = backend.get(full)
@@ -222,7 +222,7 @@ def test_largest_value_that_fits_is_stored(store: Store) -> None:
 
 def test_integers_are_decimal_text_and_decode(store: Store) -> None:
     store.set("n", 42)
-    entry = store.backend.get(store.full_key("n"))
+    entry = store.backend.get(store._keyspace.full_key("n"))
     assert entry is not None and entry.value == b"42"
     assert store.get("n") == 42
     assert store.incr("n") == 43
@@ -238,7 +238,7 @@ def test_integers_are_decimal_text_and_decode(store: Store) -> None:
 def test_any_key_round_trips(store: Store, key: str) -> None:
     store.set(key, {"key": key})
     assert store.get(key) == {"key": key}
-    mkey = memcached_key(store.full_key(key))
+    mkey = memcached_key(store._keyspace.full_key(key))
     assert len(mkey.encode()) <= MAX_KEY_BYTES
     assert all(0x21 <= ord(ch) <= 0x7E for ch in mkey)
 
@@ -382,8 +382,8 @@ def test_eviction_warning_once(store: Store) -> None:
     assert store.backend.may_evict
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        store.warn_if_evictable("a counter")
-        store.warn_if_evictable("a lock")
+        store._keyspace.warn_if_evictable("a counter")
+        store._keyspace.warn_if_evictable("a lock")
     assert len(caught) == 1
     assert issubclass(caught[0].category, RuntimeWarning)
     assert "may evict" in str(caught[0].message)

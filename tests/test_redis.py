@@ -256,9 +256,10 @@ def test_same_store_works_again_after_server_restart(own_server: RedisServer) ->
         assert store.incr("hits") == 1
         store.set("greeting", "back")
         assert store.get("greeting") == "back"
-        entry = store.backend.get(store.full_key("greeting"))
+        entry = store.backend.get(store._keyspace.full_key("greeting"))
         assert entry is not None
-        assert store.backend.compare_and_set(store.full_key("greeting"), entry.version, b'"again"').stored
+        full = store._keyspace.full_key("greeting")
+        assert store.backend.compare_and_set(full, entry.version, b'"again"').stored
         assert store.get("greeting") == "again"
 
 
@@ -288,7 +289,7 @@ def test_lost_reply_is_reported_as_unknown_and_never_applied_twice(tmp_path: Pat
 @pytest.mark.timeout(60)
 def test_script_cache_flush_is_survived(own_server: RedisServer) -> None:
     with Store(own_server.url, namespace=_namespace()) as store:
-        full = store.full_key("k")
+        full = store._keyspace.full_key("k")
         store.set("k", "a")
         entry = store.backend.get(full)
         assert entry is not None
@@ -354,13 +355,13 @@ def test_counters_are_native_redis_integers(shared_redis_url: str) -> None:
         raw = redis.Redis.from_url(shared_redis_url)
         try:
             store.set("n", 41)
-            full = store.full_key("n")
+            full = store._keyspace.full_key("n")
             assert raw.get(full) == b"41"
             assert raw.object("encoding", full) == b"int"
             assert raw.incr(full) == 42  # other Redis clients can count on it too
             assert store.incr("n") == 43
             assert store.get("n") == 43
-            raw.set(store.full_key("from_cli"), "7")
+            raw.set(store._keyspace.full_key("from_cli"), "7")
             assert store.get("from_cli") == 7
             assert store.counter("from_cli").incr() == 8
         finally:
@@ -369,7 +370,7 @@ def test_counters_are_native_redis_integers(shared_redis_url: str) -> None:
 
 def test_versions_are_value_digests_with_documented_aba(shared_redis_url: str) -> None:
     with Store(shared_redis_url, namespace=_namespace()) as store:
-        backend, full = store.backend, store.full_key("k")
+        backend, full = store.backend, store._keyspace.full_key("k")
         backend.set(full, b'"a"')
         entry = backend.get(full)
         assert entry is not None and entry.version == version_of(b'"a"')
@@ -390,17 +391,17 @@ def test_incr_ttl_applies_only_when_created(shared_redis_url: str) -> None:
         raw = redis.Redis.from_url(shared_redis_url)
         try:
             assert store.incr("fresh", 5, ttl=100) == 5
-            first = raw.pttl(store.full_key("fresh"))
+            first = raw.pttl(store._keyspace.full_key("fresh"))
             assert 0 < first <= 100_000
             assert store.incr("fresh", 1, ttl=1000) == 6
-            assert 0 < raw.pttl(store.full_key("fresh")) <= first  # expiry not moved
+            assert 0 < raw.pttl(store._keyspace.full_key("fresh")) <= first  # expiry not moved
             store.set("kept", 1)
             assert store.incr("kept", 1, ttl=100) == 2
-            assert raw.pttl(store.full_key("kept")) == -1  # an existing key keeps "no expiry"
+            assert raw.pttl(store._keyspace.full_key("kept")) == -1  # an existing key keeps "no expiry"
             store.set("text", "x")
             with pytest.raises(TypeError, match="not an integer"):
                 store.incr("text", 1, ttl=100)
-            assert store.get("text") == "x" and raw.pttl(store.full_key("text")) == -1
+            assert store.get("text") == "x" and raw.pttl(store._keyspace.full_key("text")) == -1
         finally:
             raw.close()
 
@@ -442,9 +443,9 @@ def test_scan_walks_many_keys_in_batches_once_each(shared_redis_url: str) -> Non
         try:
             pipe = raw.pipeline(transaction=False)
             for i in range(1200):  # more than one SCAN batch
-                pipe.set(store.full_key(f"item:{i}"), i)
+                pipe.set(store._keyspace.full_key(f"item:{i}"), i)
             pipe.execute()
-            keys = list(store.backend.scan(store.full_key("item:")))
+            keys = list(store.backend.scan(store._keyspace.full_key("item:")))
             assert len(keys) == len(set(keys)) == 1200
         finally:
             raw.close()
@@ -454,7 +455,7 @@ def test_foreign_value_types_raise_type_error(shared_redis_url: str) -> None:
     with Store(shared_redis_url, namespace=_namespace()) as store:
         raw = redis.Redis.from_url(shared_redis_url)
         try:
-            raw.hset(store.full_key("h"), "field", "1")
+            raw.hset(store._keyspace.full_key("h"), "field", "1")
             with pytest.raises(TypeError, match="another type"):
                 store.get("h")
             with pytest.raises(TypeError):

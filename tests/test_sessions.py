@@ -222,7 +222,7 @@ def live(
 def stored_entry(store: Store, cookie: str) -> Entry | None:
     sid = cookie.split(".")[0]
     digest = hashlib.sha256(sid.encode()).hexdigest()
-    return store.backend.get(store.full_key(SESSION_PREFIX + digest, internal=True))
+    return store.backend.get(store._keyspace.full_key(SESSION_PREFIX + digest, internal=True))
 
 
 # -- acceptance: one client cookie, many concurrent requests -------------------------------------

@@ -34,7 +34,7 @@ import os
 import pprint
 import sys
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, ItemsView, Iterator, KeysView, ValuesView
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import TracebackType
@@ -396,6 +396,28 @@ class AppDict(SharedDict):
     def update_item(self, item: str, fn: Callable[[Any], T], default: Any = None) -> T:
         return self._dict().update_item(item, fn, default)
 
+    # The method forms the sync SharedDict shares with AsyncDict (generated from it).
+    def set(self, item: str, value: Any) -> None:
+        self._dict().set(item, value)
+
+    def delete(self, item: str) -> bool:
+        return self._dict().delete(item)
+
+    def contains(self, item: object) -> bool:
+        return self._dict().contains(item)
+
+    def len(self) -> int:
+        return self._dict().len()
+
+    def keys(self) -> KeysView[str]:  # type: ignore[override]
+        return self._dict().keys()
+
+    def items(self) -> ItemsView[str, Any]:  # type: ignore[override]
+        return self._dict().items()
+
+    def values(self) -> ValuesView[Any]:
+        return self._dict().values()
+
     def __repr__(self) -> str:
         return f"<AppDict {self.name!r}>"
 
@@ -565,7 +587,7 @@ def _all_keys(store: Store) -> Iterator[str]:
 
 def _key_arg(store: Store, key: str) -> str:
     try:
-        return store.full_key(key, internal=True)
+        return store._keyspace.full_key(key, internal=True)
     except (TypeError, ValueError) as exc:
         raise click.BadParameter(str(exc), param_hint="KEY") from None
 
@@ -594,7 +616,7 @@ def get_command(key: str) -> None:
     entry = store.backend.get(full)
     if entry is None:
         raise click.ClickException(f"no key {key!r}")
-    click.echo(pprint.pformat(store.decode(full, entry.value), sort_dicts=True))
+    click.echo(pprint.pformat(store._keyspace.decode(full, entry.value), sort_dicts=True))
 
 
 @state_cli.command("delete")
@@ -619,7 +641,7 @@ def clear_command(yes: bool) -> None:
         click.confirm(f"Delete every key in {where} of {mask_url(store.backend.describe())}?", abort=True)
     removed = 0
     for key in list(_all_keys(store)):
-        if store.backend.delete(store.full_key(key, internal=True)):
+        if store.backend.delete(store._keyspace.full_key(key, internal=True)):
             removed += 1
     click.echo(f"deleted {removed} keys")
 

@@ -69,9 +69,11 @@ from flask import Flask, request_tearing_down
 from flask.sessions import SessionInterface, SessionMixin
 from itsdangerous import BadData, TimestampSigner, want_bytes
 
+from sharedstate._sync.objects import internal_lock
 from sharedstate.backends.base import Entry, Version
+from sharedstate.engine import RESERVED_PREFIX, backoff_delays
 from sharedstate.errors import LockNotOwnedError, LockTimeout
-from sharedstate.store import RESERVED_PREFIX, Store, backoff_delays
+from sharedstate.store import Store
 from sharedstate.validation import MIN_LEASE, seconds
 
 if TYPE_CHECKING:
@@ -172,7 +174,7 @@ def new_session_id() -> str:
 def entry_key(store: Store, sid: str) -> str:
     """The full store key of session ``sid``: a SHA-256 of the id, so the store holds no tokens."""
     digest = hashlib.sha256(sid.encode("ascii")).hexdigest()
-    return store.full_key(SESSION_PREFIX + digest, internal=True)
+    return store._keyspace.full_key(SESSION_PREFIX + digest, internal=True)
 
 
 class SharedStateSession(dict[str, Any], SessionMixin):
@@ -260,7 +262,7 @@ class SharedStateSession(dict[str, Any], SessionMixin):
 
     def _encode(self, item: str, value: Any) -> bytes | int:
         # Encoded for change detection only; the label, not a stored key, names it in errors.
-        return self._store.encode("session", value, shown_as=f"session[{item!r}]")
+        return self._store._keyspace.encode("session", value, shown_as=f"session[{item!r}]")
 
     def _reset_fresh(self) -> None:
         """Forget the stored session: from here on this is a new, empty session."""
@@ -278,8 +280,9 @@ class SharedStateSession(dict[str, Any], SessionMixin):
     def _acquire_lock(self, sid: str) -> None:
         digest = hashlib.sha256(sid.encode("ascii")).hexdigest()
         # No fencing token: saves are compare-and-set merges, safe even after the lease ran out.
-        lock = self._store.lock_for(
-            LOCK_PREFIX + digest, self._settings.lock_lease, self._settings.lock_timeout
+        settings = self._settings
+        lock = internal_lock(
+            self._store._keyspace, LOCK_PREFIX + digest, settings.lock_lease, settings.lock_timeout
         )
         try:
             lock.acquire()
@@ -723,13 +726,13 @@ def _entry(created: float, data: dict[str, Any]) -> dict[str, Any]:
 def _encoded_entry(store: Store, full: str, created: float, data: dict[str, Any]) -> bytes | int:
     """The stored form of a session; an error names the path inside the session
     (``session['cart'][2]``), not inside the envelope around it."""
-    return store.encode(full, _entry(created, data), shown_as="session", inside=("d",))
+    return store._keyspace.encode(full, _entry(created, data), shown_as="session", inside=("d",))
 
 
 def _parse(store: Store, key: str, raw: bytes | int) -> tuple[float, dict[str, Any]] | None:
     """``(created, data)`` of a stored entry, or ``None`` if it is not a session entry."""
     try:
-        value = store.decode(key, raw)
+        value = store._keyspace.decode(key, raw)
     except (TypeError, ValueError):
         return None
     if not isinstance(value, dict) or value.get("v") != _FORMAT:
@@ -753,7 +756,7 @@ class SharedStateSessionInterface(SessionInterface):
     def __init__(self, store: Store) -> None:
         self.store = store
         self._signers: dict[tuple[bytes, ...], TimestampSigner] = {}
-        store.warn_if_evictable("Flask sessions")
+        store._keyspace.warn_if_evictable("Flask sessions")
         request_tearing_down.connect(_release_at_teardown, weak=False)  # idempotent
 
     def get_signer(self, app: Flask) -> TimestampSigner:
