@@ -184,7 +184,7 @@ class SharedStateSession(dict[str, Any], SessionMixin):
     dict)``, ``dict(session)``, ``session.copy()`` (a plain ``dict``), ``session | {...}``, ``==``,
     ``json.dumps`` (of the session object; Flask's ``session`` proxy is not a dict to ``json``, with
     any session interface) and every dict method work. Every method, reading or writing, first
-    loads the stored session (see :meth:`_load`); every mutating method is tracked. Copies and
+    loads the stored session (see ``_load``); every mutating method is tracked. Copies and
     pickles are plain dicts.
 
     Besides the dict methods: :meth:`incr`, :meth:`regenerate`, :meth:`destroy`, and ``new``
