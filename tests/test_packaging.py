@@ -11,6 +11,7 @@ import email.parser
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -44,8 +45,23 @@ def sdist(tmp_path_factory: pytest.TempPathFactory) -> Sdist:
     if importlib.util.find_spec("build") is None:
         servers.unavailable("the 'build' package is not installed (it is in the dev extra)")
     out = tmp_path_factory.mktemp("sdist")
+    # Built from a copy of the files git would ship: setuptools writes src/*.egg-info into the tree
+    # it builds, and an egg-info under src/ registers the package's entry points a second time for
+    # every process that puts src/ on its path (the flake8 plugin test does).
+    tree = tmp_path_factory.mktemp("tree")
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, tree / name)
     result = subprocess.run(
-        [sys.executable, "-m", "build", "--sdist", "--outdir", str(out), str(ROOT)],
+        [sys.executable, "-m", "build", "--sdist", "--outdir", str(out), str(tree)],
         capture_output=True,
         text=True,
         timeout=300,
