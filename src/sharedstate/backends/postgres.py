@@ -46,8 +46,6 @@ import logging
 import math
 import os
 import re
-import secrets
-import select
 import sys
 import threading
 import time
@@ -75,7 +73,19 @@ if "timeout" not in inspect.signature(psycopg.Connection.wait).parameters:
 
 from sharedstate.backends._failures import driver_text, unavailable  # noqa: E402
 from sharedstate.backends.base import AsyncBackend, Backend, CasResult, Entry, RawValue, Version  # noqa: E402
-from sharedstate.backends.sweeping import proportional_sweep_limit  # noqa: E402
+from sharedstate.backends.kit import (  # noqa: E402
+    INT64_MAX,
+    INT64_MIN,
+    PerProcess,
+    fits_int64,
+    has_pending_input,
+    inherit,
+    not_an_integer,
+    overflows,
+    proportional_sweep_limit,
+    random_version,
+    successor,
+)
 from sharedstate.errors import BackendUnavailableError  # noqa: E402
 from sharedstate.urls import mask_url, query_options, split_url  # noqa: E402
 from sharedstate.validation import seconds  # noqa: E402
@@ -192,19 +202,11 @@ DEFAULT_POOL_SIZE = 10
 #: Our URL options and their types; every other query parameter must be a libpq keyword.
 OPTIONS: dict[str, type] = {"table": str, "create_table": bool, "timeout": float, "pool_size": int}
 
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 # Lowercase only: quoted and unquoted spellings of the name are then the same table.
 _TABLE_RE = re.compile(r"[a-z_][a-z0-9_]{0,49}")
 _SCAN_BATCH = 500
 
-# Pools inherited across fork: kept referenced, never used or closed in the child (see _pool_slot).
-_INHERITED: list[object] = []
 _BACKENDS: weakref.WeakSet[PostgresBackend] = weakref.WeakSet()
-
-
-def _new_version() -> int:
-    # Random, not sequential: a deleted and re-created key must not get an old version back.
-    return secrets.randbits(62) + 1
 
 
 def check_table_name(table: str) -> str:
@@ -611,14 +613,14 @@ class _PostgresShared:
 
     @staticmethod
     def _incr_params(key: str, by: int, ttl: float | None) -> dict[str, Any]:
-        if not isinstance(by, int) or not _INT64_MIN <= by <= _INT64_MAX:
+        if not isinstance(by, int) or not INT64_MIN <= by <= INT64_MAX:
             raise OverflowError(f"incr of key {key!r}: by={by!r} is outside the signed 64-bit range")
-        return {"key": _check_key(key), "by": int(by), "version": _new_version(), "ttl": ttl}
+        return {"key": _check_key(key), "by": int(by), "version": random_version(), "ttl": ttl}
 
     @staticmethod
     def _incr_result(row: tuple[Any, ...] | None, key: str) -> int:
         if row is None:
-            raise TypeError(f"cannot incr key {key!r}: it holds a value that is not an integer")
+            raise not_an_integer(key)
         return int(row[0])
 
 
@@ -667,7 +669,7 @@ class PostgresBackend(_PostgresShared, Backend):
         them (closing sends a Terminate message on the parent's session) or let the pool be
         garbage-collected (its finalizer signals worker threads that do not exist in the child,
         through locks a parent thread may have held at fork time). So the child keeps the parent's
-        pool referenced and untouched in ``_INHERITED`` and opens its own. psycopg itself skips
+        pool referenced and untouched (``kit.inherit``) and opens its own. psycopg itself skips
         closing a connection that another process opened when one is collected.
         """
         slot = self._slot
@@ -678,7 +680,7 @@ class PostgresBackend(_PostgresShared, Backend):
             if slot is not None and slot.pid == os.getpid():
                 return slot
             if slot is not None:  # opened by the parent before fork (the fork hook missed it)
-                _INHERITED.append(slot)
+                inherit(slot)
             slot = self._slot = self._open_pool()
             return slot
 
@@ -896,7 +898,7 @@ class PostgresBackend(_PostgresShared, Backend):
         try:
             row = self._run(lambda c: c.execute(sql, params).fetchone(), write=True)
         except OverflowError:
-            raise OverflowError(f"incr of key {key!r} overflows a signed 64-bit integer") from None
+            raise overflows(key) from None
         self._maybe_sweep()
         return self._incr_result(row, key)
 
@@ -906,7 +908,7 @@ class PostgresBackend(_PostgresShared, Backend):
     def scan(self, prefix: str = "") -> Iterator[str]:
         if "\x00" in prefix:
             return  # PostgreSQL text cannot hold NUL, so no key starts with this prefix
-        before = _successor(prefix)
+        before = successor(prefix)
         start, first = prefix, True
         while True:  # in batches, each its own statement, so nothing stays open between yields
             sql = self._sql.scan[first, before is not None]
@@ -929,13 +931,13 @@ class PostgresBackend(_PostgresShared, Backend):
         if slot is not None and slot.pid == os.getpid():
             slot.pool.close(timeout=self.timeout)
         elif slot is not None:
-            _INHERITED.append(slot)
+            inherit(slot)
 
     def _forget_parent_pool(self) -> None:
         """In a fork child: set the parent's pool aside unused, and drop a lock it may hold."""
         self._lock = threading.Lock()
         if self._slot is not None:
-            _INHERITED.append(self._slot)
+            inherit(self._slot)
             self._slot = None
 
 
@@ -978,8 +980,9 @@ class AsyncPostgresBackend(_PostgresShared, AsyncBackend):
     ) -> None:
         """``conninfo``: a libpq URL or ``key=value`` string without our own options. Connects lazily."""
         self._configure(conninfo, table, create_table, timeout, pool_size, display_url)
-        self._pid = os.getpid()
-        self._slots: dict[asyncio.AbstractEventLoop, _AsyncPoolSlot] = {}
+        # A forked child never uses the parent's pools: it sets them aside untouched (see
+        # PostgresBackend._pool_slot) and opens pools of its own.
+        self._process_slots: PerProcess[dict[asyncio.AbstractEventLoop, _AsyncPoolSlot]] = PerProcess(dict)
         self._closing: set[asyncio.Task[None]] = set()
 
     @classmethod
@@ -989,14 +992,14 @@ class AsyncPostgresBackend(_PostgresShared, AsyncBackend):
 
     # -- connections -------------------------------------------------------------------------
 
+    @property
+    def _slots(self) -> dict[asyncio.AbstractEventLoop, _AsyncPoolSlot]:
+        """This process's pools, one per event loop."""
+        return self._process_slots.get()
+
     async def _pool_slot(self) -> _AsyncPoolSlot:
         """The running loop's pool in this process, opened on first use."""
         loop = asyncio.get_running_loop()
-        if self._pid != os.getpid():
-            # A forked child: keep the parent's pools referenced and untouched (see
-            # PostgresBackend._pool_slot) and open pools of its own.
-            _INHERITED.append(self._slots)
-            self._pid, self._slots = os.getpid(), {}
         slot = self._slots.get(loop)
         if slot is not None:
             return slot
@@ -1228,7 +1231,7 @@ class AsyncPostgresBackend(_PostgresShared, AsyncBackend):
         try:
             row = await self._fetchone(self._sql.incr, params, write=True)
         except OverflowError as exc:
-            raise OverflowError(f"incr of key {key!r} overflows a signed 64-bit integer") from exc
+            raise overflows(key) from exc
         await self._maybe_sweep()
         return self._incr_result(row, key)
 
@@ -1238,7 +1241,7 @@ class AsyncPostgresBackend(_PostgresShared, AsyncBackend):
     async def scan(self, prefix: str = "") -> AsyncIterator[str]:
         if "\x00" in prefix:
             return  # PostgreSQL text cannot hold NUL, so no key starts with this prefix
-        before = _successor(prefix)
+        before = successor(prefix)
         start, first = prefix, True
         while True:  # in batches, each its own statement, so nothing stays open between yields
             sql = self._sql.scan[first, before is not None]
@@ -1256,9 +1259,8 @@ class AsyncPostgresBackend(_PostgresShared, AsyncBackend):
 
     async def aclose(self) -> None:
         """Close the running loop's pool (and forget those of ended loops); reusable afterwards."""
-        if self._pid != os.getpid():
-            _INHERITED.append(self._slots)
-            self._pid, self._slots = os.getpid(), {}
+        if self._process_slots.current() is None:
+            self._process_slots.take()  # none opened in this process (a forked child's start)
             return
         loop = asyncio.get_running_loop()
         self._forget_ended_loops()
@@ -1305,12 +1307,7 @@ def _has_pending_input(conn: Conn | AConn) -> bool:
         fd = conn.fileno()
     except psycopg.Error:
         return True
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(0))
-    readable, _, _ = select.select([fd], [], [], 0)
-    return bool(readable)
+    return has_pending_input(fd)
 
 
 def _encoded(text: str) -> str:
@@ -1325,7 +1322,7 @@ def _check_key(key: str) -> str:
 
 
 def _is_our_version(version: Version) -> bool:
-    return type(version) is int and _INT64_MIN <= version <= _INT64_MAX
+    return fits_int64(version)
 
 
 def _entry(row: tuple[Any, ...]) -> Entry:
@@ -1334,26 +1331,15 @@ def _entry(row: tuple[Any, ...]) -> Entry:
 
 
 def _row(key: str, value: RawValue, ttl: float | None) -> dict[str, Any]:
-    params: dict[str, Any] = {"key": _check_key(key), "version": _new_version(), "ttl": ttl}
+    params: dict[str, Any] = {"key": _check_key(key), "version": random_version(), "ttl": ttl}
     if isinstance(value, int):
-        if not _INT64_MIN <= value <= _INT64_MAX:
+        if not INT64_MIN <= value <= INT64_MAX:
             raise OverflowError(f"integer for key {key!r} is outside the signed 64-bit range")
         params["value"], params["num"] = None, int(value)
     else:
         params["value"], params["num"] = bytes(value), None
     return params
 
-
-def _successor(prefix: str) -> str | None:
-    """The smallest string greater than every string that starts with ``prefix`` (None: none)."""
-    while prefix:
-        last = ord(prefix[-1]) + 1
-        if 0xD800 <= last <= 0xDFFF:
-            last = 0xE000  # surrogates cannot be encoded; UTF-8 byte order skips them too
-        if last <= 0x10FFFF:
-            return prefix[:-1] + chr(last)
-        prefix = prefix[:-1]
-    return None
 
 
 # -- command line: print or run the DDL ------------------------------------------------------
