@@ -496,6 +496,9 @@ def parse_postgres_url(url: str) -> tuple[str, dict[str, Any]]:
     return conninfo, ours
 
 
+_RETRY_READ, _CREATE_TABLE = "retry the read", "create the table"
+
+
 class _PostgresShared:
     """What :class:`PostgresBackend` and :class:`AsyncPostgresBackend` share.
 
@@ -582,6 +585,63 @@ class _PostgresShared:
             applied=False,
             cause=exc,
         )
+
+    # -- the failure steps of _acquire and _run (IO-free; both classes follow them) ----------------
+
+    def _discard_pool(self, slot: Any) -> None:
+        """Replace ``slot``'s pool after a connection failure (each class has its own kind)."""
+        raise NotImplementedError
+
+    def _pool_failed(self, slot: _PoolSlot | _AsyncPoolSlot, exc: psycopg.Error) -> None:
+        """The pool did not lend a connection: raise the error, or return to try again.
+
+        A pool closed by another thread or task that replaced it (``PoolClosed`` without a
+        permanent connect error) is the one case to try again: the caller takes the new pool.
+        """
+        if slot.errors.permanent is not None:  # closed, or timing out, because connecting cannot work
+            raise self._cannot_connect(slot.errors.permanent) from slot.errors.permanent
+        if isinstance(exc, psycopg_pool.PoolClosed):
+            return
+        error = self._no_connection(slot.errors)
+        if slot.errors.failing and not slot.in_use:
+            # The pool cannot make a single working connection: start afresh. (With some
+            # connections lent out, it is saturated instead, e.g. "too many clients":
+            # replacing it would only close working connections.)
+            self._discard_pool(slot)
+        raise error from (slot.errors.last_error or exc)
+
+    def _statement_failed(
+        self,
+        exc: psycopg.Error,
+        slot: _PoolSlot | _AsyncPoolSlot,
+        *,
+        timed_out: bool,
+        broken: bool,
+        write: bool,
+        retried_read: bool,
+        created: bool,
+        deadline: float,
+    ) -> str:
+        """After ``exc`` ended a statement (its connection given back): raise the error, or return
+        what to do before running the statement again: ``_RETRY_READ`` or ``_CREATE_TABLE``.
+
+        Reads are retried once on a fresh connection if theirs broke; writes are not (the server
+        may have applied them), and say that their outcome is unknown.
+        """
+        if timed_out:
+            raise self._timed_out(exc) from exc
+        if broken:
+            self._discard_pool(slot)
+            if not write and not retried_read and time.monotonic() < deadline:
+                return _RETRY_READ  # a read is safe to repeat, within the same deadline
+            raise self._failed(exc, "the connection broke", applied=None) from exc
+        if isinstance(exc, psycopg.errors.UndefinedTable):
+            if self.create_table and not created:
+                return _CREATE_TABLE  # the statement failed, so nothing was applied: safe to rerun
+            raise self._missing_table() from exc
+        if isinstance(exc, psycopg.errors.NumericValueOutOfRange):
+            raise OverflowError(f"value out of PostgreSQL's bigint range: {exc}") from exc
+        raise self._failed(exc, "the server refused the statement", applied=False) from exc
 
     # -- statements and their parameters ------------------------------------------------------
 
@@ -727,20 +787,9 @@ class PostgresBackend(_PostgresShared, Backend):
                 raise self._no_connection(slot.errors)
             try:
                 conn = slot.lend(slot.pool.getconn(timeout=remaining))
-            except psycopg_pool.PoolClosed:
-                if slot.errors.permanent is not None:  # closed because connecting cannot work
-                    raise self._cannot_connect(slot.errors.permanent) from slot.errors.permanent
+            except (psycopg_pool.PoolClosed, psycopg_pool.PoolTimeout) as exc:
+                self._pool_failed(slot, exc)
                 continue  # another thread replaced the pool meanwhile: use the new one
-            except psycopg_pool.PoolTimeout as exc:
-                if slot.errors.permanent is not None:
-                    raise self._cannot_connect(slot.errors.permanent) from slot.errors.permanent
-                error = self._no_connection(slot.errors)
-                if slot.errors.failing and not slot.in_use:
-                    # The pool cannot make a single working connection: start afresh. (With some
-                    # connections lent out, it is saturated instead, e.g. "too many clients":
-                    # replacing it would only close working connections.)
-                    self._discard_pool(slot)
-                raise error from (slot.errors.last_error or exc)
             conn.deadline = deadline
             if not _has_pending_input(conn):
                 return slot, conn
@@ -771,23 +820,22 @@ class PostgresBackend(_PostgresShared, Backend):
                 timed_out = conn.timed_out
                 broken = conn.closed or conn.broken
                 slot.give_back(conn)  # closes a connection that timed out
-                if timed_out:
-                    raise self._timed_out(exc) from exc
-                if broken:
-                    self._discard_pool(slot)
-                    if not write and not retried_read and time.monotonic() < deadline:
-                        retried_read = True  # a read is safe to repeat, within the same deadline
-                        continue
-                    raise self._failed(exc, "the connection broke", applied=None) from exc
-                if isinstance(exc, psycopg.errors.UndefinedTable):
-                    if self.create_table and not created:
-                        created = True
-                        self._create_table()
-                        continue  # the statement failed, so nothing was applied: safe to rerun
-                    raise self._missing_table() from exc
-                if isinstance(exc, psycopg.errors.NumericValueOutOfRange):
-                    raise OverflowError(f"value out of PostgreSQL's bigint range: {exc}") from exc
-                raise self._failed(exc, "the server refused the statement", applied=False) from exc
+                then = self._statement_failed(
+                    exc,
+                    slot,
+                    timed_out=timed_out,
+                    broken=broken,
+                    write=write,
+                    retried_read=retried_read,
+                    created=created,
+                    deadline=deadline,
+                )
+                if then == _CREATE_TABLE:
+                    created = True
+                    self._create_table()
+                else:
+                    retried_read = True
+                continue
             except BaseException:
                 slot.give_back(conn)  # interrupted mid-statement: the pool resets or discards it
                 raise
@@ -1063,18 +1111,10 @@ class AsyncPostgresBackend(_PostgresShared, AsyncBackend):
                 raise self._no_connection(slot.errors)
             try:
                 conn = slot.lend(await slot.pool.getconn(timeout=remaining))
-            except psycopg_pool.PoolClosed:
-                if slot.errors.permanent is not None:  # closed because connecting cannot work
-                    raise self._cannot_connect(slot.errors.permanent) from slot.errors.permanent
+            except (psycopg_pool.PoolClosed, psycopg_pool.PoolTimeout) as exc:
+                self._pool_failed(slot, exc)
                 await asyncio.sleep(0)  # let the replacement pool start
                 continue  # another task replaced the pool meanwhile: use the new one
-            except psycopg_pool.PoolTimeout as exc:
-                if slot.errors.permanent is not None:
-                    raise self._cannot_connect(slot.errors.permanent) from slot.errors.permanent
-                error = self._no_connection(slot.errors)
-                if slot.errors.failing and not slot.in_use:
-                    self._discard_pool(slot)  # cannot make one working connection: start afresh
-                raise error from (slot.errors.last_error or exc)
             conn.deadline = deadline
             if not _has_pending_input(conn):
                 return slot, conn
@@ -1104,23 +1144,22 @@ class AsyncPostgresBackend(_PostgresShared, AsyncBackend):
                 timed_out = conn.timed_out
                 broken = conn.closed or conn.broken
                 await slot.give_back(conn)  # closes a connection that timed out
-                if timed_out:
-                    raise self._timed_out(exc) from exc
-                if broken:
-                    self._discard_pool(slot)
-                    if not write and not retried_read and time.monotonic() < deadline:
-                        retried_read = True  # a read is safe to repeat, within the same deadline
-                        continue
-                    raise self._failed(exc, "the connection broke", applied=None) from exc
-                if isinstance(exc, psycopg.errors.UndefinedTable):
-                    if self.create_table and not created:
-                        created = True
-                        await self._create_table()
-                        continue  # the statement failed, so nothing was applied: safe to rerun
-                    raise self._missing_table() from exc
-                if isinstance(exc, psycopg.errors.NumericValueOutOfRange):
-                    raise OverflowError(f"value out of PostgreSQL's bigint range: {exc}") from exc
-                raise self._failed(exc, "the server refused the statement", applied=False) from exc
+                then = self._statement_failed(
+                    exc,
+                    slot,
+                    timed_out=timed_out,
+                    broken=broken,
+                    write=write,
+                    retried_read=retried_read,
+                    created=created,
+                    deadline=deadline,
+                )
+                if then == _CREATE_TABLE:
+                    created = True
+                    await self._create_table()
+                else:
+                    retried_read = True
+                continue
             except BaseException:
                 # Cancelled or interrupted mid-statement: the pool resets or discards it. Shielded,
                 # so a second cancellation cannot leave the connection lent forever.
@@ -1339,7 +1378,6 @@ def _row(key: str, value: RawValue, ttl: float | None) -> dict[str, Any]:
     else:
         params["value"], params["num"] = bytes(value), None
     return params
-
 
 
 # -- command line: print or run the DDL ------------------------------------------------------

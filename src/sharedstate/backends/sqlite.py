@@ -90,7 +90,6 @@ _LOOP_TIMER_RESOLUTION = 0.001  # seconds: asyncio's selector (epoll) waits whol
 FileIdentity = tuple[int, int]  # (st_dev, st_ino)
 
 
-
 class SQLiteBackend(Backend):
     """SQLite file storage. URL: ``sqlite:///relative/path.db`` or ``sqlite:////abs/path.db``.
 
