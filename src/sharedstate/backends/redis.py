@@ -660,7 +660,32 @@ class AsyncRedisBackend(_RedisShared, AsyncBackend):
 _PoolState = tuple["deque[Any]", "threading.Semaphore | None"]  # idle connections, free slots
 
 
-class _Pool:
+class _PoolSettings:
+    """What the sync and async pools share: how to open a connection, and their limit."""
+
+    def __init__(
+        self,
+        connection_class: Any,
+        connection_kwargs: dict[str, Any],
+        max_connections: int | None,
+        timeout: float,
+    ) -> None:
+        self.connection_class = connection_class
+        self.connection_kwargs = connection_kwargs
+        self.max_connections = max_connections
+        self.timeout = timeout
+
+    def _new_connection(self) -> Any:
+        return self.connection_class(**self.connection_kwargs)
+
+    def _all_busy(self) -> Exception:
+        """redis-py's ``ConnectionError`` for a caller that waited ``timeout`` for a free slot."""
+        return require("redis", "redis").ConnectionError(  # type: ignore[no-any-return]
+            f"all {self.max_connections} connections (max_connections) stayed busy for {self.timeout:g}s"
+        )
+
+
+class _Pool(_PoolSettings):
     """This process's connections to one server; the most recently used idle one is lent first.
 
     Safe to share between threads (``deque`` appends and pops are atomic). With
@@ -675,10 +700,7 @@ class _Pool:
         max_connections: int | None,
         timeout: float,
     ) -> None:
-        self.connection_class = connection_class
-        self.connection_kwargs = connection_kwargs
-        self.max_connections = max_connections
-        self.timeout = timeout
+        super().__init__(connection_class, connection_kwargs, max_connections, timeout)
         # A forked child never touches the parent's connections: it starts an empty pool.
         self._state = PerProcess(self._new_state)
 
@@ -690,14 +712,12 @@ class _Pool:
         """A connected connection; raises redis-py's ``ConnectionError`` (or ``OSError``) if none."""
         idle, slots = self._state.get()
         if slots is not None and not slots.acquire(timeout=self.timeout):
-            raise require("redis", "redis").ConnectionError(
-                f"all {self.max_connections} connections (max_connections) stayed busy for {self.timeout:g}s"
-            )
+            raise self._all_busy()
         try:
             try:
                 conn = idle.pop()
             except IndexError:
-                conn = self.connection_class(**self.connection_kwargs)
+                conn = self._new_connection()
             else:
                 if _has_unread_data(conn):
                     # The server closed it (restart, idle timeout) or sent something unasked:
@@ -762,7 +782,7 @@ def _version_arg(version: Version) -> str | bytes:
     return version if isinstance(version, (str, bytes)) else f"not-a-digest:{version}"
 
 
-class _AsyncPool:
+class _AsyncPool(_PoolSettings):
     """One event loop's connections to one server, in one process: the async :class:`_Pool`.
 
     Used only from its loop's thread, so it needs no lock. The most recently used idle connection
@@ -779,10 +799,7 @@ class _AsyncPool:
         max_connections: int | None,
         timeout: float,
     ) -> None:
-        self.connection_class = connection_class
-        self.connection_kwargs = connection_kwargs
-        self.max_connections = max_connections
-        self.timeout = timeout
+        super().__init__(connection_class, connection_kwargs, max_connections, timeout)
         self._idle: deque[Any] = deque()
         self._slots = None if max_connections is None else asyncio.Semaphore(max_connections)
 
@@ -794,17 +811,14 @@ class _AsyncPool:
                 try:
                     await asyncio.wait_for(slots.acquire(), self.timeout)
                 except asyncio.TimeoutError:
-                    raise require("redis", "redis").ConnectionError(
-                        f"all {self.max_connections} connections (max_connections) stayed busy for "
-                        f"{self.timeout:g}s"
-                    ) from None
+                    raise self._all_busy() from None
             else:
                 await slots.acquire()  # free: returns at once
         try:
             try:
                 conn = self._idle.pop()
             except IndexError:
-                conn = self.connection_class(**self.connection_kwargs)
+                conn = self._new_connection()
             else:
                 if _has_unread_data_async(conn):
                     # The server closed it or sent something unasked: start afresh.
