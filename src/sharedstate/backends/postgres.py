@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import logging
 import math
@@ -496,7 +497,14 @@ def parse_postgres_url(url: str) -> tuple[str, dict[str, Any]]:
     return conninfo, ours
 
 
-_RETRY_READ, _CREATE_TABLE = "retry the read", "create the table"
+@dataclasses.dataclass
+class _Run:
+    """One statement's attempts (``_run``): its kind, its deadline and what was tried already."""
+
+    write: bool
+    deadline: float
+    retried_read: bool = False
+    created: bool = False
 
 
 class _PostgresShared:
@@ -614,16 +622,13 @@ class _PostgresShared:
         self,
         exc: psycopg.Error,
         slot: _PoolSlot | _AsyncPoolSlot,
+        run: _Run,
         *,
         timed_out: bool,
         broken: bool,
-        write: bool,
-        retried_read: bool,
-        created: bool,
-        deadline: float,
-    ) -> str:
-        """After ``exc`` ended a statement (its connection given back): raise the error, or return
-        what to do before running the statement again: ``_RETRY_READ`` or ``_CREATE_TABLE``.
+    ) -> bool:
+        """After ``exc`` ended a statement of ``run`` (its connection given back): raise the error,
+        or return whether to create the table before running the statement again.
 
         Reads are retried once on a fresh connection if theirs broke; writes are not (the server
         may have applied them), and say that their outcome is unknown.
@@ -632,12 +637,14 @@ class _PostgresShared:
             raise self._timed_out(exc) from exc
         if broken:
             self._discard_pool(slot)
-            if not write and not retried_read and time.monotonic() < deadline:
-                return _RETRY_READ  # a read is safe to repeat, within the same deadline
+            if not run.write and not run.retried_read and time.monotonic() < run.deadline:
+                run.retried_read = True  # a read is safe to repeat, within the same deadline
+                return False
             raise self._failed(exc, "the connection broke", applied=None) from exc
         if isinstance(exc, psycopg.errors.UndefinedTable):
-            if self.create_table and not created:
-                return _CREATE_TABLE  # the statement failed, so nothing was applied: safe to rerun
+            if self.create_table and not run.created:
+                run.created = True
+                return True
             raise self._missing_table() from exc
         if isinstance(exc, psycopg.errors.NumericValueOutOfRange):
             raise OverflowError(f"value out of PostgreSQL's bigint range: {exc}") from exc
@@ -810,32 +817,18 @@ class PostgresBackend(_PostgresShared, Backend):
         Reads are retried once on a fresh connection if theirs broke; writes are not (the server
         may have applied them), and say that their outcome is unknown.
         """
-        deadline = time.monotonic() + self.timeout
-        retried_read = created = False
+        run = _Run(write, deadline=time.monotonic() + self.timeout)
         while True:
-            slot, conn = self._acquire(deadline)
+            slot, conn = self._acquire(run.deadline)
             try:
                 result = op(conn)
             except psycopg.Error as exc:
                 timed_out = conn.timed_out
                 broken = conn.closed or conn.broken
                 slot.give_back(conn)  # closes a connection that timed out
-                then = self._statement_failed(
-                    exc,
-                    slot,
-                    timed_out=timed_out,
-                    broken=broken,
-                    write=write,
-                    retried_read=retried_read,
-                    created=created,
-                    deadline=deadline,
-                )
-                if then == _CREATE_TABLE:
-                    created = True
+                if self._statement_failed(exc, slot, run, timed_out=timed_out, broken=broken):
                     self._create_table()
-                else:
-                    retried_read = True
-                continue
+                continue  # the statement failed, so nothing was applied: safe to rerun
             except BaseException:
                 slot.give_back(conn)  # interrupted mid-statement: the pool resets or discards it
                 raise
@@ -1134,32 +1127,18 @@ class AsyncPostgresBackend(_PostgresShared, AsyncBackend):
         As :meth:`PostgresBackend._run`: reads are retried once on a fresh connection if theirs
         broke; writes are not, and say that their outcome is unknown.
         """
-        deadline = time.monotonic() + self.timeout
-        retried_read = created = False
+        run = _Run(write, deadline=time.monotonic() + self.timeout)
         while True:
-            slot, conn = await self._acquire(deadline)
+            slot, conn = await self._acquire(run.deadline)
             try:
                 result = await op(conn)
             except psycopg.Error as exc:
                 timed_out = conn.timed_out
                 broken = conn.closed or conn.broken
                 await slot.give_back(conn)  # closes a connection that timed out
-                then = self._statement_failed(
-                    exc,
-                    slot,
-                    timed_out=timed_out,
-                    broken=broken,
-                    write=write,
-                    retried_read=retried_read,
-                    created=created,
-                    deadline=deadline,
-                )
-                if then == _CREATE_TABLE:
-                    created = True
+                if self._statement_failed(exc, slot, run, timed_out=timed_out, broken=broken):
                     await self._create_table()
-                else:
-                    retried_read = True
-                continue
+                continue  # the statement failed, so nothing was applied: safe to rerun
             except BaseException:
                 # Cancelled or interrupted mid-statement: the pool resets or discards it. Shielded,
                 # so a second cancellation cannot leave the connection lent forever.

@@ -674,6 +674,10 @@ class _PoolSettings:
         self.connection_kwargs = connection_kwargs
         self.max_connections = max_connections
         self.timeout = timeout
+        self._start()
+
+    def _start(self) -> None:
+        """Set up the pool's own state (each kind of pool has its own)."""
 
     def _new_connection(self) -> Any:
         return self.connection_class(**self.connection_kwargs)
@@ -693,14 +697,7 @@ class _Pool(_PoolSettings):
     for one. See the module docstring for why this is not redis-py's ``ConnectionPool``.
     """
 
-    def __init__(
-        self,
-        connection_class: Any,
-        connection_kwargs: dict[str, Any],
-        max_connections: int | None,
-        timeout: float,
-    ) -> None:
-        super().__init__(connection_class, connection_kwargs, max_connections, timeout)
+    def _start(self) -> None:
         # A forked child never touches the parent's connections: it starts an empty pool.
         self._state = PerProcess(self._new_state)
 
@@ -792,16 +789,9 @@ class _AsyncPool(_PoolSettings):
     ``timeout``.
     """
 
-    def __init__(
-        self,
-        connection_class: Any,
-        connection_kwargs: dict[str, Any],
-        max_connections: int | None,
-        timeout: float,
-    ) -> None:
-        super().__init__(connection_class, connection_kwargs, max_connections, timeout)
+    def _start(self) -> None:
         self._idle: deque[Any] = deque()
-        self._slots = None if max_connections is None else asyncio.Semaphore(max_connections)
+        self._slots = None if self.max_connections is None else asyncio.Semaphore(self.max_connections)
 
     async def acquire(self) -> Any:
         """A connected connection; raises redis-py's ``ConnectionError`` (or ``OSError``) if none."""
