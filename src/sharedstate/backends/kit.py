@@ -180,16 +180,23 @@ class PerProcess(Generic[T]):
 # -- idle connections ------------------------------------------------------------------------
 
 
-def has_pending_input(fileobj: Any) -> bool:
-    """Whether anything (data or end of stream) is waiting to be read on an idle connection.
+if hasattr(select, "poll"):
+    _poll, _POLLIN = select.poll, select.POLLIN  # looked up once: this runs on every lend
 
-    ``fileobj``: a socket or a file descriptor. On a connection lent from a pool this means the
-    server closed it (restart, idle timeout) or is out of step with us: reconnect before use. A
-    free check (no round trip); OS errors propagate to the caller.
-    """
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        poller.register(fileobj, select.POLLIN)
+    def has_pending_input(fileobj: Any) -> bool:
+        """Whether anything (data or end of stream) is waiting to be read on an idle connection.
+
+        ``fileobj``: a socket or a file descriptor. On a connection lent from a pool this means
+        the server closed it (restart, idle timeout) or is out of step with us: reconnect before
+        use. A free check (no round trip); OS errors propagate to the caller.
+        """
+        poller = _poll()
+        poller.register(fileobj, _POLLIN)
         return bool(poller.poll(0))
-    readable, _, _ = select.select([fileobj], [], [], 0)
-    return bool(readable)
+
+else:  # pragma: no cover - platforms without poll() (Windows)
+
+    def has_pending_input(fileobj: Any) -> bool:
+        """Whether anything is waiting to be read on an idle connection (``select`` version)."""
+        readable, _, _ = select.select([fileobj], [], [], 0)
+        return bool(readable)
