@@ -41,9 +41,9 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from sharedstate.backends.base import RawValue
+from sharedstate.backends.kit import fits_int64 as _native_int  # what backends store as a native integer
 from sharedstate.errors import SerializationError
 
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 # "!p" cannot start a JSON document. "!p2": HMAC over len(key) + key + payload. "!p1" (refused):
 # HMAC over key + NUL + payload, ambiguous when the signed key held a NUL.
 _PICKLE_PREFIX = b"!p"
@@ -223,10 +223,6 @@ def _is_plain(value: Any) -> bool:
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _PLAIN_DECODER = json.JSONDecoder()
 _TAGGED_DECODER = json.JSONDecoder(object_hook=_decode_object)
-
-
-def _native_int(value: Any) -> bool:
-    return type(value) is int and _INT64_MIN <= value <= _INT64_MAX
 
 
 class JSONCodec:

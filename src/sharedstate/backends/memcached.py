@@ -47,10 +47,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-import os
 import random
 import re
-import select
 import socket
 import threading
 import time
@@ -60,8 +58,16 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from sharedstate._optional import require
-from sharedstate.backends._failures import unavailable
 from sharedstate.backends.base import Backend, CasResult, Entry, RawValue, Version
+from sharedstate.backends.kit import (
+    INT64_MAX,
+    INT64_MIN,
+    PerProcess,
+    has_pending_input,
+    not_an_integer,
+    overflows,
+    unavailable,
+)
 from sharedstate.backends.offload import ThreadedBackend
 from sharedstate.errors import BackendUnavailableError, NotSupportedError, ValueTooLargeError
 from sharedstate.urls import mask_url, query_options, split_url
@@ -82,11 +88,8 @@ ITEM_OVERHEAD = 96
 DEFAULT_ITEM_SIZE_MAX = 1024 * 1024
 MAX_KEY_BYTES = 250
 
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _UINT64 = 2**64
 _MAX_IDLE_CONNECTIONS = 16
-# Connections inherited across fork: kept referenced, never used or closed in the child.
-_INHERITED: list[Any] = []
 
 _SAFE_KEY = re.compile(r"[\x21-\x7d][\x21-\x7e]{0,249}")  # printable ASCII, no space; not "~..."
 _UNSAFE_CHAR = re.compile(r"[^\x21-\x7e]")
@@ -140,15 +143,18 @@ def _too_far(ttl: float) -> str:
     )
 
 
+class _IdleClients:
+    """One process's idle connections (most recently returned last), under their own lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.clients: list[Any] = []
+
+
 def _is_stale(sock: socket.socket) -> bool:
     """Whether an idle connection has something to read: the server closed it (or it is out of step)."""
     try:
-        if hasattr(select, "poll"):
-            poller = select.poll()
-            poller.register(sock, select.POLLIN)
-            return bool(poller.poll(0))
-        readable, _, _ = select.select([sock], [], [], 0)
-        return bool(readable)
+        return has_pending_input(sock)
     except (OSError, ValueError):
         return True
 
@@ -198,9 +204,8 @@ class MemcachedBackend(Backend):
             self._describe = f"memcached://{server}"
         self._url = url if url is not None else self._describe  # for messages, masked there
         self.url = mask_url(self._url)
-        self._pid = os.getpid()
-        self._pool_lock = threading.Lock()
-        self._idle: list[Any] = []
+        # A forked child never uses the parent's connections: it starts with none of its own.
+        self._idle = PerProcess(_IdleClients)
         self._item_size_max: int | None = None
 
     @classmethod
@@ -244,10 +249,9 @@ class MemcachedBackend(Backend):
 
     @contextmanager
     def _connection(self) -> Iterator[Any]:
-        if os.getpid() != self._pid:
-            self._forget_parent_connections()
-        with self._pool_lock:
-            client = self._idle.pop() if self._idle else None
+        idle = self._idle.get()
+        with idle.lock:
+            client = idle.clients.pop() if idle.clients else None
         if client is None:
             client = self._new_client()
         elif client.sock is not None and _is_stale(client.sock):
@@ -263,20 +267,11 @@ class MemcachedBackend(Backend):
         except BaseException:
             client.close()  # its state is unknown after an error: never reuse it
             raise
-        with self._pool_lock:
-            if len(self._idle) < _MAX_IDLE_CONNECTIONS:
-                self._idle.append(client)
+        with idle.lock:
+            if len(idle.clients) < _MAX_IDLE_CONNECTIONS:
+                idle.clients.append(client)
                 return
         client.close()
-
-    def _forget_parent_connections(self) -> None:
-        with self._pool_lock:
-            if os.getpid() == self._pid:
-                return
-            _INHERITED.extend(self._idle)
-            self._idle = []
-            self._pool_lock = threading.Lock()  # the parent's lock may have been held at fork
-            self._pid = os.getpid()
 
     def _call(
         self,
@@ -436,7 +431,7 @@ class MemcachedBackend(Backend):
         raise unavailable(self._url, f"unexpected reply {reply[:40]!r} to md", applied=None)
 
     def incr(self, key: str, by: int = 1, ttl: float | None = None) -> int:
-        if not 0 <= by <= _INT64_MAX:
+        if not 0 <= by <= INT64_MAX:
             return self._incr_by_cas(key, by, ttl)
         mkey = memcached_key(key)
         exptime(ttl)  # refuses a ttl memcached cannot hold before anything is sent
@@ -460,9 +455,9 @@ class MemcachedBackend(Backend):
                 if self.add(key, by, ttl):
                     return by
                 continue
-            if result > _INT64_MAX or result < by:  # past the signed range, or wrapped at 2**64
+            if result > INT64_MAX or result < by:  # past the signed range, or wrapped at 2**64
                 self._undo_native_incr(key, by)
-                raise OverflowError(f"incr of key {key!r} overflows a signed 64-bit integer")
+                raise overflows(key)
             return result
 
     def _incr_by_cas(self, key: str, by: int, ttl: float | None) -> int:
@@ -472,18 +467,18 @@ class MemcachedBackend(Backend):
         while True:
             entry = self.get(key)
             if entry is None:
-                if not _INT64_MIN <= by <= _INT64_MAX:
-                    raise OverflowError(f"incr of key {key!r} overflows a signed 64-bit integer")
+                if not INT64_MIN <= by <= INT64_MAX:
+                    raise overflows(key)
                 if self.add(key, by, ttl):
                     return by
                 continue
             assert isinstance(entry.value, bytes)
             match = _INT_TEXT.fullmatch(entry.value)
             if match is None:
-                raise TypeError(f"cannot incr key {key!r}: it holds a value that is not an integer")
+                raise not_an_integer(key)
             new = int(match.group(1)) + by
-            if not _INT64_MIN <= new <= _INT64_MAX:
-                raise OverflowError(f"incr of key {key!r} overflows a signed 64-bit integer")
+            if not INT64_MIN <= new <= INT64_MAX:
+                raise overflows(key)
             if self._cas_keeping_expiry(mkey, entry.version, str(new).encode("ascii")):
                 return new
             time.sleep(next(delays))
@@ -542,12 +537,13 @@ class MemcachedBackend(Backend):
         return 0  # memcached expires entries itself
 
     def close(self) -> None:
-        if os.getpid() != self._pid:
-            self._forget_parent_connections()
+        idle = self._idle.current()
+        if idle is None:
+            self._idle.take()  # none made in this process (a forked child's start)
             return
-        with self._pool_lock:
-            idle, self._idle = self._idle, []
-        for client in idle:
+        with idle.lock:
+            clients, idle.clients = idle.clients, []
+        for client in clients:
             client.close()
 
 

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from contextlib import suppress
 
 from sharedstate.backends.base import Backend, CasResult, Entry, RawValue, Version
+from sharedstate.backends.kit import INT64_MAX, INT64_MIN, not_an_integer, overflows
 from sharedstate.backends.offload import InlineBackend
 from sharedstate.errors import NotSupportedError
 from sharedstate.urls import mask_url, query_options, split_url
@@ -186,10 +187,10 @@ class MemoryBackend(Backend):
                 self._put(key, by, ttl, now)
                 return by
             if not isinstance(row[0], int):
-                raise TypeError(f"cannot incr key {key!r}: it holds a value that is not an integer")
+                raise not_an_integer(key)
             new = row[0] + by
-            if not -(2**63) <= new < 2**63:
-                raise OverflowError(f"incr of key {key!r} overflows a signed 64-bit integer")
+            if not INT64_MIN <= new <= INT64_MAX:
+                raise overflows(key)
             version = next(self._versions)
             self._data[key] = (new, version, row[2])
             if row[2] is not None:

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import abc
 import functools
-import os
-import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar, ParamSpec, TypeVar
 
 from sharedstate.backends.base import AsyncBackend, Backend, CasResult, Entry, RawValue, Version
+from sharedstate.backends.kit import PerProcess
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -119,22 +118,15 @@ class ThreadedBackend(WrappedBackend):
 
     def __init__(self, backend: Backend) -> None:
         super().__init__(backend)
-        self._pool_lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_pid = os.getpid()
+        # After fork the parent's pool has no threads in the child: never submit to it.
+        self._pool = PerProcess(self._new_pool)
+
+    def _new_pool(self) -> ThreadPoolExecutor:
+        prefix = f"sharedstate-{type(self.sync).__name__}"
+        return ThreadPoolExecutor(self.max_threads, thread_name_prefix=prefix)
 
     def _executor(self) -> ThreadPoolExecutor:
-        pool = self._pool
-        if pool is not None and self._pool_pid == os.getpid():
-            return pool
-        with self._pool_lock:
-            if self._pool is None or self._pool_pid != os.getpid():
-                # After fork the parent's pool has no threads here: never submit to it.
-                self._pool = ThreadPoolExecutor(
-                    self.max_threads, thread_name_prefix=f"sharedstate-{type(self.sync).__name__}"
-                )
-                self._pool_pid = os.getpid()
-            return self._pool
+        return self._pool.get()
 
     async def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         import asyncio  # here, not at the top: sync users of these modules do not import asyncio
@@ -145,7 +137,6 @@ class ThreadedBackend(WrappedBackend):
     async def aclose(self) -> None:
         """Close the sync backend's connections and end this backend's threads; usable again after."""
         await super().aclose()
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None and self._pool_pid == os.getpid():
+        pool = self._pool.take()  # None in a forked child: the parent's pool is not its own
+        if pool is not None:
             pool.shutdown(wait=False)  # idle threads exit; nothing is queued (we awaited our calls)

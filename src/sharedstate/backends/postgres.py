@@ -41,13 +41,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import logging
 import math
 import os
 import re
-import secrets
-import select
 import sys
 import threading
 import time
@@ -75,7 +74,19 @@ if "timeout" not in inspect.signature(psycopg.Connection.wait).parameters:
 
 from sharedstate.backends._failures import driver_text, unavailable  # noqa: E402
 from sharedstate.backends.base import AsyncBackend, Backend, CasResult, Entry, RawValue, Version  # noqa: E402
-from sharedstate.backends.sweeping import proportional_sweep_limit  # noqa: E402
+from sharedstate.backends.kit import (  # noqa: E402
+    INT64_MAX,
+    INT64_MIN,
+    PerProcess,
+    fits_int64,
+    has_pending_input,
+    inherit,
+    not_an_integer,
+    overflows,
+    proportional_sweep_limit,
+    random_version,
+    successor,
+)
 from sharedstate.errors import BackendUnavailableError  # noqa: E402
 from sharedstate.urls import mask_url, query_options, split_url  # noqa: E402
 from sharedstate.validation import seconds  # noqa: E402
@@ -192,19 +203,11 @@ DEFAULT_POOL_SIZE = 10
 #: Our URL options and their types; every other query parameter must be a libpq keyword.
 OPTIONS: dict[str, type] = {"table": str, "create_table": bool, "timeout": float, "pool_size": int}
 
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 # Lowercase only: quoted and unquoted spellings of the name are then the same table.
 _TABLE_RE = re.compile(r"[a-z_][a-z0-9_]{0,49}")
 _SCAN_BATCH = 500
 
-# Pools inherited across fork: kept referenced, never used or closed in the child (see _pool_slot).
-_INHERITED: list[object] = []
 _BACKENDS: weakref.WeakSet[PostgresBackend] = weakref.WeakSet()
-
-
-def _new_version() -> int:
-    # Random, not sequential: a deleted and re-created key must not get an old version back.
-    return secrets.randbits(62) + 1
 
 
 def check_table_name(table: str) -> str:
@@ -494,6 +497,16 @@ def parse_postgres_url(url: str) -> tuple[str, dict[str, Any]]:
     return conninfo, ours
 
 
+@dataclasses.dataclass
+class _Run:
+    """One statement's attempts (``_run``): its kind, its deadline and what was tried already."""
+
+    write: bool
+    deadline: float
+    retried_read: bool = False
+    created: bool = False
+
+
 class _PostgresShared:
     """What :class:`PostgresBackend` and :class:`AsyncPostgresBackend` share.
 
@@ -581,6 +594,62 @@ class _PostgresShared:
             cause=exc,
         )
 
+    # -- the failure steps of _acquire and _run (IO-free; both classes follow them) ----------------
+
+    def _discard_pool(self, slot: Any) -> None:
+        """Replace ``slot``'s pool after a connection failure (each class has its own kind)."""
+        raise NotImplementedError
+
+    def _pool_failed(self, slot: _PoolSlot | _AsyncPoolSlot, exc: psycopg.Error) -> None:
+        """The pool did not lend a connection: raise the error, or return to try again.
+
+        A pool closed by another thread or task that replaced it (``PoolClosed`` without a
+        permanent connect error) is the one case to try again: the caller takes the new pool.
+        """
+        if slot.errors.permanent is not None:  # closed, or timing out, because connecting cannot work
+            raise self._cannot_connect(slot.errors.permanent) from slot.errors.permanent
+        if isinstance(exc, psycopg_pool.PoolClosed):
+            return
+        error = self._no_connection(slot.errors)
+        if slot.errors.failing and not slot.in_use:
+            # The pool cannot make a single working connection: start afresh. (With some
+            # connections lent out, it is saturated instead, e.g. "too many clients":
+            # replacing it would only close working connections.)
+            self._discard_pool(slot)
+        raise error from (slot.errors.last_error or exc)
+
+    def _statement_failed(
+        self,
+        exc: psycopg.Error,
+        slot: _PoolSlot | _AsyncPoolSlot,
+        run: _Run,
+        *,
+        timed_out: bool,
+        broken: bool,
+    ) -> bool:
+        """After ``exc`` ended a statement of ``run`` (its connection given back): raise the error,
+        or return whether to create the table before running the statement again.
+
+        Reads are retried once on a fresh connection if theirs broke; writes are not (the server
+        may have applied them), and say that their outcome is unknown.
+        """
+        if timed_out:
+            raise self._timed_out(exc) from exc
+        if broken:
+            self._discard_pool(slot)
+            if not run.write and not run.retried_read and time.monotonic() < run.deadline:
+                run.retried_read = True  # a read is safe to repeat, within the same deadline
+                return False
+            raise self._failed(exc, "the connection broke", applied=None) from exc
+        if isinstance(exc, psycopg.errors.UndefinedTable):
+            if self.create_table and not run.created:
+                run.created = True
+                return True
+            raise self._missing_table() from exc
+        if isinstance(exc, psycopg.errors.NumericValueOutOfRange):
+            raise OverflowError(f"value out of PostgreSQL's bigint range: {exc}") from exc
+        raise self._failed(exc, "the server refused the statement", applied=False) from exc
+
     # -- statements and their parameters ------------------------------------------------------
 
     def _sweep_due(self) -> int:
@@ -611,14 +680,14 @@ class _PostgresShared:
 
     @staticmethod
     def _incr_params(key: str, by: int, ttl: float | None) -> dict[str, Any]:
-        if not isinstance(by, int) or not _INT64_MIN <= by <= _INT64_MAX:
+        if not isinstance(by, int) or not INT64_MIN <= by <= INT64_MAX:
             raise OverflowError(f"incr of key {key!r}: by={by!r} is outside the signed 64-bit range")
-        return {"key": _check_key(key), "by": int(by), "version": _new_version(), "ttl": ttl}
+        return {"key": _check_key(key), "by": int(by), "version": random_version(), "ttl": ttl}
 
     @staticmethod
     def _incr_result(row: tuple[Any, ...] | None, key: str) -> int:
         if row is None:
-            raise TypeError(f"cannot incr key {key!r}: it holds a value that is not an integer")
+            raise not_an_integer(key)
         return int(row[0])
 
 
@@ -667,7 +736,7 @@ class PostgresBackend(_PostgresShared, Backend):
         them (closing sends a Terminate message on the parent's session) or let the pool be
         garbage-collected (its finalizer signals worker threads that do not exist in the child,
         through locks a parent thread may have held at fork time). So the child keeps the parent's
-        pool referenced and untouched in ``_INHERITED`` and opens its own. psycopg itself skips
+        pool referenced and untouched (``kit.inherit``) and opens its own. psycopg itself skips
         closing a connection that another process opened when one is collected.
         """
         slot = self._slot
@@ -678,7 +747,7 @@ class PostgresBackend(_PostgresShared, Backend):
             if slot is not None and slot.pid == os.getpid():
                 return slot
             if slot is not None:  # opened by the parent before fork (the fork hook missed it)
-                _INHERITED.append(slot)
+                inherit(slot)
             slot = self._slot = self._open_pool()
             return slot
 
@@ -725,20 +794,9 @@ class PostgresBackend(_PostgresShared, Backend):
                 raise self._no_connection(slot.errors)
             try:
                 conn = slot.lend(slot.pool.getconn(timeout=remaining))
-            except psycopg_pool.PoolClosed:
-                if slot.errors.permanent is not None:  # closed because connecting cannot work
-                    raise self._cannot_connect(slot.errors.permanent) from slot.errors.permanent
+            except (psycopg_pool.PoolClosed, psycopg_pool.PoolTimeout) as exc:
+                self._pool_failed(slot, exc)
                 continue  # another thread replaced the pool meanwhile: use the new one
-            except psycopg_pool.PoolTimeout as exc:
-                if slot.errors.permanent is not None:
-                    raise self._cannot_connect(slot.errors.permanent) from slot.errors.permanent
-                error = self._no_connection(slot.errors)
-                if slot.errors.failing and not slot.in_use:
-                    # The pool cannot make a single working connection: start afresh. (With some
-                    # connections lent out, it is saturated instead, e.g. "too many clients":
-                    # replacing it would only close working connections.)
-                    self._discard_pool(slot)
-                raise error from (slot.errors.last_error or exc)
             conn.deadline = deadline
             if not _has_pending_input(conn):
                 return slot, conn
@@ -759,33 +817,18 @@ class PostgresBackend(_PostgresShared, Backend):
         Reads are retried once on a fresh connection if theirs broke; writes are not (the server
         may have applied them), and say that their outcome is unknown.
         """
-        deadline = time.monotonic() + self.timeout
-        retried_read = created = False
+        run = _Run(write, deadline=time.monotonic() + self.timeout)
         while True:
-            slot, conn = self._acquire(deadline)
+            slot, conn = self._acquire(run.deadline)
             try:
                 result = op(conn)
             except psycopg.Error as exc:
                 timed_out = conn.timed_out
                 broken = conn.closed or conn.broken
                 slot.give_back(conn)  # closes a connection that timed out
-                if timed_out:
-                    raise self._timed_out(exc) from exc
-                if broken:
-                    self._discard_pool(slot)
-                    if not write and not retried_read and time.monotonic() < deadline:
-                        retried_read = True  # a read is safe to repeat, within the same deadline
-                        continue
-                    raise self._failed(exc, "the connection broke", applied=None) from exc
-                if isinstance(exc, psycopg.errors.UndefinedTable):
-                    if self.create_table and not created:
-                        created = True
-                        self._create_table()
-                        continue  # the statement failed, so nothing was applied: safe to rerun
-                    raise self._missing_table() from exc
-                if isinstance(exc, psycopg.errors.NumericValueOutOfRange):
-                    raise OverflowError(f"value out of PostgreSQL's bigint range: {exc}") from exc
-                raise self._failed(exc, "the server refused the statement", applied=False) from exc
+                if self._statement_failed(exc, slot, run, timed_out=timed_out, broken=broken):
+                    self._create_table()
+                continue  # the statement failed, so nothing was applied: safe to rerun
             except BaseException:
                 slot.give_back(conn)  # interrupted mid-statement: the pool resets or discards it
                 raise
@@ -896,7 +939,7 @@ class PostgresBackend(_PostgresShared, Backend):
         try:
             row = self._run(lambda c: c.execute(sql, params).fetchone(), write=True)
         except OverflowError:
-            raise OverflowError(f"incr of key {key!r} overflows a signed 64-bit integer") from None
+            raise overflows(key) from None
         self._maybe_sweep()
         return self._incr_result(row, key)
 
@@ -906,7 +949,7 @@ class PostgresBackend(_PostgresShared, Backend):
     def scan(self, prefix: str = "") -> Iterator[str]:
         if "\x00" in prefix:
             return  # PostgreSQL text cannot hold NUL, so no key starts with this prefix
-        before = _successor(prefix)
+        before = successor(prefix)
         start, first = prefix, True
         while True:  # in batches, each its own statement, so nothing stays open between yields
             sql = self._sql.scan[first, before is not None]
@@ -929,13 +972,13 @@ class PostgresBackend(_PostgresShared, Backend):
         if slot is not None and slot.pid == os.getpid():
             slot.pool.close(timeout=self.timeout)
         elif slot is not None:
-            _INHERITED.append(slot)
+            inherit(slot)
 
     def _forget_parent_pool(self) -> None:
         """In a fork child: set the parent's pool aside unused, and drop a lock it may hold."""
         self._lock = threading.Lock()
         if self._slot is not None:
-            _INHERITED.append(self._slot)
+            inherit(self._slot)
             self._slot = None
 
 
@@ -978,8 +1021,9 @@ class AsyncPostgresBackend(_PostgresShared, AsyncBackend):
     ) -> None:
         """``conninfo``: a libpq URL or ``key=value`` string without our own options. Connects lazily."""
         self._configure(conninfo, table, create_table, timeout, pool_size, display_url)
-        self._pid = os.getpid()
-        self._slots: dict[asyncio.AbstractEventLoop, _AsyncPoolSlot] = {}
+        # A forked child never uses the parent's pools: it sets them aside untouched (see
+        # PostgresBackend._pool_slot) and opens pools of its own.
+        self._process_slots: PerProcess[dict[asyncio.AbstractEventLoop, _AsyncPoolSlot]] = PerProcess(dict)
         self._closing: set[asyncio.Task[None]] = set()
 
     @classmethod
@@ -989,14 +1033,14 @@ class AsyncPostgresBackend(_PostgresShared, AsyncBackend):
 
     # -- connections -------------------------------------------------------------------------
 
+    @property
+    def _slots(self) -> dict[asyncio.AbstractEventLoop, _AsyncPoolSlot]:
+        """This process's pools, one per event loop."""
+        return self._process_slots.get()
+
     async def _pool_slot(self) -> _AsyncPoolSlot:
         """The running loop's pool in this process, opened on first use."""
         loop = asyncio.get_running_loop()
-        if self._pid != os.getpid():
-            # A forked child: keep the parent's pools referenced and untouched (see
-            # PostgresBackend._pool_slot) and open pools of its own.
-            _INHERITED.append(self._slots)
-            self._pid, self._slots = os.getpid(), {}
         slot = self._slots.get(loop)
         if slot is not None:
             return slot
@@ -1060,18 +1104,10 @@ class AsyncPostgresBackend(_PostgresShared, AsyncBackend):
                 raise self._no_connection(slot.errors)
             try:
                 conn = slot.lend(await slot.pool.getconn(timeout=remaining))
-            except psycopg_pool.PoolClosed:
-                if slot.errors.permanent is not None:  # closed because connecting cannot work
-                    raise self._cannot_connect(slot.errors.permanent) from slot.errors.permanent
+            except (psycopg_pool.PoolClosed, psycopg_pool.PoolTimeout) as exc:
+                self._pool_failed(slot, exc)
                 await asyncio.sleep(0)  # let the replacement pool start
                 continue  # another task replaced the pool meanwhile: use the new one
-            except psycopg_pool.PoolTimeout as exc:
-                if slot.errors.permanent is not None:
-                    raise self._cannot_connect(slot.errors.permanent) from slot.errors.permanent
-                error = self._no_connection(slot.errors)
-                if slot.errors.failing and not slot.in_use:
-                    self._discard_pool(slot)  # cannot make one working connection: start afresh
-                raise error from (slot.errors.last_error or exc)
             conn.deadline = deadline
             if not _has_pending_input(conn):
                 return slot, conn
@@ -1091,33 +1127,18 @@ class AsyncPostgresBackend(_PostgresShared, AsyncBackend):
         As :meth:`PostgresBackend._run`: reads are retried once on a fresh connection if theirs
         broke; writes are not, and say that their outcome is unknown.
         """
-        deadline = time.monotonic() + self.timeout
-        retried_read = created = False
+        run = _Run(write, deadline=time.monotonic() + self.timeout)
         while True:
-            slot, conn = await self._acquire(deadline)
+            slot, conn = await self._acquire(run.deadline)
             try:
                 result = await op(conn)
             except psycopg.Error as exc:
                 timed_out = conn.timed_out
                 broken = conn.closed or conn.broken
                 await slot.give_back(conn)  # closes a connection that timed out
-                if timed_out:
-                    raise self._timed_out(exc) from exc
-                if broken:
-                    self._discard_pool(slot)
-                    if not write and not retried_read and time.monotonic() < deadline:
-                        retried_read = True  # a read is safe to repeat, within the same deadline
-                        continue
-                    raise self._failed(exc, "the connection broke", applied=None) from exc
-                if isinstance(exc, psycopg.errors.UndefinedTable):
-                    if self.create_table and not created:
-                        created = True
-                        await self._create_table()
-                        continue  # the statement failed, so nothing was applied: safe to rerun
-                    raise self._missing_table() from exc
-                if isinstance(exc, psycopg.errors.NumericValueOutOfRange):
-                    raise OverflowError(f"value out of PostgreSQL's bigint range: {exc}") from exc
-                raise self._failed(exc, "the server refused the statement", applied=False) from exc
+                if self._statement_failed(exc, slot, run, timed_out=timed_out, broken=broken):
+                    await self._create_table()
+                continue  # the statement failed, so nothing was applied: safe to rerun
             except BaseException:
                 # Cancelled or interrupted mid-statement: the pool resets or discards it. Shielded,
                 # so a second cancellation cannot leave the connection lent forever.
@@ -1228,7 +1249,7 @@ class AsyncPostgresBackend(_PostgresShared, AsyncBackend):
         try:
             row = await self._fetchone(self._sql.incr, params, write=True)
         except OverflowError as exc:
-            raise OverflowError(f"incr of key {key!r} overflows a signed 64-bit integer") from exc
+            raise overflows(key) from exc
         await self._maybe_sweep()
         return self._incr_result(row, key)
 
@@ -1238,7 +1259,7 @@ class AsyncPostgresBackend(_PostgresShared, AsyncBackend):
     async def scan(self, prefix: str = "") -> AsyncIterator[str]:
         if "\x00" in prefix:
             return  # PostgreSQL text cannot hold NUL, so no key starts with this prefix
-        before = _successor(prefix)
+        before = successor(prefix)
         start, first = prefix, True
         while True:  # in batches, each its own statement, so nothing stays open between yields
             sql = self._sql.scan[first, before is not None]
@@ -1256,9 +1277,8 @@ class AsyncPostgresBackend(_PostgresShared, AsyncBackend):
 
     async def aclose(self) -> None:
         """Close the running loop's pool (and forget those of ended loops); reusable afterwards."""
-        if self._pid != os.getpid():
-            _INHERITED.append(self._slots)
-            self._pid, self._slots = os.getpid(), {}
+        if self._process_slots.current() is None:
+            self._process_slots.take()  # none opened in this process (a forked child's start)
             return
         loop = asyncio.get_running_loop()
         self._forget_ended_loops()
@@ -1305,12 +1325,7 @@ def _has_pending_input(conn: Conn | AConn) -> bool:
         fd = conn.fileno()
     except psycopg.Error:
         return True
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(0))
-    readable, _, _ = select.select([fd], [], [], 0)
-    return bool(readable)
+    return has_pending_input(fd)
 
 
 def _encoded(text: str) -> str:
@@ -1325,7 +1340,7 @@ def _check_key(key: str) -> str:
 
 
 def _is_our_version(version: Version) -> bool:
-    return type(version) is int and _INT64_MIN <= version <= _INT64_MAX
+    return fits_int64(version)
 
 
 def _entry(row: tuple[Any, ...]) -> Entry:
@@ -1334,26 +1349,14 @@ def _entry(row: tuple[Any, ...]) -> Entry:
 
 
 def _row(key: str, value: RawValue, ttl: float | None) -> dict[str, Any]:
-    params: dict[str, Any] = {"key": _check_key(key), "version": _new_version(), "ttl": ttl}
+    params: dict[str, Any] = {"key": _check_key(key), "version": random_version(), "ttl": ttl}
     if isinstance(value, int):
-        if not _INT64_MIN <= value <= _INT64_MAX:
+        if not INT64_MIN <= value <= INT64_MAX:
             raise OverflowError(f"integer for key {key!r} is outside the signed 64-bit range")
         params["value"], params["num"] = None, int(value)
     else:
         params["value"], params["num"] = bytes(value), None
     return params
-
-
-def _successor(prefix: str) -> str | None:
-    """The smallest string greater than every string that starts with ``prefix`` (None: none)."""
-    while prefix:
-        last = ord(prefix[-1]) + 1
-        if 0xD800 <= last <= 0xDFFF:
-            last = 0xE000  # surrogates cannot be encoded; UTF-8 byte order skips them too
-        if last <= 0x10FFFF:
-            return prefix[:-1] + chr(last)
-        prefix = prefix[:-1]
-    return None
 
 
 # -- command line: print or run the DDL ------------------------------------------------------

@@ -50,8 +50,6 @@ import asyncio
 import contextlib
 import hashlib
 import math
-import os
-import select
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
@@ -59,15 +57,22 @@ from typing import Any
 from urllib.parse import unquote
 
 from sharedstate._optional import require
-from sharedstate.backends._failures import unavailable
 from sharedstate.backends.base import AsyncBackend, Backend, CasResult, Entry, RawValue, Version
+from sharedstate.backends.kit import (
+    INT64_MAX,
+    INT64_MIN,
+    PerProcess,
+    has_pending_input,
+    not_an_integer,
+    overflows,
+    unavailable,
+)
 from sharedstate.errors import BackendUnavailableError
 from sharedstate.urls import mask_url, query_options, split_url
 from sharedstate.validation import seconds
 
 DEFAULT_TIMEOUT = 5.0
 _SCAN_COUNT = 500
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 # Redis rejects expiry times past the year 292 million; cap far below (about 3,000 years).
 _MAX_TTL_MS = 10**14
 
@@ -80,9 +85,6 @@ _TLS_OPTIONS: dict[str, type] = {
     "ssl_check_hostname": bool,
 }
 _CERT_REQS = ("none", "optional", "required")
-
-# Async pools inherited across fork: kept referenced, never used or closed in the child.
-_INHERITED: list[object] = []
 
 
 class _Script:
@@ -306,7 +308,7 @@ class _RedisShared:
 
     @staticmethod
     def _incr_commands(key: str, by: int, ttl: float | None) -> tuple[tuple[Any, ...], ...]:
-        if not _INT64_MIN <= by <= _INT64_MAX:
+        if not INT64_MIN <= by <= INT64_MAX:
             raise OverflowError(f"incr of key {key!r}: by={by} is outside the signed 64-bit range")
         if ttl is None:
             return (("INCRBY", key, by),)
@@ -322,9 +324,9 @@ class _RedisShared:
         if isinstance(reply, Exception):
             message = str(reply)
             if "not an integer" in message:
-                raise TypeError(f"cannot incr key {key!r}: it holds a value that is not an integer")
+                raise not_an_integer(key)
             if "overflow" in message:
-                raise OverflowError(f"incr of key {key!r} overflows a signed 64-bit integer")
+                raise overflows(key)
             raise self._refused(reply, key) from reply
         assert isinstance(reply, int)
         return reply
@@ -505,8 +507,12 @@ class AsyncRedisBackend(_RedisShared, AsyncBackend):
         driver = require("redis.asyncio", "redis")
         self._connection_kwargs = self._settings(url, timeout, pool_options, driver)
         self._connection_class = self._connection_kwargs.pop("connection_class", driver.Connection)
-        self._pid = os.getpid()
-        self._pools: dict[asyncio.AbstractEventLoop, _AsyncPool] = {}
+        # A forked child starts with no pools; the parent's are set aside, referenced and
+        # untouched, forever: their connections are the parent's sockets, registered with the
+        # parent's event loop, whose epoll instance the child shares. Closing one here (which
+        # the connection's finalizer would do if it were collected) would unregister it from
+        # that epoll and leave the parent's connection deaf.
+        self._process_pools: PerProcess[dict[asyncio.AbstractEventLoop, _AsyncPool]] = PerProcess(dict)
 
     @classmethod
     def from_url(cls, url: str) -> AsyncRedisBackend:
@@ -515,17 +521,21 @@ class AsyncRedisBackend(_RedisShared, AsyncBackend):
 
     # -- talking to the server ---------------------------------------------------------------
 
+    @property
+    def _pools(self) -> dict[asyncio.AbstractEventLoop, _AsyncPool]:
+        """This process's pools, one per event loop."""
+        return self._process_pools.get()
+
     def _pool(self) -> _AsyncPool:
         """The running loop's pool in this process (made on first use; a forked child starts empty)."""
         loop = asyncio.get_running_loop()
-        if self._pid != os.getpid():
-            self._forget_parent_pools()
-        pool = self._pools.get(loop)
+        pools = self._pools
+        pool = pools.get(loop)
         if pool is None:
             # Pools of loops that have ended can never be used again (their sockets belong to
             # a closed loop); forget them.
             self._forget_ended_loops()
-            pool = self._pools[loop] = _AsyncPool(
+            pool = pools[loop] = _AsyncPool(
                 self._connection_class, self._connection_kwargs, self._max_connections, self.timeout
             )
         return pool
@@ -536,17 +546,6 @@ class AsyncRedisBackend(_RedisShared, AsyncBackend):
             pool = self._pools.pop(loop, None)  # None: another thread's loop dropped it first
             if pool is not None:
                 pool.abandon()
-
-    def _forget_parent_pools(self) -> None:
-        """In a forked child: set the parent's pools aside, referenced and untouched, forever.
-
-        Their connections are the parent's sockets, registered with the parent's event loop,
-        whose epoll instance the child shares: closing one here (which the connection's
-        finalizer would do if it were collected) would unregister it from that epoll and leave
-        the parent's connection deaf. So they are kept in ``_INHERITED`` and never used.
-        """
-        _INHERITED.append(self._pools)
-        self._pid, self._pools = os.getpid(), {}
 
     async def _execute(self, *commands: tuple[Any, ...]) -> list[Any]:
         """Send ``commands`` in one write and await one reply each: a single round trip.
@@ -648,8 +647,8 @@ class AsyncRedisBackend(_RedisShared, AsyncBackend):
 
     async def aclose(self) -> None:
         """Close the running loop's idle connections and forget pools of ended loops."""
-        if self._pid != os.getpid():
-            self._forget_parent_pools()
+        if self._process_pools.current() is None:
+            self._process_pools.take()  # none made in this process (a forked child's start)
             return
         loop = asyncio.get_running_loop()
         self._forget_ended_loops()
@@ -658,13 +657,11 @@ class AsyncRedisBackend(_RedisShared, AsyncBackend):
             await pool.disconnect()
 
 
-class _Pool:
-    """This process's connections to one server; the most recently used idle one is lent first.
+_PoolState = tuple["deque[Any]", "threading.Semaphore | None"]  # idle connections, free slots
 
-    Safe to share between threads (``deque`` appends and pops are atomic). With
-    ``max_connections``, at most that many are lent at once and a caller waits up to ``timeout``
-    for one. See the module docstring for why this is not redis-py's ``ConnectionPool``.
-    """
+
+class _PoolSettings:
+    """What the sync and async pools share: how to open a connection, and their limit."""
 
     def __init__(
         self,
@@ -680,24 +677,44 @@ class _Pool:
         self._start()
 
     def _start(self) -> None:
-        self._pid = os.getpid()
-        self._idle: deque[Any] = deque()
-        self._slots = None if self.max_connections is None else threading.Semaphore(self.max_connections)
+        """Set up the pool's own state (each kind of pool has its own)."""
+
+    def _new_connection(self) -> Any:
+        return self.connection_class(**self.connection_kwargs)
+
+    def _all_busy(self) -> Exception:
+        """redis-py's ``ConnectionError`` for a caller that waited ``timeout`` for a free slot."""
+        return require("redis", "redis").ConnectionError(  # type: ignore[no-any-return]
+            f"all {self.max_connections} connections (max_connections) stayed busy for {self.timeout:g}s"
+        )
+
+
+class _Pool(_PoolSettings):
+    """This process's connections to one server; the most recently used idle one is lent first.
+
+    Safe to share between threads (``deque`` appends and pops are atomic). With
+    ``max_connections``, at most that many are lent at once and a caller waits up to ``timeout``
+    for one. See the module docstring for why this is not redis-py's ``ConnectionPool``.
+    """
+
+    def _start(self) -> None:
+        # A forked child never touches the parent's connections: it starts an empty pool.
+        self._state = PerProcess(self._new_state)
+
+    def _new_state(self) -> _PoolState:
+        slots = None if self.max_connections is None else threading.Semaphore(self.max_connections)
+        return deque(), slots
 
     def acquire(self) -> Any:
         """A connected connection; raises redis-py's ``ConnectionError`` (or ``OSError``) if none."""
-        if self._pid != os.getpid():
-            self._start()  # a forked child: never touch the parent's connections
-        slots = self._slots
+        idle, slots = self._state.get()
         if slots is not None and not slots.acquire(timeout=self.timeout):
-            raise require("redis", "redis").ConnectionError(
-                f"all {self.max_connections} connections (max_connections) stayed busy for {self.timeout:g}s"
-            )
+            raise self._all_busy()
         try:
             try:
-                conn = self._idle.pop()
+                conn = idle.pop()
             except IndexError:
-                conn = self.connection_class(**self.connection_kwargs)
+                conn = self._new_connection()
             else:
                 if _has_unread_data(conn):
                     # The server closed it (restart, idle timeout) or sent something unasked:
@@ -711,20 +728,24 @@ class _Pool:
         return conn
 
     def release(self, conn: Any) -> None:
-        if self._pid != os.getpid():
+        state = self._state.current()
+        if state is None:
             return  # lent before a fork, returned in the child: not ours to keep
-        self._idle.append(conn)
-        if self._slots is not None:
-            self._slots.release()
+        idle, slots = state
+        idle.append(conn)
+        if slots is not None:
+            slots.release()
 
     def disconnect(self) -> None:
         """Close the idle connections (ones in use now come back to the pool when done)."""
-        if self._pid != os.getpid():
-            self._start()
+        state = self._state.current()
+        if state is None:
+            self._state.take()  # none made in this process (a forked child's start)
             return
+        idle = state[0]
         while True:
             try:
-                conn = self._idle.pop()
+                conn = idle.pop()
             except IndexError:
                 return
             conn.disconnect()
@@ -735,9 +756,7 @@ def _has_unread_data(conn: Any) -> bool:
     sock = getattr(conn, "_sock", None)
     if sock is None:
         return False  # not connected: connect() will open it
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
+    return has_pending_input(sock)
 
 
 def _connect_failure(r: Any, exc: BaseException) -> str:
@@ -760,7 +779,7 @@ def _version_arg(version: Version) -> str | bytes:
     return version if isinstance(version, (str, bytes)) else f"not-a-digest:{version}"
 
 
-class _AsyncPool:
+class _AsyncPool(_PoolSettings):
     """One event loop's connections to one server, in one process: the async :class:`_Pool`.
 
     Used only from its loop's thread, so it needs no lock. The most recently used idle connection
@@ -770,19 +789,9 @@ class _AsyncPool:
     ``timeout``.
     """
 
-    def __init__(
-        self,
-        connection_class: Any,
-        connection_kwargs: dict[str, Any],
-        max_connections: int | None,
-        timeout: float,
-    ) -> None:
-        self.connection_class = connection_class
-        self.connection_kwargs = connection_kwargs
-        self.max_connections = max_connections
-        self.timeout = timeout
+    def _start(self) -> None:
         self._idle: deque[Any] = deque()
-        self._slots = None if max_connections is None else asyncio.Semaphore(max_connections)
+        self._slots = None if self.max_connections is None else asyncio.Semaphore(self.max_connections)
 
     async def acquire(self) -> Any:
         """A connected connection; raises redis-py's ``ConnectionError`` (or ``OSError``) if none."""
@@ -792,17 +801,14 @@ class _AsyncPool:
                 try:
                     await asyncio.wait_for(slots.acquire(), self.timeout)
                 except asyncio.TimeoutError:
-                    raise require("redis", "redis").ConnectionError(
-                        f"all {self.max_connections} connections (max_connections) stayed busy for "
-                        f"{self.timeout:g}s"
-                    ) from None
+                    raise self._all_busy() from None
             else:
                 await slots.acquire()  # free: returns at once
         try:
             try:
                 conn = self._idle.pop()
             except IndexError:
-                conn = self.connection_class(**self.connection_kwargs)
+                conn = self._new_connection()
             else:
                 if _has_unread_data_async(conn):
                     # The server closed it or sent something unasked: start afresh.

@@ -46,7 +46,14 @@ from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from sharedstate.backends.base import AsyncBackend, Backend, CasResult, Entry, RawValue, Version
-from sharedstate.backends.sweeping import proportional_sweep_limit
+from sharedstate.backends.kit import (
+    inherit,
+    not_an_integer,
+    overflows,
+    proportional_sweep_limit,
+    random_version,
+    successor,
+)
 from sharedstate.errors import BackendUnavailableError
 from sharedstate.urls import mask_url, query_options, split_url
 from sharedstate.validation import seconds
@@ -58,9 +65,6 @@ T = TypeVar("T")
 #: ``AsyncSQLiteBackend`` awaits them (``_wait_in_loop``); nothing else differs.
 Steps = Generator[float, None, T]
 Op = Callable[[sqlite3.Connection], T]
-
-# Connections inherited across fork: kept alive and never used or closed in the child (see above).
-_INHERITED: list[sqlite3.Connection] = []
 
 _LIVE = "(expires_at IS NULL OR expires_at > :now)"
 _SWEEP_EVERY_WRITES = 100
@@ -84,13 +88,6 @@ _JOURNAL_SUFFIXES = ("-wal", "-shm")
 _LOOP_TIMER_RESOLUTION = 0.001  # seconds: asyncio's selector (epoll) waits whole milliseconds
 
 FileIdentity = tuple[int, int]  # (st_dev, st_ino)
-
-
-def _new_version() -> int:
-    # Random, not sequential: a deleted and re-created key must not get an old version back.
-    # random's global generator is seeded from os.urandom and reseeded in a forked child by
-    # Python itself, so processes never share a sequence; secrets would cost a syscall per write.
-    return random.getrandbits(62) + 1
 
 
 class SQLiteBackend(Backend):
@@ -233,7 +230,7 @@ class SQLiteBackend(Backend):
                 return conn
             return (yield from self._checked_conn_steps(conn))
         if conn is not None:
-            _INHERITED.append(conn)  # opened by the parent before fork: never use, never close
+            inherit(conn)  # opened by the parent before fork: never use, never close
         conn = yield from self._connect_steps()
         local.conn, local.pid, local.checked_at = conn, os.getpid(), time.monotonic()
         # After the first statement (journal_mode), so the -wal and -shm files exist.
@@ -634,7 +631,7 @@ class SQLiteBackend(Backend):
         params = {
             "key": key,
             "by": by,
-            "version": _new_version(),
+            "version": random_version(),
             "expires_at": None if ttl is None else now + ttl,
             "now": now,
         }
@@ -665,7 +662,7 @@ class SQLiteBackend(Backend):
         if conn is not None and local.pid == os.getpid():
             conn.close()
         elif conn is not None:
-            _INHERITED.append(conn)
+            inherit(conn)
 
 
 class AsyncSQLiteBackend(AsyncBackend):
@@ -808,9 +805,9 @@ async def _wait_in_loop(steps: Steps[T]) -> T:
 def _incr_result(key: str, result: object) -> int:
     """What ``_incr_op`` returned, as ``incr``'s result or error."""
     if result is None:
-        raise TypeError(f"cannot incr key {key!r}: it holds a value that is not an integer")
+        raise not_an_integer(key)
     if result is OverflowError:
-        raise OverflowError(f"incr of key {key!r} overflows a signed 64-bit integer")
+        raise overflows(key)
     assert isinstance(result, int)
     return result
 
@@ -825,7 +822,7 @@ class _ScanBatches:
     yields: ``next_op`` gives the query for the next batch (``None``: done), ``took`` its keys."""
 
     def __init__(self, backend: SQLiteBackend, prefix: str) -> None:
-        self._before = _successor(prefix)
+        self._before = successor(prefix)
         self._sql = backend._sql_scan if self._before is not None else backend._sql_scan_open
         self._start: str | None = prefix
 
@@ -886,20 +883,7 @@ def _row(key: str, value: RawValue, ttl: float | None) -> dict[str, object]:
     return {
         "key": key,
         "value": value,
-        "version": _new_version(),
+        "version": random_version(),
         "expires_at": None if ttl is None else now + ttl,
         "now": now,
     }
-
-
-def _successor(prefix: str) -> str | None:
-    """The smallest string greater than every string that starts with ``prefix`` (None: none)."""
-    while prefix:
-        last = ord(prefix[-1])
-        if last < 0x10FFFF:
-            # Skip the surrogates (U+D800..U+DFFF): not UTF-8, so no key holds one and SQLite
-            # cannot be handed one (the successor of U+D7FF is U+E000).
-            following = 0xE000 if 0xD800 <= last + 1 <= 0xDFFF else last + 1
-            return prefix[:-1] + chr(following)
-        prefix = prefix[:-1]
-    return None
