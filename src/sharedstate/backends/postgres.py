@@ -938,8 +938,8 @@ class PostgresBackend(_PostgresShared, Backend):
         sql = self._sql.incr
         try:
             row = self._run(lambda c: c.execute(sql, params).fetchone(), write=True)
-        except OverflowError:
-            raise overflows(key) from None
+        except OverflowError as exc:
+            raise overflows(key) from exc
         self._maybe_sweep()
         return self._incr_result(row, key)
 
