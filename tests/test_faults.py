@@ -105,9 +105,11 @@ def take_lock_after(api: str, url: str, namespace: str) -> float:
                 lock.release()
 
     async def take() -> float:
-        async with AsyncStore(url, namespace=namespace) as store:
-            async with store.lock("res", ttl=5, timeout=LEASE + SLACK):
-                return time.time()
+        async with (
+            AsyncStore(url, namespace=namespace) as store,
+            store.lock("res", ttl=5, timeout=LEASE + SLACK),
+        ):
+            return time.time()
 
     return asyncio.run(take())
 
@@ -122,10 +124,12 @@ def edit_after(api: str, url: str, namespace: str) -> tuple[float, Any]:
         return entered_at, found
 
     async def edit() -> tuple[float, Any]:
-        async with AsyncStore(url, namespace=namespace) as store:
-            async with store.edit("res", timeout=LEASE + SLACK) as obj:
-                entered_at, found = time.time(), dict(obj)
-                obj["n"] += 1
+        async with (
+            AsyncStore(url, namespace=namespace) as store,
+            store.edit("res", timeout=LEASE + SLACK) as obj,
+        ):
+            entered_at, found = time.time(), dict(obj)
+            obj["n"] += 1
         return entered_at, found
 
     return asyncio.run(edit())
