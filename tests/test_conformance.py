@@ -210,7 +210,6 @@ def test_keys_with_prefixes_at_the_edges_of_unicode(store: Store) -> None:
     assert store.keys("b\U0010ffff") == ["b\U0010ffff", "b\U0010ffffc"]
 
 
-@both_apis
 def test_keys_many(store: Store) -> None:
     """More keys than one scan batch of any backend: each listed once."""
     names = [f"k{i:05d}" for i in range(1200)]
@@ -259,7 +258,6 @@ def test_set_replaces_expiry(store: Store) -> None:
     assert store.get("k") == "v2"
 
 
-@both_apis
 def test_expired_key_is_absent_for_every_operation(store: Store) -> None:
     for key in ("a", "b", "c", "d", "e"):
         store.set(key, "old", ttl=TTL)
