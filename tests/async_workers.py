@@ -7,12 +7,13 @@ would, and writes its result to a JSON file (``tests.workers.write_result``).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import traceback
 from typing import Any
 
-from sharedstate import AsyncStore
-from tests.workers import write_result
+from sharedstate import AsyncStore, ConflictError
+from tests.workers import append_line, write_result
 
 
 def count(url: str, namespace: str, tasks: int, per_task: int, out: str) -> None:
@@ -35,6 +36,60 @@ def count(url: str, namespace: str, tasks: int, per_task: int, out: str) -> None
         return {"values": values, "errors": errors}
 
     write_result(out, asyncio.run(main()))
+
+
+def hold_and_hang(url: str, namespace: str, what: str, name: str, lease: float, marker: str) -> None:
+    """``tests.workers.hold_and_hang`` in an event loop: take ``async with store.lock(name)`` (or
+    enter ``async with store.edit(name)``), record when, then hang (awaiting) until killed."""
+
+    async def main() -> None:
+        async with AsyncStore(url, namespace=namespace) as store:
+            await store.get(name)  # connect first, so "before" is close to the acquisition
+            before = time.time()
+            if what == "lock":
+                async with store.lock(name, ttl=lease):
+                    write_result(marker, {"before": before, "at": time.time(), "pid": os.getpid()})
+                    await asyncio.sleep(600)
+            elif what == "edit":
+                async with store.edit(name, default={"n": 0}, lease=lease) as obj:
+                    obj["n"] += 1000  # must never be saved: this process dies inside the body
+                    obj["victim"] = os.getpid()
+                    write_result(marker, {"before": before, "at": time.time(), "pid": os.getpid()})
+                    await asyncio.sleep(600)
+            else:
+                raise ValueError(what)
+
+    asyncio.run(main())
+
+
+def loop_and_ack(
+    url: str, namespace: str, op: str, name: str, lease: float, ack: str, stop: str, tasks: int = 1
+) -> None:
+    """``tests.workers.loop_and_ack`` with ``tasks`` asyncio tasks in one event loop: each task
+    increments ``name`` until the file ``stop`` exists and appends every acknowledged value to
+    ``ack``. After a ``SIGKILL`` at most ``tasks`` operations are in flight and unacknowledged."""
+
+    async def main() -> None:
+        async with AsyncStore(url, namespace=namespace) as store:
+
+            async def task() -> None:
+                while not os.path.exists(stop):
+                    if op == "edit":
+                        try:
+                            async with store.edit(name, default={"n": 0}, lease=lease) as obj:
+                                obj["n"] += 1
+                                value = obj["n"]
+                        except ConflictError:
+                            continue  # stalled past the lease (busy machine): not saved, not acknowledged
+                    elif op == "incr":
+                        value = await store.incr(name)
+                    else:
+                        raise ValueError(op)
+                    append_line(ack, str(value))
+
+            await asyncio.gather(*(task() for _ in range(tasks)))
+
+    asyncio.run(main())
 
 
 def cache_caller(url: str, namespace: str, tasks: int, start_at: float, out: str) -> None:

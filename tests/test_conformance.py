@@ -1,6 +1,11 @@
 """One conformance suite over every backend: each operation of ``Store`` and its objects.
 
-The ``store`` fixture runs each test on every backend with a namespace of its own. Nothing here
+The ``store`` fixture runs each test on every backend with a namespace of its own. Tests marked
+``@both_apis`` run over both APIs from the same body: with ``api="async"`` the ``store`` is the
+real ``AsyncStore`` driven through the sync spelling (``tests.api_driver``: every call runs on one
+event loop kept for the test). Tests that need what only the sync API has (``MutableMapping``
+dunders, ``close``, threads sharing the store, a wrapped backend) run on the sync API only; the
+async API's own behaviour (tasks, ``async with``, awaiting bodies) is in test_async_api.py. Nothing here
 assumes what a backend's version tokens look like (only that they compare equal to themselves).
 Operations a backend documents as unsupported (``NotSupportedError``, e.g. listing keys on
 memcached) make the test skip with the backend's reason; anything else it raises is a failure.
@@ -11,12 +16,16 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import pytest
 
 from sharedstate import (
+    AsyncCounter,
+    AsyncDict,
+    AsyncLock,
     ConflictError,
     Counter,
     Lock,
@@ -28,12 +37,37 @@ from sharedstate import (
     Store,
 )
 from sharedstate.backends import CasResult, Entry
+from tests import api_driver
+from tests.conftest import _open
 
 T = TypeVar("T")
 
 TTL = 0.3
 # Server backends may round expiry to whole seconds (memcached); sqlite and memory are exact.
 EXPIRY_LIMIT = TTL + 2.5
+
+
+APIS = {
+    "sync": SimpleNamespace(name="sync", Counter=Counter, SharedDict=SharedDict, Lock=Lock),
+    "async": SimpleNamespace(name="async", Counter=AsyncCounter, SharedDict=AsyncDict, Lock=AsyncLock),
+}
+# Runs a test over both APIs: the sync Store, and the AsyncStore driven on one event loop.
+both_apis = pytest.mark.parametrize("api", ["sync", "async"], indirect=True)
+
+
+@pytest.fixture
+def api(request: pytest.FixtureRequest) -> SimpleNamespace:
+    """The API a test runs on (its classes by their sync names): the sync one unless the test
+    is marked ``@both_apis``."""
+    return APIS[getattr(request, "param", "sync")]
+
+
+@pytest.fixture
+def store(store_url: str, namespace: str, api: SimpleNamespace) -> Iterator[Store]:
+    if api.name == "sync":
+        yield from _open(store_url, namespace)
+    else:
+        yield from api_driver.driven_async_store(store_url, namespace)
 
 
 def supported(call: Callable[[], T]) -> T:
@@ -79,6 +113,7 @@ def run_threads(n: int, fn: Callable[[int], T]) -> list[T]:
 # -- key-value -------------------------------------------------------------------------------
 
 
+@both_apis
 def test_get_set_delete(store: Store) -> None:
     assert store.get("k") is None
     assert store.get("k", "fallback") == "fallback"
@@ -91,6 +126,7 @@ def test_get_set_delete(store: Store) -> None:
     assert store.delete("k") is False
 
 
+@both_apis
 def test_falsy_values_are_not_missing(store: Store) -> None:
     for i, value in enumerate([0, "", [], {}, False, None, 0.0]):
         store.set(f"f{i}", value)
@@ -98,6 +134,7 @@ def test_falsy_values_are_not_missing(store: Store) -> None:
         assert got == value and type(got) is type(value)
 
 
+@both_apis
 def test_add_only_if_absent(store: Store) -> None:
     assert store.add("k", "first") is True
     assert store.add("k", "second") is False
@@ -107,6 +144,7 @@ def test_add_only_if_absent(store: Store) -> None:
     assert store.get("k") == "third"
 
 
+@both_apis
 def test_incr(store: Store) -> None:
     assert store.incr("n") == 1
     assert store.incr("n") == 2
@@ -116,6 +154,7 @@ def test_incr(store: Store) -> None:
     assert store.incr("other", 5) == 5  # a missing key starts at 0
 
 
+@both_apis
 def test_ints_are_stored_natively(store: Store) -> None:
     store.set("n", 5)
     assert store.incr("n") == 6
@@ -129,6 +168,7 @@ def test_ints_are_stored_natively(store: Store) -> None:
     assert entry is not None and int(entry.value) == 6
 
 
+@both_apis
 def test_touch(store: Store) -> None:
     assert store.touch("missing", 10) is False
     store.set("k", "v")
@@ -145,6 +185,7 @@ def test_touch(store: Store) -> None:
     assert store.get("k2") == "v"
 
 
+@both_apis
 def test_keys_and_prefixes(store: Store) -> None:
     for key in ["user:1", "user:2", "user:10", "item:1", "userx"]:
         store.set(key, 1)
@@ -158,6 +199,7 @@ def test_keys_and_prefixes(store: Store) -> None:
     assert store.keys("user:") == ["user:1", "user:10"]
 
 
+@both_apis
 def test_keys_with_prefixes_at_the_edges_of_unicode(store: Store) -> None:
     """A prefix ending just below the surrogates (U+D7FF) or at U+10FFFF is valid text: listed, not a
     UnicodeEncodeError (the next code point after U+D7FF is a surrogate, which no backend stores)."""
@@ -176,6 +218,7 @@ def test_keys_many(store: Store) -> None:
     assert supported(lambda: store.keys("k")) == names
 
 
+@both_apis
 def test_keys_skip_expired(store: Store) -> None:
     store.set("short", 1, ttl=TTL)
     store.set("long", 1)
@@ -194,6 +237,7 @@ def present_or_late(store: Store, key: str, since: float) -> bool:
     return store.get(key) is not None or time.monotonic() - since >= TTL
 
 
+@both_apis
 def test_set_with_ttl_expires(store: Store) -> None:
     start = time.monotonic()
     store.set("k", "v", ttl=TTL)
@@ -206,6 +250,7 @@ def test_set_with_ttl_expires(store: Store) -> None:
     assert store.get("k") is None
 
 
+@both_apis
 def test_set_replaces_expiry(store: Store) -> None:
     store.set("k", "v1", ttl=TTL)
     store.set("k", "v2")  # no ttl: never expires
@@ -228,6 +273,7 @@ def test_expired_key_is_absent_for_every_operation(store: Store) -> None:
     assert store.backend.delete_if_version(full, entry.version) is False
 
 
+@both_apis
 def test_add_with_ttl(store: Store) -> None:
     start = time.monotonic()
     assert store.add("k", "v", ttl=TTL) is True
@@ -237,6 +283,7 @@ def test_add_with_ttl(store: Store) -> None:
     assert store.get("k") == "w"
 
 
+@both_apis
 def test_incr_ttl_applies_only_on_create(store: Store) -> None:
     assert store.incr("n", ttl=TTL) == 1
     assert store.incr("n", ttl=1000) == 2  # does not extend the existing expiry
@@ -389,9 +436,10 @@ def test_same_namespace_is_shared(shared_url: str, namespace: str) -> None:
 # -- counter ---------------------------------------------------------------------------------
 
 
-def test_counter(store: Store) -> None:
+@both_apis
+def test_counter(store: Store, api: SimpleNamespace) -> None:
     c = store.counter("hits")
-    assert isinstance(c, Counter)
+    assert isinstance(c, api.Counter)
     assert c.get() == 0
     assert c.incr() == 1
     assert c.incr(5) == 6
@@ -472,6 +520,39 @@ def test_dict_incr_update_item(store: Store) -> None:
     assert d["lst"] == ["x", "y"]
 
 
+@both_apis
+def test_dict_methods(store: Store, api: SimpleNamespace) -> None:
+    """The dict's methods, which both APIs share (the sync dict adds the mapping dunders)."""
+    d = store.dict("prefs")
+    assert isinstance(d, api.SharedDict)
+    d.set("theme", "dark")
+    assert d.get("theme") == "dark"
+    assert d.get("missing") is None and d.get("missing", 1) == 1
+    assert d.contains("theme") is True
+    assert d.contains("missing") is False and d.contains(3) is False
+    assert d.incr("n") == 1 and d.incr("n", 2) == 3
+    assert d.setdefault("theme", "light") == "dark"
+    assert d.setdefault("lang", "en") == "en"
+    assert d.update_item("n", lambda v: v * 10) == 30
+    assert store.get("prefs:theme") == "dark"  # one key per item, at "name:item"
+    assert d.pop("lang") == "en"
+    assert d.pop("lang", None) is None
+    with pytest.raises(KeyError):
+        d.pop("lang")
+    assert d.delete("n") is True
+    assert d.delete("n") is False
+    store.dict("a").set("b:x", 1)
+    assert store.dict("a:b").get("x") is None  # dicts whose names share a prefix never mix
+    d.set("size", 12)
+    # Listing last (memcached cannot list). The sync dict's keys()/items() are MutableMapping
+    # views in the backend's order, the async ones sorted lists: compared sorted.
+    assert supported(lambda: sorted(d.keys())) == ["size", "theme"]
+    assert sorted(d.items()) == [("size", 12), ("theme", "dark")]
+    assert d.len() == 2
+    d.clear()
+    assert d.len() == 0 and list(d.items()) == []
+
+
 def test_dict_atomic_setdefault_and_pop_under_threads(store: Store) -> None:
     d = store.dict("d")
     got = run_threads(8, lambda i: d.setdefault("k", f"t{i}"))
@@ -484,6 +565,7 @@ def test_dict_atomic_setdefault_and_pop_under_threads(store: Store) -> None:
 # -- edit and update -------------------------------------------------------------------------
 
 
+@both_apis
 def test_edit(store: Store) -> None:
     default = {"param": 0}
     with store.edit("obj", default=default) as obj:
@@ -498,6 +580,7 @@ def test_edit(store: Store) -> None:
     assert store.get("lst") == ["x"]
 
 
+@both_apis
 def test_edit_body_raises_nothing_saved(store: Store) -> None:
     store.set("obj", {"n": 1})
     with pytest.raises(RuntimeError), store.edit("obj") as obj:
@@ -509,6 +592,7 @@ def test_edit_body_raises_nothing_saved(store: Store) -> None:
     assert store.get("obj") == {"n": 2}
 
 
+@both_apis
 def test_edit_needs_dict_or_list(store: Store) -> None:
     store.set("s", "text")
     with pytest.raises(TypeError, match="update"), store.edit("s"):
@@ -543,6 +627,7 @@ def test_edit_excludes_same_name_only(store: Store) -> None:
     assert store.get("b") == {"ok": True}
 
 
+@both_apis
 def test_edit_with_ttl(store: Store) -> None:
     with store.edit("obj", default={}, ttl=TTL) as obj:
         obj["x"] = 1
@@ -565,6 +650,7 @@ def _edit_n(store: Store, name: str, n: int) -> None:
         other["n"] = n
 
 
+@both_apis
 def test_edit_lease_expired_but_unchanged_is_saved(store: Store) -> None:
     """Outliving the lease is harmless when nobody wrote meanwhile: saved, and no exception."""
     store.set("obj", {"n": 0})
@@ -574,6 +660,7 @@ def test_edit_lease_expired_but_unchanged_is_saved(store: Store) -> None:
     assert store.get("obj") == {"n": 1}
 
 
+@both_apis
 def test_update(store: Store) -> None:
     default = {"n": 0}
     assert store.update("stats", lambda s: {**s, "n": s["n"] + 1}, default=default) == {"n": 1}
@@ -632,6 +719,7 @@ def test_repeated_update_is_one_round_trip(store: Store) -> None:
     assert counting.calls[:-1] in (["compare_and_set"] * 3, ["get", "compare_and_set"] * 3)
 
 
+@both_apis
 def test_update_after_another_write_runs_again_on_the_stored_value(store: Store) -> None:
     store.update("v", lambda v: v + 1, default=0)
     store.set("v", 100)  # another writer: what this process wrote is out of date
@@ -646,6 +734,7 @@ def test_update_after_another_write_runs_again_on_the_stored_value(store: Store)
     assert store.get("v") == 101
 
 
+@both_apis
 def test_update_error_from_an_out_of_date_guess_is_not_raised(store: Store) -> None:
     """``fn`` may fail on the value this process last wrote; only the stored value may fail the call."""
 
@@ -662,6 +751,7 @@ def test_update_error_from_an_out_of_date_guess_is_not_raised(store: Store) -> N
     assert store.get("acct") == {"balance": 50}
 
 
+@both_apis
 def test_update_of_an_expired_or_deleted_key_starts_from_default(store: Store) -> None:
     store.update("gone", lambda v: v + 1, default=0)
     store.delete("gone")
@@ -693,6 +783,7 @@ def test_nested_update_of_the_same_key_raises_at_once(store: Store) -> None:
     assert store.get("n") == 1
 
 
+@both_apis
 def test_nested_edit_of_the_same_key_raises_at_once(store: Store) -> None:
     """The inner edit used to wait out the outer edit's whole lease, then ConflictError."""
     store.set("obj", {"n": 0})
@@ -809,9 +900,10 @@ def test_same_key_updated_by_other_threads_and_tasks_is_not_refused(store: Store
 # -- lock ------------------------------------------------------------------------------------
 
 
-def test_lock_acquire_release(store: Store) -> None:
+@both_apis
+def test_lock_acquire_release(store: Store, api: SimpleNamespace) -> None:
     lock = store.lock("job", ttl=5)
-    assert isinstance(lock, Lock)
+    assert isinstance(lock, api.Lock)
     assert not lock.locked
     token = lock.acquire()
     assert isinstance(token, int) and lock.fencing_token == token
@@ -831,6 +923,7 @@ def test_lock_acquire_release(store: Store) -> None:
     other.release()
 
 
+@both_apis
 def test_lock_context_manager_and_fencing_tokens_increase(store: Store) -> None:
     tokens = []
     for _ in range(3):
@@ -841,6 +934,7 @@ def test_lock_context_manager_and_fencing_tokens_increase(store: Store) -> None:
     assert tokens == sorted(set(tokens)), tokens
 
 
+@both_apis
 def test_lock_names_never_collide_with_fencing_counters(store: Store) -> None:
     x = store.lock("x", ttl=5)
     first = x.acquire()
@@ -850,6 +944,7 @@ def test_lock_names_never_collide_with_fencing_counters(store: Store) -> None:
     assert store.lock("x", ttl=5, timeout=1).acquire() == first + 1
 
 
+@both_apis
 def test_lock_release_by_owner_only(store: Store) -> None:
     owner = store.lock("job", ttl=5)
     owner.acquire()
@@ -864,6 +959,7 @@ def test_lock_release_by_owner_only(store: Store) -> None:
         owner.release()  # twice
 
 
+@both_apis
 def test_lock_lease_expires(store: Store) -> None:
     first = store.lock("job", ttl=TTL)
     second = store.lock("job", ttl=5)
@@ -881,6 +977,7 @@ def test_lock_lease_expires(store: Store) -> None:
     second.release()
 
 
+@both_apis
 def test_lock_extend(store: Store) -> None:
     lock = store.lock("job", ttl=0.6)
     lock.acquire()
@@ -896,6 +993,7 @@ def test_lock_extend(store: Store) -> None:
     lock.release()
 
 
+@both_apis
 def test_lock_blocking_false_tries_once(store: Store) -> None:
     """The standard library's spelling: ``blocking=False``."""
     holder = store.lock("job", ttl=5)
@@ -919,6 +1017,7 @@ def test_lock_blocking_false_tries_once(store: Store) -> None:
         store.lock("job").acquire(timeout=1, blocking=False)
 
 
+@both_apis
 def test_extend_with_a_bad_ttl_leaves_the_lease_as_it_was(store: Store) -> None:
     """``extend(nan)`` used to store the lease as NULL (held forever), ``extend(inf)`` as inf,
     ``extend(0)`` and ``extend(-1)`` to drop the lock silently."""
@@ -935,6 +1034,7 @@ def test_extend_with_a_bad_ttl_leaves_the_lease_as_it_was(store: Store) -> None:
     other.release()
 
 
+@both_apis
 def test_lock_timeout_default_from_constructor(store: Store) -> None:
     holder = store.lock("job", ttl=5)
     holder.acquire()
