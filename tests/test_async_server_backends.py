@@ -473,6 +473,32 @@ def test_redis_connection_the_server_closed_is_replaced(prefix: str, server_url:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("server_url", ["redis"], indirect=True)
+def test_redis_connection_closed_while_the_loop_was_busy_is_replaced(prefix: str, server_url: str) -> None:
+    """The server closes an idle connection while the loop runs no callbacks (a restart during a
+    blocking call): the end of stream is still in the kernel, not yet read by the loop, and the
+    next call must still get a fresh connection, not a "connection broke" error."""
+    backend = _open(server_url)
+    raw = redis.Redis.from_url(server_url)
+
+    async def scenario() -> None:
+        await backend.set(prefix + "k", b"v")
+        assert isinstance(backend, AsyncRedisBackend)
+        (pool,) = backend._pools.values()
+        host, port = pool._idle[-1]._writer.get_extra_info("sockname")[:2]
+        assert raw.client_kill(f"{host}:{port}")
+        time.sleep(0.2)  # blocks the loop: the FIN arrives, the loop does not read it
+        got = await backend.get(prefix + "k")
+        assert got is not None and got.value == b"v"
+        await backend.aclose()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        raw.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("server_url", ["redis"], indirect=True)
 def test_redis_errors_carry_the_outcome(prefix: str, server_url: str) -> None:
     backend = _open(server_url.rsplit("/", 1)[0] + "/99")  # the server has 16 databases
     with pytest.raises(BackendUnavailableError) as info:

@@ -851,11 +851,22 @@ class _AsyncPool(_PoolSettings):
 
 
 def _has_unread_data_async(conn: Any) -> bool:
-    """Whether the loop has read anything (data or end of stream) for an idle connection."""
+    """Whether anything (data or end of stream) came for an idle connection.
+
+    First what the loop has already read; then the socket itself, because a loop that ran no
+    callbacks since the server closed the connection (a blocking call in the app while Redis
+    restarted) has not read the end of stream yet, and the connection would look alive.
+    """
     reader = getattr(conn, "_reader", None)
     if reader is None:
         return False  # not connected: connect() will open it
-    return bool(getattr(reader, "_eof", False) or getattr(reader, "_buffer", b""))
+    if getattr(reader, "_eof", False) or getattr(reader, "_buffer", b""):
+        return True
+    sock = conn._writer.get_extra_info("socket") if conn._writer is not None else None
+    try:
+        return sock is not None and has_pending_input(sock.fileno())
+    except (OSError, ValueError):
+        return True  # a socket the OS no longer knows: start afresh
 
 
 def _drop(conn: Any) -> None:
