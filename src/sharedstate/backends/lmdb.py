@@ -1,0 +1,662 @@
+"""``lmdb://``: an LMDB environment (a directory) shared by every thread and process on a machine.
+
+For the one-host user who wants the most speed: reads are a lookup in a memory map, a write is one
+LMDB write transaction (get, put, commit), with no SQL and no server. ``sqlite://`` stays the
+zero-dependency default; see ``docs/backends/lmdb.md`` for when to pick which. Needs the ``lmdb``
+binding (``pip install 'sharedstate[lmdb]'``).
+
+How it stays correct:
+
+- Every write (``set`` included, which must drop the old entry's expiry index row) is one LMDB
+  write transaction: LMDB's process-shared, robust write mutex serializes writers across threads
+  and processes, so each operation is atomic per key. A process killed inside a write transaction
+  commits nothing; the next writer takes the mutex over (LMDB recovers a dead owner's mutex).
+- One ``lmdb.Environment`` per directory per process (LMDB forbids opening one twice in a process:
+  closing the second would drop the first's file locks), shared by every backend and thread of the
+  process, and never used across ``fork``: a child opens its own, and keeps the inherited one
+  referenced, unused and unclosed (closing it would release the lock-file locks the child's own
+  environment holds).
+- The map grows: ``map_size`` is the initial size; a write that finds the map full has written
+  nothing, and is run again after this process doubles its map (``growth``). Another process whose
+  map is smaller than the data now gets ``MapResizedError`` on its next transaction and adopts the
+  size recorded in the file. Resizing needs no transaction open in the process: every operation
+  passes a gate (``_Env.enter``/``leave``, a counter under a lock) that resizing closes while it
+  waits for the open ones to end.
+- Entries carry a header: expiry (unix time, 0: never), version (random 62 bits, so a deleted and
+  re-created key never gets an old version back) and flags (native int, long key). An expired entry
+  is never returned and counts as absent for writes.
+- Expiry index: a second named database keyed by (expires_at, key), kept exact by every write, so a
+  sweep reads only the expired part, oldest first. Sweeps are paced by writes as on ``sqlite://``
+  (``proportional_sweep_limit``), in a transaction of their own after the write committed.
+- Keys up to ``MAX_DIRECT_KEY`` UTF-8 bytes are stored as they are; longer ones (LMDB keys are at
+  most 511 bytes, and the expiry index prefixes 8) under ``0xFF`` + their SHA-256 (no UTF-8 text
+  starts with byte 0xFF), with the full key kept in the entry, so ``scan`` still yields it.
+
+Durability (default ``sync=false``): a commit is safe against a crash of the app (a killed process
+loses nothing it was told is committed), not against a crash of the OS or a power loss, which may
+undo commits since the last sync (each process syncs at most ``sync_interval`` seconds after a
+write of its own) and, on a filesystem that reorders writes, damage the file. ``sync=true`` syncs
+at every commit: durable and intact across power loss, at the cost of a disk flush per write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import random
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+from urllib.parse import unquote
+
+from sharedstate._optional import require
+from sharedstate.backends.base import Backend, CasResult, Entry, RawValue, Version
+from sharedstate.backends.offload import ThreadedBackend
+from sharedstate.backends.sweeping import proportional_sweep_limit
+from sharedstate.errors import BackendUnavailableError
+from sharedstate.urls import mask_url, query_options, split_url
+from sharedstate.validation import seconds
+
+T = TypeVar("T")
+
+#: Keys longer than this (in UTF-8 bytes) are stored under a digest (see the module doc).
+MAX_DIRECT_KEY = 500
+DEFAULT_MAP_SIZE = 256 * 1024 * 1024
+DEFAULT_MAX_READERS = 1024
+DEFAULT_SYNC_INTERVAL = 1.0
+_MIN_MAP_SIZE = 64 * 1024
+
+_HEADER = struct.Struct("<dQB")  # expires_at (0.0: never), version, flags
+_HEADER_SIZE = _HEADER.size
+_INT = struct.Struct("<q")
+_KEYLEN = struct.Struct("<I")
+_EXPIRY = struct.Struct(">d")  # big-endian positive doubles sort as the numbers do
+_FLAG_INT = 1
+_FLAG_LONG_KEY = 2
+_LONG_KEY_MARK = b"\xff"
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+_SWEEP_EVERY_WRITES = 100
+_SWEEP_EVERY_SECONDS = 30.0
+_SWEEP_MAX_BATCH = 1000
+_SCAN_BATCH = 500
+
+# Environments by directory, in the process that opened them (see _environment).
+_ENVS: dict[str, _Env] = {}
+_ENVS_LOCK = threading.Lock()
+_PID = os.getpid()
+# Environments inherited across fork: kept alive and never used or closed in the child.
+_INHERITED: list[Any] = []
+
+
+def _after_fork_in_child() -> None:
+    global _PID, _ENVS_LOCK
+    _PID = os.getpid()
+    _ENVS_LOCK = threading.Lock()  # another thread may have held it at the fork
+    _INHERITED.extend(shared.env for shared in _ENVS.values())
+    _ENVS.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _new_version() -> int:
+    # Random, as on sqlite://: Python reseeds random in a forked child, so processes never share
+    # a sequence, and a re-created key does not get an old version back.
+    return random.getrandbits(62) + 1
+
+
+class _Env:
+    """One process's environment on one directory, with the gate that map resizing closes.
+
+    ``enter``/``leave`` bracket every transaction of the process; ``resize`` waits until none is
+    open (new ones wait at the gate meanwhile), then runs LMDB's ``set_mapsize``, which must never
+    run while a transaction of the process is open.
+    """
+
+    def __init__(self, env: Any, path: str) -> None:
+        self.env = env
+        self.path = path
+        self.pid = _PID
+        self.users = 0  # backends of this process that hold it (closed when the last lets go)
+        self.main = env.open_db(b"entries")
+        self.expiry = env.open_db(b"expiry")
+        self.map_size: int = env.info()["map_size"]
+        self._cond = threading.Condition(threading.Lock())
+        self._active = 0
+        self._resizing = False
+        self.last_sync = time.monotonic()
+
+    def enter(self) -> None:
+        with self._cond:
+            while self._resizing:
+                self._cond.wait()
+            self._active += 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self._active -= 1
+            if self._resizing and not self._active:
+                self._cond.notify_all()
+
+    def resize(self, seen_size: int, new_size: int) -> None:
+        """Set the map to ``new_size`` (0: the size recorded in the file) unless another thread
+        already resized it since this one saw ``seen_size``. Called outside any transaction."""
+        with self._cond:
+            while self._resizing:
+                self._cond.wait()
+            if self.map_size != seen_size:
+                return  # another thread got there first: retry with its map
+            self._resizing = True
+            try:
+                while self._active:
+                    self._cond.wait()
+                self.env.set_mapsize(new_size)
+                self.map_size = self.env.info()["map_size"]
+            finally:
+                self._resizing = False
+                self._cond.notify_all()
+
+
+class LMDBBackend(Backend):
+    """LMDB storage. URL: ``lmdb:///relative/dir`` or ``lmdb:////absolute/dir`` (a directory).
+
+    Options: ``map_size`` (initial map size in bytes, default 256 MiB; grown by doubling when
+    full), ``max_readers`` (reader slots shared by every thread and process with a transaction open
+    at once, default 1024), ``sync`` (sync every commit to disk, default false), ``sync_interval``
+    (with ``sync=false``: a process syncs at most this many seconds after a write, default 1).
+    Every thread and process may share one backend; each operation is one LMDB transaction.
+    """
+
+    schemes = ("lmdb",)
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        map_size: int = DEFAULT_MAP_SIZE,
+        max_readers: int = DEFAULT_MAX_READERS,
+        sync: bool = False,
+        sync_interval: float = DEFAULT_SYNC_INTERVAL,
+    ) -> None:
+        self._lmdb = require("lmdb", "lmdb")
+        if map_size < _MIN_MAP_SIZE:
+            raise ValueError(f"map_size must be at least {_MIN_MAP_SIZE} bytes, got {map_size}")
+        if max_readers < 1:
+            raise ValueError(f"max_readers must be at least 1, got {max_readers}")
+        self.path = os.path.abspath(path)
+        self.map_size = map_size
+        self.max_readers = max_readers
+        self.sync = sync
+        self.sync_interval = seconds("sync_interval", sync_interval)
+        self._shared: _Env | None = None
+        self._open_lock = threading.Lock()
+        self._writes = 0  # since the last sweep, in this process
+        self._last_sweep = time.monotonic()
+
+    @classmethod
+    def from_url(cls, url: str) -> LMDBBackend:
+        parts = split_url(url)
+        if "#" in url:
+            raise ValueError(
+                f"lmdb URL {mask_url(url)!r} contains '#', which would start a URL fragment: write '#' "
+                "in a directory name as %23 (and '?' as %3F, '%' as %25)"
+            )
+        if parts.netloc:
+            raise ValueError(
+                f"malformed lmdb URL {mask_url(url)!r}: use lmdb:///relative/dir (three slashes) or "
+                "lmdb:////absolute/dir (four)"
+            )
+        path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path, errors="strict")
+        if "\0" in path:
+            raise ValueError(f"lmdb URL {mask_url(url)!r}: the path contains a NUL character (%00)")
+        if not path.strip("/"):
+            raise ValueError(f"lmdb URL {mask_url(url)!r} names no directory, e.g. lmdb:///state.lmdb")
+        known = {"map_size": int, "max_readers": int, "sync": bool, "sync_interval": float}
+        options = query_options(parts, known, url)
+        return cls(path, **options)  # type: ignore[arg-type]
+
+    def describe(self) -> str:
+        quoted = self.path.replace("%", "%25").replace("#", "%23").replace("?", "%3F")
+        return f"lmdb:///{quoted}"
+
+    # -- the environment ---------------------------------------------------------------------
+
+    def _env(self) -> _Env:
+        shared = self._shared
+        if shared is not None and shared.pid == _PID:
+            return shared
+        return self._open()
+
+    def _open(self) -> _Env:
+        with self._open_lock:
+            shared = self._shared
+            if shared is not None and shared.pid == _PID:
+                return shared
+            self._shared = _acquire(self)
+            return self._shared
+
+    def _unavailable(self, what: str, exc: BaseException, applied: bool | None) -> BackendUnavailableError:
+        return BackendUnavailableError(
+            f"LMDB environment {self.path!r}: {what}: {type(exc).__name__}: {exc}", applied=applied
+        )
+
+    def _read(self, op: Callable[[Any, _Env], T]) -> T:
+        """Run ``op(txn, env)`` in a read transaction (after a resize by another process: again)."""
+        lmdb = self._lmdb
+        while True:
+            shared = self._env()
+            shared.enter()
+            try:
+                with shared.env.begin(db=shared.main, buffers=False) as txn:
+                    return op(txn, shared)
+            except lmdb.MapResizedError:
+                resized = shared.map_size
+            except lmdb.ReadersFullError as exc:
+                raise self._readers_full(exc) from exc
+            except lmdb.Error as exc:
+                raise self._unavailable("read failed", exc, applied=False) from exc
+            finally:
+                shared.leave()
+            shared.resize(resized, 0)
+
+    def _write(self, op: Callable[[Any, _Env], T]) -> T:
+        """Run ``op(txn, env)`` in a write transaction and commit it; a full map is grown and the
+        operation run again (it wrote nothing). After the commit: a sweep and a sync when due."""
+        lmdb = self._lmdb
+        while True:
+            shared = self._env()
+            shared.enter()
+            committing = False
+            try:
+                txn = shared.env.begin(db=shared.main, write=True)
+                try:
+                    result = op(txn, shared)
+                except BaseException:
+                    txn.abort()
+                    raise
+                committing = True
+                txn.commit()
+                break
+            except lmdb.MapFullError:
+                seen, grow_to = shared.map_size, 2 * shared.map_size
+            except lmdb.MapResizedError:
+                seen, grow_to = shared.map_size, 0
+            except lmdb.ReadersFullError as exc:
+                raise self._readers_full(exc) from exc
+            except lmdb.Error as exc:
+                what = "commit failed" if committing else "write failed"
+                raise self._unavailable(what, exc, applied=None if committing else False) from exc
+            finally:
+                shared.leave()
+            self._grow(shared, seen, grow_to)
+        self._after_write(shared)
+        return result
+
+    def _grow(self, shared: _Env, seen: int, new_size: int) -> None:
+        try:
+            shared.resize(seen, new_size)
+        except self._lmdb.Error as exc:
+            raise BackendUnavailableError(
+                f"LMDB environment {self.path!r}: the map ({seen} bytes) is full and could not grow "
+                f"to {new_size} bytes: {type(exc).__name__}: {exc} (nothing was written; free disk "
+                "space or address space, or start with a larger map_size)",
+                applied=False,
+            ) from exc
+
+    def _readers_full(self, exc: BaseException) -> BackendUnavailableError:
+        return BackendUnavailableError(
+            f"LMDB environment {self.path!r}: all {self.max_readers} reader slots are taken (one per "
+            "transaction open at once, over every thread and process); open it with a larger "
+            f"?max_readers= (nothing was applied): {exc}",
+            applied=False,
+        )
+
+    def _after_write(self, shared: _Env) -> None:
+        self._writes += 1  # racy across threads on purpose: it only paces the sweeps
+        now = time.monotonic()
+        if not self.sync and now - shared.last_sync >= self.sync_interval:
+            shared.last_sync = now
+            with contextlib.suppress(self._lmdb.Error):
+                shared.env.sync(True)
+        if self._writes >= _SWEEP_EVERY_WRITES or now - self._last_sweep >= _SWEEP_EVERY_SECONDS:
+            limit = proportional_sweep_limit(self._writes, _SWEEP_EVERY_WRITES, _SWEEP_MAX_BATCH)
+            self._writes, self._last_sweep = 0, now
+            # The write has committed: a sweep that fails now must not turn it into an error.
+            with contextlib.suppress(BackendUnavailableError):
+                self._sweep_now(limit)
+
+    # -- the contract ------------------------------------------------------------------------
+
+    def get(self, key: str) -> Entry | None:
+        stored = _stored_key(key)
+        now = time.time()
+        return self._read(lambda txn, _: _live_entry(txn.get(stored), now))
+
+    def set(self, key: str, value: RawValue, ttl: float | None = None) -> None:
+        stored = _stored_key(key)
+        now = time.time()
+        record, expires = _record(key, stored, value, ttl, now, _new_version())
+
+        def op(txn: Any, shared: _Env) -> None:
+            old = txn.get(stored)
+            if old is not None:
+                _unindex(txn, shared, stored, old)
+            txn.put(stored, record)
+            if expires:
+                txn.put(_EXPIRY.pack(expires) + stored, b"", db=shared.expiry)
+
+        self._write(op)
+
+    def add(self, key: str, value: RawValue, ttl: float | None = None) -> bool:
+        return self.compare_and_set(key, None, value, ttl).stored
+
+    def compare_and_set(
+        self, key: str, expected: Version | None, value: RawValue, ttl: float | None = None
+    ) -> CasResult:
+        stored = _stored_key(key)
+        now = time.time()
+        version = _new_version()
+        record, expires = _record(key, stored, value, ttl, now, version)
+
+        def op(txn: Any, shared: _Env) -> CasResult:
+            old = txn.get(stored)
+            current = _live_entry(old, now)
+            if (None if current is None else current.version) != expected:
+                return CasResult(False, current)
+            if old is not None:
+                _unindex(txn, shared, stored, old)
+            txn.put(stored, record)
+            if expires:
+                txn.put(_EXPIRY.pack(expires) + stored, b"", db=shared.expiry)
+            return CasResult(True, Entry(value, version))
+
+        return self._write(op)
+
+    def delete(self, key: str) -> bool:
+        return self._delete(key, None)
+
+    def delete_if_version(self, key: str, version: Version) -> bool:
+        return self._delete(key, version)
+
+    def _delete(self, key: str, version: Version | None) -> bool:
+        stored = _stored_key(key)
+        now = time.time()
+
+        def op(txn: Any, shared: _Env) -> bool:
+            old = txn.get(stored)
+            if old is None:
+                return False
+            expires, current, _ = _HEADER.unpack_from(old)
+            live = not expires or expires > now
+            if live and version is not None and current != version:
+                return False
+            _unindex(txn, shared, stored, old)
+            txn.delete(stored)
+            return live  # an expired entry is removed on the way, and was not there
+
+        return self._write(op)
+
+    def incr(self, key: str, by: int = 1, ttl: float | None = None) -> int:
+        stored = _stored_key(key)
+        now = time.time()
+        expires_new = 0.0 if ttl is None else now + ttl
+        version = _new_version()
+
+        def op(txn: Any, shared: _Env) -> int:
+            old = txn.get(stored)
+            expires, total, created = expires_new, by, True
+            if old is not None:
+                old_expires, _, flags = _HEADER.unpack_from(old)
+                if old_expires and old_expires <= now:  # expired: starts again at 0
+                    _unindex(txn, shared, stored, old)
+                else:
+                    if not flags & _FLAG_INT:
+                        raise TypeError(f"cannot incr key {key!r}: it holds a value that is not an integer")
+                    total = _INT.unpack_from(old, len(old) - 8)[0] + by
+                    expires, created = old_expires, False
+            if not _INT64_MIN <= total <= _INT64_MAX:
+                raise OverflowError(f"incr of key {key!r} overflows a signed 64-bit integer")
+            txn.put(stored, _encode(key, stored, total, expires, version))
+            if expires and created:  # an existing entry keeps its expiry and its index row
+                txn.put(_EXPIRY.pack(expires) + stored, b"", db=shared.expiry)
+            return total
+
+        return self._write(op)
+
+    def touch(self, key: str, ttl: float | None) -> bool:
+        stored = _stored_key(key)
+        now = time.time()
+        expires = 0.0 if ttl is None else now + ttl
+
+        def op(txn: Any, shared: _Env) -> bool:
+            old = txn.get(stored)
+            if old is None or _live_entry(old, now) is None:
+                return False
+            _unindex(txn, shared, stored, old)
+            _, version, flags = _HEADER.unpack_from(old)
+            txn.put(stored, _HEADER.pack(expires, version, flags) + old[_HEADER_SIZE:])
+            if expires:
+                txn.put(_EXPIRY.pack(expires) + stored, b"", db=shared.expiry)
+            return True
+
+        return self._write(op)
+
+    def scan(self, prefix: str = "") -> Iterator[str]:
+        """Live keys starting with ``prefix``, in batches: no transaction stays open between yields."""
+        wanted = prefix.encode("utf-8")
+        start: bytes | None = wanted
+        while start is not None:  # keys stored as they are: one sorted range
+            batch, start = self._read(lambda txn, _, s=start: _scan_direct(txn, s, wanted, time.time()))
+            yield from batch
+        start = _LONG_KEY_MARK
+        while start is not None:  # long keys, under their digests: every one is checked
+            batch, start = self._read(lambda txn, _, s=start: _scan_long(txn, s, prefix, time.time()))
+            yield from batch
+
+    def sweep(self, limit: int = 1000) -> int:
+        if limit <= 0:
+            return 0
+        return self._sweep_now(limit)
+
+    def _sweep_now(self, limit: int) -> int:
+        """Remove up to ``limit`` expired entries, oldest expiry first, reading only the expired
+        part of the expiry index; also free reader slots left by processes that died."""
+        now = time.time()
+
+        def op(txn: Any, shared: _Env) -> int:
+            removed = 0
+            cursor = txn.cursor(db=shared.expiry)
+            if not cursor.first():
+                return 0
+            while removed < limit:
+                index_key = cursor.key()
+                if not index_key or _EXPIRY.unpack_from(index_key)[0] > now:
+                    break  # the index is exhausted, or the rest expires later
+                txn.delete(index_key[8:])
+                cursor.delete()  # and moves to the next row
+                removed += 1
+            return removed
+
+        removed = self._write_no_pacing(op)
+        with contextlib.suppress(self._lmdb.Error):
+            self._env().env.reader_check()
+        return removed
+
+    def _write_no_pacing(self, op: Callable[[Any, _Env], int]) -> int:
+        writes, last = self._writes, self._last_sweep
+        self._writes, self._last_sweep = -(10**9), time.monotonic()  # no sweep from this sweep
+        try:
+            return self._write(op)
+        finally:
+            self._writes, self._last_sweep = writes, last
+
+    def close(self) -> None:
+        """Let go of this backend's hold on the process's environment (closed, and synced, when
+        the last backend of the process on that directory lets go). It reopens on next use.
+
+        Closing while other threads still run operations on this backend is the caller's error.
+        """
+        with self._open_lock:
+            shared, self._shared = self._shared, None
+        if shared is not None and shared.pid == _PID:
+            _release(shared)
+
+
+class AsyncLMDBBackend(ThreadedBackend):
+    """``lmdb://`` for ``asyncio``: each operation of an :class:`LMDBBackend` runs in a thread.
+
+    Not inline on the loop: a write transaction begins by taking LMDB's write mutex, which another
+    process may hold (for a commit that syncs, or a map resize), and a resize waits for the
+    process's open transactions; either wait would block the loop. Results, errors and atomicity
+    are those of :class:`LMDBBackend`.
+    """
+
+    schemes = LMDBBackend.schemes
+    sync_class = LMDBBackend
+
+
+# -- the shared environments ---------------------------------------------------------------------
+
+
+def _acquire(backend: LMDBBackend) -> _Env:
+    """The process's environment on ``backend.path`` (opened now if it is not open yet)."""
+    lmdb = backend._lmdb
+    with _ENVS_LOCK:
+        shared = _ENVS.get(backend.path)
+        if shared is None:
+            parent = os.path.dirname(backend.path)
+            if not os.path.isdir(parent):
+                raise BackendUnavailableError(
+                    f"cannot open LMDB environment {backend.path!r}: directory {parent!r} does not exist"
+                )
+            try:
+                env = lmdb.open(
+                    backend.path,
+                    map_size=backend.map_size,
+                    max_dbs=2,
+                    max_readers=backend.max_readers,
+                    lock=True,
+                    sync=backend.sync,
+                    metasync=backend.sync,
+                    readahead=False,  # random access: reading ahead only evicts useful pages
+                    subdir=True,
+                    create=True,
+                )
+            except lmdb.Error as exc:
+                writable = os.access(parent, os.W_OK)
+                hint = "" if writable else f" (directory {parent!r} is not writable)"
+                raise BackendUnavailableError(
+                    f"cannot open LMDB environment {backend.path!r}: {type(exc).__name__}: {exc}{hint}"
+                ) from exc
+            shared = _ENVS[backend.path] = _Env(env, backend.path)
+        shared.users += 1
+        return shared
+
+
+def _release(shared: _Env) -> None:
+    with _ENVS_LOCK:
+        shared.users -= 1
+        if shared.users > 0 or _ENVS.get(shared.path) is not shared:
+            return
+        del _ENVS[shared.path]
+    with contextlib.suppress(Exception):
+        shared.env.sync(True)
+    shared.env.close()
+
+
+# -- entries -------------------------------------------------------------------------------------
+
+
+def _stored_key(key: str) -> bytes:
+    encoded = key.encode("utf-8")
+    if len(encoded) <= MAX_DIRECT_KEY:
+        return encoded
+    return _LONG_KEY_MARK + hashlib.sha256(encoded).digest()
+
+
+def _record(
+    key: str, stored: bytes, value: RawValue, ttl: float | None, now: float, version: int
+) -> tuple[bytes, float]:
+    expires = 0.0 if ttl is None else now + ttl
+    return _encode(key, stored, value, expires, version), expires
+
+
+def _encode(key: str, stored: bytes, value: RawValue, expires: float, version: int) -> bytes:
+    if isinstance(value, int):
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise OverflowError(f"the integer stored at key {key!r} does not fit a signed 64-bit integer")
+        flags, payload = _FLAG_INT, _INT.pack(value)
+    else:
+        flags, payload = 0, value
+    if stored[:1] == _LONG_KEY_MARK:
+        full = key.encode("utf-8")
+        return _HEADER.pack(expires, version, flags | _FLAG_LONG_KEY) + _KEYLEN.pack(len(full)) + full + payload
+    return _HEADER.pack(expires, version, flags) + payload
+
+
+def _live_entry(raw: bytes | None, now: float) -> Entry | None:
+    """The entry in ``raw`` (a stored record), or ``None`` if there is none or it has expired."""
+    if raw is None:
+        return None
+    expires, version, flags = _HEADER.unpack_from(raw)
+    if expires and expires <= now:
+        return None
+    start = _HEADER_SIZE
+    if flags & _FLAG_LONG_KEY:
+        start += _KEYLEN.size + _KEYLEN.unpack_from(raw, start)[0]
+    if flags & _FLAG_INT:
+        return Entry(_INT.unpack_from(raw, start)[0], version)
+    return Entry(raw[start:], version)
+
+
+def _full_key(stored: bytes, raw: bytes) -> str:
+    if stored[:1] != _LONG_KEY_MARK:
+        return stored.decode("utf-8")
+    (length,) = _KEYLEN.unpack_from(raw, _HEADER_SIZE)
+    start = _HEADER_SIZE + _KEYLEN.size
+    return raw[start : start + length].decode("utf-8")
+
+
+def _unindex(txn: Any, shared: _Env, stored: bytes, old: bytes) -> None:
+    """Drop the expiry index row of the record ``old`` stored at ``stored`` (if it has one)."""
+    expires = _HEADER.unpack_from(old)[0]
+    if expires:
+        txn.delete(_EXPIRY.pack(expires) + stored, db=shared.expiry)
+
+
+def _scan_direct(txn: Any, start: bytes, prefix: bytes, now: float) -> tuple[list[str], bytes | None]:
+    """Up to ``_SCAN_BATCH`` live keys (stored as they are) from ``start`` on that start with
+    ``prefix``, and where the next batch starts (``None``: done)."""
+    keys: list[str] = []
+    cursor = txn.cursor()
+    if not cursor.set_range(start):
+        return keys, None
+    for stored, raw in cursor:
+        if not stored.startswith(prefix) or stored[:1] == _LONG_KEY_MARK:
+            return keys, None
+        if _live_entry(raw, now) is not None:
+            keys.append(stored.decode("utf-8"))
+        if len(keys) >= _SCAN_BATCH:
+            return keys, stored + b"\0"
+    return keys, None
+
+
+def _scan_long(txn: Any, start: bytes, prefix: str, now: float) -> tuple[list[str], bytes | None]:
+    """As ``_scan_direct``, over the keys stored under a digest (the full key is in the entry)."""
+    keys: list[str] = []
+    cursor = txn.cursor()
+    if not cursor.set_range(start):
+        return keys, None
+    seen = 0
+    for stored, raw in cursor:
+        key = _full_key(stored, raw)
+        if key.startswith(prefix) and _live_entry(raw, now) is not None:
+            keys.append(key)
+        seen += 1
+        if seen >= _SCAN_BATCH:
+            return keys, stored + b"\0"
+    return keys, None
