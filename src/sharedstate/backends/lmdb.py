@@ -13,9 +13,11 @@ How it stays correct:
   commits nothing; the next writer takes the mutex over (LMDB recovers a dead owner's mutex).
 - One ``lmdb.Environment`` per directory per process (LMDB forbids opening one twice in a process:
   closing the second would drop the first's file locks), shared by every backend and thread of the
-  process, and never used across ``fork``: a child opens its own, and keeps the inherited one
-  referenced, unused and unclosed (closing it would release the lock-file locks the child's own
-  environment holds).
+  process, and never used across ``fork``: a child opens its own. The binding refuses to open an
+  environment that is "already open in this process", which the inherited one is, so the child
+  closes the inherited one right before (never after: closing a file drops the ``fcntl`` locks the
+  closing process holds on it, and at that moment the child holds none; the parent's locks are its
+  own and stay).
 - The map grows: ``map_size`` is the initial size; a write that finds the map full has written
   nothing, and is run again after this process doubles its map (``growth``). Another process whose
   map is smaller than the data now gets ``MapResizedError`` on its next transaction and adopts the
@@ -88,15 +90,17 @@ _SCAN_BATCH = 500
 _ENVS: dict[str, _Env] = {}
 _ENVS_LOCK = threading.Lock()
 _PID = os.getpid()
-# Environments inherited across fork: kept alive and never used or closed in the child.
-_INHERITED: list[Any] = []
+# Environments inherited across fork, by directory: never used in the child; closed there only
+# right before the child opens its own on that directory (see _acquire).
+_INHERITED: dict[str, list[Any]] = {}
 
 
 def _after_fork_in_child() -> None:
     global _PID, _ENVS_LOCK
     _PID = os.getpid()
     _ENVS_LOCK = threading.Lock()  # another thread may have held it at the fork
-    _INHERITED.extend(shared.env for shared in _ENVS.values())
+    for path, shared in _ENVS.items():
+        _INHERITED.setdefault(path, []).append(shared.env)
     _ENVS.clear()
 
 
@@ -533,6 +537,9 @@ def _acquire(backend: LMDBBackend) -> _Env:
                 raise BackendUnavailableError(
                     f"cannot open LMDB environment {backend.path!r}: directory {parent!r} does not exist"
                 )
+            for inherited in _INHERITED.pop(backend.path, []):
+                with contextlib.suppress(Exception):
+                    inherited.close()  # see the module doc: before the child opens its own
             try:
                 env = lmdb.open(
                     backend.path,
