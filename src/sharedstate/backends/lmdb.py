@@ -13,11 +13,11 @@ How it stays correct:
   commits nothing; the next writer takes the mutex over (LMDB recovers a dead owner's mutex).
 - One ``lmdb.Environment`` per directory per process (LMDB forbids opening one twice in a process:
   closing the second would drop the first's file locks), shared by every backend and thread of the
-  process, and never used across ``fork``: a child opens its own. The binding refuses to open an
-  environment that is "already open in this process", which the inherited one is, so the child
-  closes the inherited one right before (never after: closing a file drops the ``fcntl`` locks the
-  closing process holds on it, and at that moment the child holds none; the parent's locks are its
-  own and stay).
+  process, and never used across ``fork``: a child opens its own, and keeps the inherited one
+  referenced, unused and unclosed (closing it would abort the parent's open transactions in
+  the shared reader table, and measured, can hang the child; the binding itself skips it at
+  garbage collection in another process). See ``_open_environment`` for how the child gets past
+  the binding's "already open in this process" guard.
 - The map grows: ``map_size`` is the initial size; a write that finds the map full has written
   nothing, and is run again after this process doubles its map (``growth``). Another process whose
   map is smaller than the data now gets ``MapResizedError`` on its next transaction and adopts the
@@ -48,6 +48,7 @@ import hashlib
 import os
 import random
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -90,8 +91,8 @@ _SCAN_BATCH = 500
 _ENVS: dict[str, _Env] = {}
 _ENVS_LOCK = threading.Lock()
 _PID = os.getpid()
-# Environments inherited across fork, by directory: never used in the child; closed there only
-# right before the child opens its own on that directory (see _acquire).
+# Environments inherited across fork, by directory: never used, never closed in the child (see
+# _open_environment).
 _INHERITED: dict[str, list[Any]] = {}
 
 
@@ -537,22 +538,8 @@ def _acquire(backend: LMDBBackend) -> _Env:
                 raise BackendUnavailableError(
                     f"cannot open LMDB environment {backend.path!r}: directory {parent!r} does not exist"
                 )
-            for inherited in _INHERITED.pop(backend.path, []):
-                with contextlib.suppress(Exception):
-                    inherited.close()  # see the module doc: before the child opens its own
             try:
-                env = lmdb.open(
-                    backend.path,
-                    map_size=backend.map_size,
-                    max_dbs=2,
-                    max_readers=backend.max_readers,
-                    lock=True,
-                    sync=backend.sync,
-                    metasync=backend.sync,
-                    readahead=False,  # random access: reading ahead only evicts useful pages
-                    subdir=True,
-                    create=True,
-                )
+                env = _open_environment(lmdb, backend)
             except lmdb.Error as exc:
                 writable = os.access(parent, os.W_OK)
                 hint = "" if writable else f" (directory {parent!r} is not writable)"
@@ -562,6 +549,41 @@ def _acquire(backend: LMDBBackend) -> _Env:
             shared = _ENVS[backend.path] = _Env(env, backend.path)
         shared.users += 1
         return shared
+
+
+def _open_environment(lmdb: Any, backend: LMDBBackend) -> Any:
+    """``lmdb.open`` with this backend's options.
+
+    In a forked child that inherited an environment on the same directory, py-lmdb (3.x) refuses
+    to open it again ("already open in this process"): its guard knows the files by the identities
+    ``lmdb._envid.env_keys`` returns, and was inherited with the parent's entry in it. The inherited
+    environment cannot be closed safely (see the module doc), and it is not open in the child in
+    the sense the guard protects (the child holds no ``fcntl`` lock through it), so the child opens
+    its own with that hook answering "no identity" for this one call: the child's environment is
+    then unknown to the guard, which is what ``_ENVS`` (one environment per directory per
+    process, for every backend of this module) makes up for.
+    """
+    options = {
+        "map_size": backend.map_size,
+        "max_dbs": 2,
+        "max_readers": backend.max_readers,
+        "lock": True,
+        "sync": backend.sync,
+        "metasync": backend.sync,
+        "readahead": False,  # random access: reading ahead only evicts useful pages
+        "subdir": True,
+        "create": True,
+    }
+    inherited = _INHERITED.get(backend.path)
+    envid = sys.modules.get("lmdb._envid")
+    if not inherited or envid is None or not hasattr(envid, "env_keys"):
+        return lmdb.open(backend.path, **options)
+    real = envid.env_keys
+    envid.env_keys = lambda path, subdir: ()
+    try:
+        return lmdb.open(backend.path, **options)
+    finally:
+        envid.env_keys = real
 
 
 def _release(shared: _Env) -> None:
