@@ -106,7 +106,8 @@ _BACKEND_MODULES = {
 
 
 def backend_url(name: str, tmp_path: Path) -> str:
-    """The URL for backend ``name``: a file (sqlite) or directory (lmdb) in ``tmp_path``, else a server (or skip/fail)."""
+    """The URL for backend ``name``: a file (sqlite) or directory (lmdb) in ``tmp_path``, else a
+    server (or skip/fail)."""
     if name == "memory":
         return "memory://"
     if name == "sqlite":

@@ -223,7 +223,7 @@ def test_sigkill_inside_write_transaction(tmp_path: Path) -> None:
     recovers the robust mutex), its uncommitted write never appears, and every acknowledged write
     is still there."""
     backend = backend_from_url(url_of(tmp_path))
-    for i in range(100):
+    for _ in range(100):
         backend.incr("acked")
     ready = FORK.Event()
     victim = FORK.Process(target=_die_inside_write, args=(backend, ready))
@@ -242,7 +242,8 @@ def test_sigkill_inside_write_transaction(tmp_path: Path) -> None:
 
 
 def test_url_options(tmp_path: Path) -> None:
-    backend = LMDBBackend.from_url(url_of(tmp_path, "map_size=1048576&max_readers=50&sync=true&sync_interval=2.5"))
+    query = "map_size=1048576&max_readers=50&sync=true&sync_interval=2.5"
+    backend = LMDBBackend.from_url(url_of(tmp_path, query))
     assert (backend.map_size, backend.max_readers, backend.sync, backend.sync_interval) == (
         1048576,
         50,

@@ -44,6 +44,7 @@ at every commit: durable and intact across power loss, at the cost of a disk flu
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import random
@@ -81,6 +82,7 @@ _FLAG_INT = 1
 _FLAG_LONG_KEY = 2
 _LONG_KEY_MARK = b"\xff"
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_LATER: Any = object()  # the hot path could not finish: the general path runs the operation
 
 _SWEEP_EVERY_WRITES = 100
 _SWEEP_EVERY_SECONDS = 30.0
@@ -130,19 +132,22 @@ class _Env:
         self.main = env.open_db(b"entries")
         self.expiry = env.open_db(b"expiry")
         self.map_size: int = env.info()["map_size"]
-        self._cond = threading.Condition(threading.Lock())
+        # A plain Lock on the hot path (enter/leave take it once each); the Condition on the same
+        # lock only when a resize is under way.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._active = 0
         self._resizing = False
         self.last_sync = time.monotonic()
 
     def enter(self) -> None:
-        with self._cond:
+        with self._lock:
             while self._resizing:
                 self._cond.wait()
             self._active += 1
 
     def leave(self) -> None:
-        with self._cond:
+        with self._lock:
             self._active -= 1
             if self._resizing and not self._active:
                 self._cond.notify_all()
@@ -150,7 +155,7 @@ class _Env:
     def resize(self, seen_size: int, new_size: int) -> None:
         """Set the map to ``new_size`` (0: the size recorded in the file) unless another thread
         already resized it since this one saw ``seen_size``. Called outside any transaction."""
-        with self._cond:
+        with self._lock:
             while self._resizing:
                 self._cond.wait()
             if self.map_size != seen_size:
@@ -323,7 +328,7 @@ class LMDBBackend(Backend):
     def _after_write(self, shared: _Env) -> None:
         self._writes += 1  # racy across threads on purpose: it only paces the sweeps
         now = time.monotonic()
-        if not self.sync and now - shared.last_sync >= self.sync_interval:
+        if now - shared.last_sync >= self.sync_interval and not self.sync:
             shared.last_sync = now
             with contextlib.suppress(self._lmdb.Error):
                 shared.env.sync(True)
@@ -338,8 +343,22 @@ class LMDBBackend(Backend):
 
     def get(self, key: str) -> Entry | None:
         stored = _stored_key(key)
-        now = time.time()
-        return self._read(lambda txn, _: _live_entry(txn.get(stored), now))
+        shared = self._shared
+        if shared is None or shared.pid != _PID:
+            shared = self._open()
+        # The hot path of _read, inline: one transaction, no closure. Any LMDB error (a resize by
+        # another process, full reader slots) goes through _read, which handles it.
+        shared.enter()
+        try:
+            with shared.env.begin(db=shared.main) as txn:
+                raw = txn.get(stored)
+        except self._lmdb.Error:
+            raw = _LATER
+        finally:
+            shared.leave()
+        if raw is _LATER:
+            return self._read(lambda txn, _: _live_entry(txn.get(stored), time.time()))
+        return _live_entry(raw, time.time())
 
     def set(self, key: str, value: RawValue, ttl: float | None = None) -> None:
         stored = _stored_key(key)
@@ -455,11 +474,11 @@ class LMDBBackend(Backend):
         wanted = prefix.encode("utf-8")
         start: bytes | None = wanted
         while start is not None:  # keys stored as they are: one sorted range
-            batch, start = self._read(lambda txn, _, s=start: _scan_direct(txn, s, wanted, time.time()))
+            batch, start = self._read(functools.partial(_scan_direct, start=start, prefix=wanted))
             yield from batch
         start = _LONG_KEY_MARK
         while start is not None:  # long keys, under their digests: every one is checked
-            batch, start = self._read(lambda txn, _, s=start: _scan_long(txn, s, prefix, time.time()))
+            batch, start = self._read(functools.partial(_scan_long, start=start, prefix=prefix))
             yield from batch
 
     def sweep(self, limit: int = 1000) -> int:
@@ -575,7 +594,7 @@ def _open_environment(lmdb: Any, backend: LMDBBackend) -> Any:
         "create": True,
     }
     inherited = _INHERITED.get(backend.path)
-    envid = sys.modules.get("lmdb._envid")
+    envid: Any = sys.modules.get("lmdb._envid")
     if not inherited or envid is None or not hasattr(envid, "env_keys"):
         return lmdb.open(backend.path, **options)
     real = envid.env_keys
@@ -623,7 +642,8 @@ def _encode(key: str, stored: bytes, value: RawValue, expires: float, version: i
         flags, payload = 0, value
     if stored[:1] == _LONG_KEY_MARK:
         full = key.encode("utf-8")
-        return _HEADER.pack(expires, version, flags | _FLAG_LONG_KEY) + _KEYLEN.pack(len(full)) + full + payload
+        header = _HEADER.pack(expires, version, flags | _FLAG_LONG_KEY)
+        return header + _KEYLEN.pack(len(full)) + full + payload
     return _HEADER.pack(expires, version, flags) + payload
 
 
@@ -657,10 +677,11 @@ def _unindex(txn: Any, shared: _Env, stored: bytes, old: bytes) -> None:
         txn.delete(_EXPIRY.pack(expires) + stored, db=shared.expiry)
 
 
-def _scan_direct(txn: Any, start: bytes, prefix: bytes, now: float) -> tuple[list[str], bytes | None]:
+def _scan_direct(txn: Any, _: _Env, *, start: bytes, prefix: bytes) -> tuple[list[str], bytes | None]:
     """Up to ``_SCAN_BATCH`` live keys (stored as they are) from ``start`` on that start with
     ``prefix``, and where the next batch starts (``None``: done)."""
     keys: list[str] = []
+    now = time.time()
     cursor = txn.cursor()
     if not cursor.set_range(start):
         return keys, None
@@ -674,18 +695,17 @@ def _scan_direct(txn: Any, start: bytes, prefix: bytes, now: float) -> tuple[lis
     return keys, None
 
 
-def _scan_long(txn: Any, start: bytes, prefix: str, now: float) -> tuple[list[str], bytes | None]:
+def _scan_long(txn: Any, _: _Env, *, start: bytes, prefix: str) -> tuple[list[str], bytes | None]:
     """As ``_scan_direct``, over the keys stored under a digest (the full key is in the entry)."""
     keys: list[str] = []
+    now = time.time()
     cursor = txn.cursor()
     if not cursor.set_range(start):
         return keys, None
-    seen = 0
-    for stored, raw in cursor:
+    for seen, (stored, raw) in enumerate(cursor, 1):
         key = _full_key(stored, raw)
         if key.startswith(prefix) and _live_entry(raw, now) is not None:
             keys.append(key)
-        seen += 1
         if seen >= _SCAN_BATCH:
             return keys, stored + b"\0"
     return keys, None
