@@ -342,7 +342,8 @@ def _write_new_keys(url: str, prefix: str, count: int) -> None:
 
 def test_expired_entries_stay_bounded_under_new_keys(tmp_path: Path) -> None:
     """Three processes write only new keys with a 10 ms TTL: the sweeps paced by writes keep what
-    is left to about one sweep interval per process, not the 9000 entries written."""
+    is left to about the entries of the last TTL (a few hundred at LMDB's speed) and one sweep
+    interval per process, not the 9000 entries written."""
     url = url_of(tmp_path)
     procs = [FORK.Process(target=_write_new_keys, args=(url, f"p{n}/", 3000)) for n in range(3)]
     for proc in procs:
@@ -354,5 +355,5 @@ def test_expired_entries_stay_bounded_under_new_keys(tmp_path: Path) -> None:
     assert isinstance(backend, LMDBBackend)
     left, indexed = entries_in(backend)
     assert left == indexed
-    assert left <= 3 * 300, left
+    assert left <= 1500, left
     backend.close()

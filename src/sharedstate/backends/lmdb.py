@@ -76,6 +76,7 @@ _MIN_MAP_SIZE = 64 * 1024
 _HEADER = struct.Struct("<dQB")  # expires_at (0.0: never), version, flags
 _HEADER_SIZE = _HEADER.size
 _INT = struct.Struct("<q")
+_INT_RECORD = struct.Struct("<dQBq")  # the header and a native integer, packed at once
 _KEYLEN = struct.Struct("<I")
 _EXPIRY = struct.Struct(">d")  # big-endian positive doubles sort as the numbers do
 _FLAG_INT = 1
@@ -119,9 +120,13 @@ def _new_version() -> int:
 class _Env:
     """One process's environment on one directory, with the gate that map resizing closes.
 
-    ``enter``/``leave`` bracket every transaction of the process; ``resize`` waits until none is
-    open (new ones wait at the gate meanwhile), then runs LMDB's ``set_mapsize``, which must never
-    run while a transaction of the process is open.
+    Every transaction of the process is bracketed by ``enter``/``leave`` (inlined on the hot
+    paths): ``active.append`` then a look at ``resizing``, and ``active.pop``, each atomic under
+    the GIL and costing tens of nanoseconds (a lock each way measured 0.65 us per operation).
+    ``resize`` raises ``resizing`` first and then waits for ``active`` to empty; a transaction
+    registers in ``active`` first and then looks at ``resizing``, backing off if it is raised. So
+    either the resize sees the transaction and waits, or the transaction sees the resize and
+    waits: LMDB's ``set_mapsize`` never runs while a transaction of the process is open.
     """
 
     def __init__(self, env: Any, path: str) -> None:
@@ -132,43 +137,37 @@ class _Env:
         self.main = env.open_db(b"entries")
         self.expiry = env.open_db(b"expiry")
         self.map_size: int = env.info()["map_size"]
-        # A plain Lock on the hot path (enter/leave take it once each); the Condition on the same
-        # lock only when a resize is under way.
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
-        self._active = 0
-        self._resizing = False
+        self.active: list[None] = []  # one item per open transaction of this process
+        self.resizing = False
+        self._resize_lock = threading.Lock()  # one resize at a time; waiters for it block here
         self.last_sync = time.monotonic()
 
     def enter(self) -> None:
-        with self._lock:
-            while self._resizing:
-                self._cond.wait()
-            self._active += 1
+        active = self.active
+        active.append(None)
+        while self.resizing:  # back off until the resize is done (rare: a map grew)
+            active.pop()
+            with self._resize_lock:
+                pass
+            active.append(None)
 
     def leave(self) -> None:
-        with self._lock:
-            self._active -= 1
-            if self._resizing and not self._active:
-                self._cond.notify_all()
+        self.active.pop()
 
     def resize(self, seen_size: int, new_size: int) -> None:
         """Set the map to ``new_size`` (0: the size recorded in the file) unless another thread
         already resized it since this one saw ``seen_size``. Called outside any transaction."""
-        with self._lock:
-            while self._resizing:
-                self._cond.wait()
+        with self._resize_lock:
             if self.map_size != seen_size:
                 return  # another thread got there first: retry with its map
-            self._resizing = True
+            self.resizing = True
             try:
-                while self._active:
-                    self._cond.wait()
+                while self.active:  # transactions end in microseconds (writers: one commit)
+                    time.sleep(0.0002)
                 self.env.set_mapsize(new_size)
                 self.map_size = self.env.info()["map_size"]
             finally:
-                self._resizing = False
-                self._cond.notify_all()
+                self.resizing = False
 
 
 class LMDBBackend(Backend):
@@ -278,7 +277,9 @@ class LMDBBackend(Backend):
         operation run again (it wrote nothing). After the commit: a sweep and a sync when due."""
         lmdb = self._lmdb
         while True:
-            shared = self._env()
+            shared = self._shared
+            if shared is None or shared.pid != _PID:
+                shared = self._open()
             shared.enter()
             committing = False
             try:
@@ -346,16 +347,20 @@ class LMDBBackend(Backend):
         shared = self._shared
         if shared is None or shared.pid != _PID:
             shared = self._open()
-        # The hot path of _read, inline: one transaction, no closure. Any LMDB error (a resize by
-        # another process, full reader slots) goes through _read, which handles it.
-        shared.enter()
+        # The hot path of _read, inline: one transaction, no closure, the gate inline (see _Env).
+        # Any LMDB error (a resize by another process, full reader slots) goes through _read.
+        active = shared.active
+        active.append(None)
         try:
-            with shared.env.begin(db=shared.main) as txn:
-                raw = txn.get(stored)
+            if shared.resizing:
+                raw = _LATER
+            else:
+                with shared.env.begin(db=shared.main) as txn:
+                    raw = txn.get(stored)
         except self._lmdb.Error:
             raw = _LATER
         finally:
-            shared.leave()
+            active.pop()
         if raw is _LATER:
             return self._read(lambda txn, _: _live_entry(txn.get(stored), time.time()))
         return _live_entry(raw, time.time())
@@ -444,7 +449,10 @@ class LMDBBackend(Backend):
                     expires, created = old_expires, False
             if not _INT64_MIN <= total <= _INT64_MAX:
                 raise OverflowError(f"incr of key {key!r} overflows a signed 64-bit integer")
-            txn.put(stored, _encode(key, stored, total, expires, version))
+            if stored[:1] != _LONG_KEY_MARK:
+                txn.put(stored, _INT_RECORD.pack(expires, version, _FLAG_INT, total))
+            else:
+                txn.put(stored, _encode(key, stored, total, expires, version))
             if expires and created:  # an existing entry keeps its expiry and its index row
                 txn.put(_EXPIRY.pack(expires) + stored, b"", db=shared.expiry)
             return total
