@@ -431,6 +431,62 @@ class LMDBBackend(Backend):
 
     def incr(self, key: str, by: int = 1, ttl: float | None = None) -> int:
         stored = _stored_key(key)
+        shared = self._shared
+        if shared is not None and shared.pid == _PID:
+            total = self._incr_now(shared, stored, by)
+            if total is not _LATER:
+                self._after_write(shared)
+                return total  # type: ignore[no-any-return]
+        return self._incr(key, stored, by, ttl)
+
+    def _incr_now(self, shared: _Env, stored: bytes, by: int) -> Any:
+        """The hot path of ``incr``: a live native integer stored under its own key, incremented
+        in one write transaction with no closure and no general bookkeeping (measured: 4
+        processes on one key, about 1.2x the general path). Anything else (absent, expired, not
+        an integer, an overflow, a long key, any LMDB error before the commit) returns ``_LATER``
+        having written nothing, and the general path runs the operation (and raises its errors).
+        """
+        now = time.time()
+        version = _new_version()
+        lmdb = self._lmdb
+        active = shared.active
+        active.append(None)  # the gate, inline (see _Env)
+        try:
+            if shared.resizing:
+                return _LATER
+            try:
+                txn = shared.env.begin(db=shared.main, write=True)
+            except lmdb.Error:
+                return _LATER
+            try:
+                old = txn.get(stored)
+                if old is None or len(old) != _INT_RECORD.size:
+                    txn.abort()
+                    return _LATER
+                expires, _, flags, value = _INT_RECORD.unpack(old)
+                total = value + by
+                live = not expires or expires > now
+                if flags != _FLAG_INT or not live or not _INT64_MIN <= total <= _INT64_MAX:
+                    txn.abort()
+                    return _LATER
+                txn.put(stored, _INT_RECORD.pack(expires, version, _FLAG_INT, total))
+            except lmdb.Error:
+                txn.abort()
+                return _LATER
+            except BaseException:
+                txn.abort()
+                raise
+            try:
+                txn.commit()
+            except lmdb.MapFullError:
+                return _LATER  # the commit wrote nothing: the general path grows the map
+            except lmdb.Error as exc:
+                raise self._unavailable("commit failed", exc, applied=None) from exc
+            return total
+        finally:
+            active.pop()
+
+    def _incr(self, key: str, stored: bytes, by: int, ttl: float | None) -> int:
         now = time.time()
         expires_new = 0.0 if ttl is None else now + ttl
         version = _new_version()
