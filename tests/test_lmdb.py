@@ -238,6 +238,26 @@ def test_sigkill_inside_write_transaction(tmp_path: Path) -> None:
     backend.close()
 
 
+# -- deferred syncing ---------------------------------------------------------------------------
+
+
+def test_deferred_sync_flushes_within_the_interval(tmp_path: Path) -> None:
+    """sync=false: a write leaves the environment dirty; the process's flusher flushes it within
+    about ``sync_interval``, without any further write; closing ends the flusher."""
+    backend = backend_from_url(url_of(tmp_path, "sync_interval=0.05"))
+    assert isinstance(backend, LMDBBackend)
+    backend.set("k", b"v")
+    shared = backend._env()
+    assert shared.dirty and shared._flusher is not None and shared._flusher.is_alive()
+    deadline = time.monotonic() + 5
+    while shared.dirty and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not shared.dirty
+    backend.close()
+    shared._flusher.join(5)
+    assert not shared._flusher.is_alive()
+
+
 # -- URL options -----------------------------------------------------------------------------------
 
 

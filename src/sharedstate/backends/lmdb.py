@@ -36,9 +36,11 @@ How it stays correct:
 
 Durability (default ``sync=false``): a commit is safe against a crash of the app (a killed process
 loses nothing it was told is committed), not against a crash of the OS or a power loss, which may
-undo commits since the last sync (each process syncs at most ``sync_interval`` seconds after a
-write of its own) and, on a filesystem that reorders writes, damage the file. ``sync=true`` syncs
-at every commit: durable and intact across power loss, at the cost of a disk flush per write.
+undo the commits of the last ``sync_interval`` seconds (a daemon thread per process flushes every
+``sync_interval`` seconds while there are unflushed commits; no write waits for it) and, on a
+filesystem that reorders writes, damage the file. ``sync=true`` syncs at every commit: durable and
+intact across power loss, at the cost of a disk flush per write. The options of the first backend
+a process opens on a directory apply to every backend of that process on it.
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ class _Env:
     waits: LMDB's ``set_mapsize`` never runs while a transaction of the process is open.
     """
 
-    def __init__(self, env: Any, path: str) -> None:
+    def __init__(self, env: Any, path: str, flush_every: float | None) -> None:
         self.env = env
         self.path = path
         self.pid = _PID
@@ -140,7 +142,45 @@ class _Env:
         self.active: list[None] = []  # one item per open transaction of this process
         self.resizing = False
         self._resize_lock = threading.Lock()  # one resize at a time; waiters for it block here
-        self.last_sync = time.monotonic()
+        # Deferred syncing (sync=false): writers only raise ``dirty``; a daemon thread of this
+        # process flushes every ``flush_every`` seconds while it is raised, so no write ever waits
+        # for a disk flush and a commit is on disk at most about ``flush_every`` after it returned.
+        self.dirty = False
+        self._flush_every = flush_every
+        self._flusher: threading.Thread | None = None
+        self._closed = threading.Event()
+        self._close_lock = threading.Lock()  # a flush and the close never overlap
+
+    def wrote(self) -> None:
+        """Note a commit to flush (``sync=false``), starting this process's flusher if needed."""
+        self.dirty = True
+        if self._flusher is None and self._flush_every is not None:
+            with self._close_lock:
+                if self._flusher is None and not self._closed.is_set():
+                    self._flusher = threading.Thread(
+                        target=self._flush_loop, name=f"sharedstate-lmdb-flush {self.path}", daemon=True
+                    )
+                    self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        assert self._flush_every is not None
+        while not self._closed.wait(self._flush_every):
+            if self.dirty:
+                self.dirty = False  # before the flush: a commit during it is flushed next time
+                self.flush()
+
+    def flush(self) -> None:
+        with self._close_lock:
+            if not self._closed.is_set():
+                with contextlib.suppress(Exception):  # best effort; the next round tries again
+                    self.env.sync(True)
+
+    def close(self) -> None:
+        """Flush and close the environment; the flusher thread ends."""
+        self.flush()
+        with self._close_lock:
+            self._closed.set()
+            self.env.close()
 
     def enter(self) -> None:
         active = self.active
@@ -328,11 +368,9 @@ class LMDBBackend(Backend):
 
     def _after_write(self, shared: _Env) -> None:
         self._writes += 1  # racy across threads on purpose: it only paces the sweeps
+        if not shared.dirty:
+            shared.wrote()
         now = time.monotonic()
-        if now - shared.last_sync >= self.sync_interval and not self.sync:
-            shared.last_sync = now
-            with contextlib.suppress(self._lmdb.Error):
-                shared.env.sync(True)
         if self._writes >= _SWEEP_EVERY_WRITES or now - self._last_sweep >= _SWEEP_EVERY_SECONDS:
             limit = proportional_sweep_limit(self._writes, _SWEEP_EVERY_WRITES, _SWEEP_MAX_BATCH)
             self._writes, self._last_sweep = 0, now
@@ -629,7 +667,8 @@ def _acquire(backend: LMDBBackend) -> _Env:
                 raise BackendUnavailableError(
                     f"cannot open LMDB environment {backend.path!r}: {type(exc).__name__}: {exc}{hint}"
                 ) from exc
-            shared = _ENVS[backend.path] = _Env(env, backend.path)
+            flush_every = None if backend.sync else backend.sync_interval
+            shared = _ENVS[backend.path] = _Env(env, backend.path, flush_every)
         shared.users += 1
         return shared
 
@@ -675,9 +714,7 @@ def _release(shared: _Env) -> None:
         if shared.users > 0 or _ENVS.get(shared.path) is not shared:
             return
         del _ENVS[shared.path]
-    with contextlib.suppress(Exception):
-        shared.env.sync(True)
-    shared.env.close()
+    shared.close()
 
 
 # -- entries -------------------------------------------------------------------------------------
