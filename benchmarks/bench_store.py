@@ -290,10 +290,11 @@ def open_sharedstate(config: tuple[str, str]) -> Client:
 # -- running the workloads --------------------------------------------------------------------------
 
 
-def _worker(subject: Subject, workload: str, key: str, ops: int, start: Any, done: Any) -> None:
+def _worker(subject: Subject, workload: str, key: str, ops: int, ready: Any, start: Any, done: Any) -> None:
     client = subject.opener(subject.config)
     op = client.incr if workload == "incr" else client.rmw
     op(key + "-warmup")  # connect before the clock starts
+    ready.put(os.getpid())
     start.wait()
     for _ in range(ops):
         op(key)
@@ -304,13 +305,18 @@ def multiprocess_cell(subject: Subject, workload: str, ops: int, processes: int)
     """(ops/s, lost updates) for ``processes`` processes doing ``ops`` operations each on one key."""
     ctx = mp.get_context("spawn")
     key = f"{workload}-{uuid.uuid4().hex[:8]}"
-    start, done = ctx.Event(), ctx.Queue()
+    ready, start, done = ctx.Queue(), ctx.Event(), ctx.Queue()
     procs = [
-        ctx.Process(target=_worker, args=(subject, workload, key, ops, start, done)) for _ in range(processes)
+        ctx.Process(target=_worker, args=(subject, workload, key, ops, ready, start, done))
+        for _ in range(processes)
     ]
     for p in procs:
         p.start()
-    time.sleep(0.5)  # let every worker connect and warm up
+    # The clock starts once every worker has imported its library, connected and warmed up: a
+    # fixed sleep (0.5 s before) let a slow import on the loaded machine fall inside the window
+    # (sharedstate's import and open take 0.27 s alone, more with four processes on two cores).
+    for _ in procs:
+        ready.get(timeout=300)
     began = time.perf_counter()
     start.set()
     for _ in procs:
