@@ -409,12 +409,7 @@ class LMDBBackend(Backend):
         record, expires = _record(key, stored, value, ttl, now, _new_version())
 
         def op(txn: Any, shared: _Env) -> None:
-            old = txn.get(stored)
-            if old is not None:
-                _unindex(txn, shared, stored, old)
-            txn.put(stored, record)
-            if expires:
-                txn.put(_EXPIRY.pack(expires) + stored, b"", db=shared.expiry)
+            _put_record(txn, shared, stored, record, expires)
 
         self._write(op)
 
@@ -769,6 +764,17 @@ def _full_key(stored: bytes, raw: bytes) -> str:
     (length,) = _KEYLEN.unpack_from(raw, _HEADER_SIZE)
     start = _HEADER_SIZE + _KEYLEN.size
     return raw[start : start + length].decode("utf-8")
+
+
+def _put_record(txn: Any, shared: _Env, stored: bytes, record: bytes, expires: float) -> None:
+    """Replace whatever is at ``stored`` by ``record`` (expiring at ``expires``, 0: never),
+    keeping the expiry index exact."""
+    old = txn.get(stored)
+    if old is not None:
+        _unindex(txn, shared, stored, old)
+    txn.put(stored, record)
+    if expires:
+        txn.put(_EXPIRY.pack(expires) + stored, b"", db=shared.expiry)
 
 
 def _unindex(txn: Any, shared: _Env, stored: bytes, old: bytes) -> None:
