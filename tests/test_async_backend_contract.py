@@ -508,7 +508,7 @@ def _scheme() -> str:
 
 
 def test_registry_knows_every_builtin_scheme_from_the_classes() -> None:
-    assert {"memory", "sqlite", "redis", "rediss", "postgresql", "postgres", "memcached"} <= set(
+    assert {"memory", "sqlite", "redis", "rediss", "postgresql", "postgres", "memcached", "lmdb"} <= set(
         known_schemes()
     )
     assert isinstance(async_backend_from_url("memory://"), AsyncMemoryBackend)
