@@ -206,6 +206,30 @@ def test_forked_child_opens_its_own_environment(tmp_path: Path) -> None:
     backend.close()
 
 
+def _incr_once(backend: LMDBBackend) -> None:
+    backend.incr("forked")
+
+
+def test_fork_while_another_thread_opens_the_environment(tmp_path: Path) -> None:
+    """A fork that lands while another thread holds the lock a backend opens its environment
+    under: the child (where that thread does not exist) still opens its own, instead of waiting
+    forever for a lock nobody will release."""
+    backend = backend_from_url(url_of(tmp_path))
+    assert isinstance(backend, LMDBBackend)
+    backend.incr("forked")
+    with backend._open_lock:  # as if a thread of this process were inside _open at the fork
+        child = FORK.Process(target=_incr_once, args=(backend,))
+        child.start()
+        child.join(20)
+    if child.is_alive():
+        child.kill()
+        child.join()
+    assert child.exitcode == 0
+    entry = backend.get("forked")
+    assert entry is not None and entry.value == 2
+    backend.close()
+
+
 # -- a SIGKILL inside a write transaction ---------------------------------------------------------
 
 

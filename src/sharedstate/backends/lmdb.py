@@ -54,6 +54,7 @@ import struct
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import unquote
@@ -96,6 +97,8 @@ _SCAN_BATCH = 500
 _ENVS: dict[str, _Env] = {}
 _ENVS_LOCK = threading.Lock()
 _PID = os.getpid()
+# Every backend of the process, for the fork handler (weakly: it keeps none alive).
+_BACKENDS: weakref.WeakSet[LMDBBackend] = weakref.WeakSet()
 # Environments inherited across fork, by directory: never used, never closed in the child (see
 # _open_environment).
 _INHERITED: dict[str, list[Any]] = {}
@@ -105,6 +108,8 @@ def _after_fork_in_child() -> None:
     global _PID, _ENVS_LOCK
     _PID = os.getpid()
     _ENVS_LOCK = threading.Lock()  # another thread may have held it at the fork
+    for backend in list(_BACKENDS):  # and the lock each backend opens its environment under
+        backend._open_lock = threading.Lock()
     for path, shared in _ENVS.items():
         _INHERITED.setdefault(path, []).append(shared.env)
     _ENVS.clear()
@@ -243,6 +248,7 @@ class LMDBBackend(Backend):
         self.sync_interval = seconds("sync_interval", sync_interval)
         self._shared: _Env | None = None
         self._open_lock = threading.Lock()
+        _BACKENDS.add(self)
         self._writes = 0  # since the last sweep, in this process
         self._last_sweep = time.monotonic()
 
