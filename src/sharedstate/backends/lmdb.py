@@ -10,7 +10,9 @@ How it stays correct:
 - Every write (``set`` included, which must drop the old entry's expiry index row) is one LMDB
   write transaction: LMDB's process-shared, robust write mutex serializes writers across threads
   and processes, so each operation is atomic per key. A process killed inside a write transaction
-  commits nothing; the next writer takes the mutex over (LMDB recovers a dead owner's mutex).
+  commits nothing; the next writer takes the mutex over (LMDB recovers a dead owner's mutex;
+  but see the known issue in docs/backends/lmdb.md: rarely, a writer waiting at that moment
+  is never woken, reproduced with the binding alone).
 - One ``lmdb.Environment`` per directory per process (LMDB forbids opening one twice in a process:
   closing the second would drop the first's file locks), shared by every backend and thread of the
   process, and never used across ``fork``: a child opens its own, and keeps the inherited one
