@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import random
 import signal
 import threading
 import time
@@ -259,6 +260,70 @@ def test_sigkill_inside_write_transaction(tmp_path: Path) -> None:
     assert backend.incr("acked") == 101
     assert time.monotonic() - started < 5
     assert backend.get("victim/half") is None
+    backend.close()
+
+
+def _write_until_stopped(url: str, key: str, started: Any, stop: Any) -> None:
+    backend = backend_from_url(url)
+    backend.incr(key)
+    started.set()
+    while not stop.is_set():
+        backend.incr("contended")
+        backend.incr(key)
+    backend.close()
+
+
+def _counts(backend: LMDBBackend, keys: list[str]) -> list[int]:
+    return [0 if (entry := backend.get(key)) is None else int(entry.value) for key in keys]
+
+
+@pytest.mark.timeout(180)
+def test_writers_survive_a_writer_killed_again_and_again(tmp_path: Path) -> None:
+    """Writers contend for LMDB's write lock while another writer is SIGKILLed, 25 times over: each
+    time, every survivor goes on writing within seconds and finishes when told to. Without the
+    write lock of our own (``lock_writes``), a writer waiting on LMDB's mutex when its owner was
+    killed was, now and then, never woken: this loop hung a survivor in most runs."""
+    url = url_of(tmp_path)
+    backend = backend_from_url(url)
+    assert isinstance(backend, LMDBBackend)
+    backend.incr("contended")  # the parent's environment is open at each fork
+    rng = random.Random()
+    stop = FORK.Event()
+    keys = [f"survivor/{i}" for i in range(3)]
+    survivors = []
+    for key in keys:
+        started = FORK.Event()
+        survivor = FORK.Process(target=_write_until_stopped, args=(url, key, started, stop), daemon=True)
+        survivor.start()
+        survivors.append(survivor)
+        assert started.wait(30)
+    try:
+        for kill in range(25):
+            started = FORK.Event()
+            victim = FORK.Process(
+                target=_write_until_stopped, args=(url, "victim", started, stop), daemon=True
+            )
+            victim.start()
+            assert started.wait(30)
+            time.sleep(rng.uniform(0.0, 0.02))
+            victim.kill()
+            victim.join(10)
+            assert victim.exitcode == -signal.SIGKILL
+            before = _counts(backend, keys)
+            deadline = time.monotonic() + 5
+            while any(now <= then for now, then in zip(_counts(backend, keys), before, strict=True)):
+                assert time.monotonic() < deadline, f"a writer was never woken after kill {kill + 1}"
+                time.sleep(0.005)
+        stop.set()
+        for survivor in survivors:
+            survivor.join(10)
+            assert survivor.exitcode == 0
+    finally:
+        stop.set()
+        for survivor in survivors:
+            if survivor.is_alive():
+                survivor.kill()
+                survivor.join(10)
     backend.close()
 
 

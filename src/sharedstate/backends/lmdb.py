@@ -10,9 +10,11 @@ How it stays correct:
 - Every write (``set`` included, which must drop the old entry's expiry index row) is one LMDB
   write transaction: LMDB's process-shared, robust write mutex serializes writers across threads
   and processes, so each operation is atomic per key. A process killed inside a write transaction
-  commits nothing; the next writer takes the mutex over (LMDB recovers a dead owner's mutex;
-  but see the known issue in docs/backends/lmdb.md: rarely, a writer waiting at that moment
-  is never woken, reproduced with the binding alone).
+  commits nothing; the next writer takes the mutex over (LMDB recovers a dead owner's mutex).
+  No two writers ever wait on LMDB's mutex at once: write transactions are serialized first by a
+  lock per environment in each process, then by an ``flock`` on ``sharedstate-write.lock`` in the
+  directory (see ``_Env.lock_writes``), because a writer waiting on that mutex when its owner is
+  SIGKILLed is, rarely, never woken (a lost wake-up, reproduced with the binding alone).
 - One ``lmdb.Environment`` per directory per process (LMDB forbids opening one twice in a process:
   closing the second would drop the first's file locks), shared by every backend and thread of the
   process, and never used across ``fork``: a child opens its own, and keeps the inherited one
@@ -48,6 +50,7 @@ a process opens on a directory apply to every backend of that process on it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import hashlib
 import os
@@ -90,6 +93,9 @@ _LONG_KEY_MARK = b"\xff"
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _LATER: Any = object()  # the hot path could not finish: the general path runs the operation
 
+#: Our own lock file in the environment directory: write transactions are serialized on it.
+WRITE_LOCK_FILE = "sharedstate-write.lock"
+
 _SWEEP_EVERY_WRITES = 100
 _SWEEP_EVERY_SECONDS = 30.0
 _SWEEP_MAX_BATCH = 1000
@@ -114,6 +120,7 @@ def _after_fork_in_child() -> None:
         backend._open_lock = threading.Lock()
     for path, shared in _ENVS.items():
         _INHERITED.setdefault(path, []).append(shared.env)
+        shared.drop_inherited_write_lock()
     _ENVS.clear()
 
 
@@ -157,6 +164,46 @@ class _Env:
         self._flusher: threading.Thread | None = None
         self._closed = threading.Event()
         self._close_lock = threading.Lock()  # a flush and the close never overlap
+        # The write lock (see lock_writes): this process's own file descriptor on the lock file.
+        self._writers = threading.Lock()
+        self._write_lock_fd = os.open(
+            os.path.join(path, WRITE_LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
+        )
+
+    def lock_writes(self) -> None:
+        """Take the host-wide write lock: first this process's lock (its threads take turns: an
+        ``flock`` is held per open file description, which they share), then an exclusive
+        ``flock`` on the lock file. Taken before ``begin(write=True)``, released after the commit
+        or abort, so at most one process ever waits on LMDB's write mutex, never two.
+
+        Why: a writer sleeping on LMDB's robust mutex when its owner is SIGKILLed is, rarely, never
+        woken (a lost wake-up; the lock word is 0 and the waiter sleeps on). The kernel releases
+        this flock reliably: on process death it first walks the robust-futex list in exit_mm
+        (marking LMDB's mutex owner-dead), then closes files in exit_files (releasing the flock),
+        so the next writer takes the flock and then finds the mutex owner-dead (EOWNERDEAD: LMDB
+        recovers it) instead of sleeping on the futex.
+        """
+        self._writers.acquire()
+        try:
+            fcntl.flock(self._write_lock_fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._writers.release()
+            raise
+
+    def unlock_writes(self) -> None:
+        try:
+            fcntl.flock(self._write_lock_fd, fcntl.LOCK_UN)
+        finally:
+            self._writers.release()
+
+    def drop_inherited_write_lock(self) -> None:
+        """In a forked child: close the inherited descriptor (it shares the parent's open file
+        description and so its flock; were the parent killed holding it, the child's copy would
+        keep it held). The child's own environment opens its own."""
+        fd, self._write_lock_fd = self._write_lock_fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def wrote(self) -> None:
         """Note a commit to flush (``sync=false``), starting this process's flusher if needed."""
@@ -188,6 +235,7 @@ class _Env:
         with self._close_lock:
             self._closed.set()
             self.env.close()
+            self.drop_inherited_write_lock()  # this process's own descriptor, here
 
     def enter(self) -> None:
         active = self.active
@@ -328,6 +376,7 @@ class LMDBBackend(Backend):
             shared = self._shared
             if shared is None or shared.pid != _PID:
                 shared = self._open()
+            self._lock_writes(shared)
             shared.enter()
             committing = False
             try:
@@ -351,9 +400,16 @@ class LMDBBackend(Backend):
                 raise self._unavailable(what, exc, applied=None if committing else False) from exc
             finally:
                 shared.leave()
+                shared.unlock_writes()
             self._grow(shared, seen, grow_to)
         self._after_write(shared)
         return result
+
+    def _lock_writes(self, shared: _Env) -> None:
+        try:
+            shared.lock_writes()
+        except OSError as exc:
+            raise self._unavailable("could not take the write lock", exc, applied=False) from exc
 
     def _grow(self, shared: _Env, seen: int, new_size: int) -> None:
         try:
@@ -490,6 +546,10 @@ class LMDBBackend(Backend):
         now = time.time()
         version = _new_version()
         lmdb = self._lmdb
+        try:
+            shared.lock_writes()
+        except OSError:
+            return _LATER  # the general path raises it
         active = shared.active
         active.append(None)  # the gate, inline (see _Env)
         try:
@@ -526,6 +586,7 @@ class LMDBBackend(Backend):
             return total
         finally:
             active.pop()
+            shared.unlock_writes()
 
     def _incr(self, key: str, stored: bytes, by: int, ttl: float | None) -> int:
         now = time.time()
