@@ -732,7 +732,15 @@ def _acquire(backend: LMDBBackend) -> _Env:
                     f"cannot open LMDB environment {backend.path!r}: {type(exc).__name__}: {exc}{hint}"
                 ) from exc
             flush_every = None if backend.sync else backend.sync_interval
-            shared = _ENVS[backend.path] = _Env(env, backend.path, flush_every)
+            try:
+                shared = _Env(env, backend.path, flush_every)
+            except OSError as exc:  # the write lock file (see _Env.lock_writes)
+                env.close()
+                raise BackendUnavailableError(
+                    f"cannot open LMDB environment {backend.path!r}: its write lock file "
+                    f"{WRITE_LOCK_FILE!r}: {type(exc).__name__}: {exc}"
+                ) from exc
+            _ENVS[backend.path] = shared
         shared.users += 1
         return shared
 
