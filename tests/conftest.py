@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, settings
 from sharedstate import Store
 from tests import servers
 
-ALL_BACKENDS = ["memory", "sqlite", "redis", "postgresql", "memcached"]
+ALL_BACKENDS = ["memory", "sqlite", "redis", "postgresql", "memcached", "lmdb"]
 SHARED_BACKENDS = [b for b in ALL_BACKENDS if b != "memory"]
 
 # Property-based tests (tests/test_properties.py). Bounded by default: 25 examples per property and

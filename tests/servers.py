@@ -106,11 +106,18 @@ _BACKEND_MODULES = {
 
 
 def backend_url(name: str, tmp_path: Path) -> str:
-    """The URL for backend ``name``: a file in ``tmp_path`` for sqlite, else a server (or skip/fail)."""
+    """The URL for backend ``name``: a file (sqlite) or directory (lmdb) in ``tmp_path``, else a
+    server (or skip/fail)."""
     if name == "memory":
         return "memory://"
     if name == "sqlite":
         return f"sqlite:///{tmp_path}/state.sqlite3"
+    if name == "lmdb":
+        try:
+            importlib.import_module("lmdb")
+        except ImportError as exc:
+            unavailable(f"the lmdb module is not installed (pip install 'sharedstate[lmdb]'): {exc}")
+        return f"lmdb:///{tmp_path}/state.lmdb"
     try:
         importlib.import_module(_BACKEND_MODULES[name])
     except ImportError as exc:

@@ -307,7 +307,7 @@ def test_sweep(opened: Opened) -> None:
         await b.set(opened.key("kept"), b"x")
         await asyncio.sleep(0.2)
         removed = await b.sweep()
-        if opened.name in ("memory", "sqlite", "postgresql"):  # they sweep; servers expire themselves
+        if opened.name in ("memory", "sqlite", "postgresql", "lmdb"):  # they sweep; servers expire themselves
             assert removed >= len(keys)
         else:
             assert removed == 0
@@ -508,7 +508,7 @@ def _scheme() -> str:
 
 
 def test_registry_knows_every_builtin_scheme_from_the_classes() -> None:
-    assert {"memory", "sqlite", "redis", "rediss", "postgresql", "postgres", "memcached"} <= set(
+    assert {"memory", "sqlite", "redis", "rediss", "postgresql", "postgres", "memcached", "lmdb"} <= set(
         known_schemes()
     )
     assert isinstance(async_backend_from_url("memory://"), AsyncMemoryBackend)

@@ -709,6 +709,7 @@ _QUERIES = st.one_of(
             *("timeout=1", "timeout=nan", "timeout=-1", "timeout=1e300", "max_entries=0", "max_entries=x"),
             *("db=99999", "db=-1", "max_connections=0", "table=bad-name", "bogus=1", "connect_timeout=1"),
             *(f"password={SECRET_MARK}", f"sslpassword={SECRET_MARK}x", "ssl_cert_reqs=maybe"),
+            *("map_size=0", "map_size=65536", "max_readers=0", "sync=maybe", "sync_interval=nan"),
         ]
     ),
     st.builds(lambda k, v: f"{k}={v}", _URL_PART, _URL_PART),
@@ -721,6 +722,7 @@ _SCHEMES = {
     "redis": ["redis", "rediss", "REDIS"],
     "postgresql": ["postgresql", "postgres", "PostgreSQL"],
     "memcached": ["memcached", "Memcached"],
+    "lmdb": ["lmdb", "LMDB"],
 }
 
 

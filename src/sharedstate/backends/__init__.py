@@ -3,7 +3,7 @@
 Each built-in backend module holds a sync backend class and its async twin; :data:`_BUILTIN`
 names them, and nothing else: the schemes come from the sync class's ``schemes``. A module is
 imported only when a URL needs it (in the order of :data:`_BUILTIN`, so ``sqlite://`` never imports
-the server drivers), so optional client libraries (redis, psycopg, pymemcache) are needed only by
+the server drivers), so optional client libraries (redis, psycopg, pymemcache, lmdb) are needed only by
 the people who use them. Two backends claiming one scheme is an error, whichever registers second.
 """
 
@@ -31,6 +31,7 @@ _BUILTIN: tuple[tuple[str, str, str], ...] = (
     ("sharedstate.backends.redis", "RedisBackend", "AsyncRedisBackend"),
     ("sharedstate.backends.postgres", "PostgresBackend", "AsyncPostgresBackend"),
     ("sharedstate.backends.memcached", "MemcachedBackend", "AsyncMemcachedBackend"),
+    ("sharedstate.backends.lmdb", "LMDBBackend", "AsyncLMDBBackend"),
 )
 
 
