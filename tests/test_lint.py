@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -539,14 +540,19 @@ def test_flake8_plugin_reports_codes_and_honours_noqa(tmp_path: Path) -> None:
     (tmp_path / "app.py").write_text(source)
     (tmp_path / "lazy.py").write_text((CORPUS / "real" / "lazy_init_lookalikes.py").read_text())
     src = Path(__file__).parent.parent / "src"
-    # The same classes the [project.entry-points."flake8.extension"] table names, loaded from this tree.
-    (tmp_path / ".flake8").write_text(
-        "[flake8]\nselect = SS\nper-file-ignores = lazy.py:SS101\n"
-        "[flake8:local-plugins]\nextension =\n"
-        "    SS = sharedstate.tools.lint:Flake8Checker\n"
-        "    SS2 = sharedstate.tools.lint:Flake8CacheChecker\n"
-        f"paths = {src}\n"
-    )
+    config = "[flake8]\nselect = SS\nper-file-ignores = lazy.py:SS101\n"
+    # Installed (make install): flake8 finds the plugin through the entry points, as users get it.
+    # Not installed (an install older than the entry points table): the same classes the table
+    # names, loaded from this tree. Never both, or every finding would be reported twice.
+    installed = {ep.name for ep in importlib.metadata.entry_points(group="flake8.extension")}
+    if not {"SS", "SS2"} <= installed:
+        config += (
+            "[flake8:local-plugins]\nextension =\n"
+            "    SS = sharedstate.tools.lint:Flake8Checker\n"
+            "    SS2 = sharedstate.tools.lint:Flake8CacheChecker\n"
+            f"paths = {src}\n"
+        )
+    (tmp_path / ".flake8").write_text(config)
     env = {**os.environ, "PYTHONPATH": str(src)}
 
     def flake8(*args: str) -> subprocess.CompletedProcess[str]:
