@@ -7,6 +7,8 @@ name to ``ALL_BACKENDS`` and a branch to ``servers.backend_url``.
 
 from __future__ import annotations
 
+import os
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -39,6 +41,12 @@ _BOUNDED = settings.get_profile("sharedstate")
 settings.register_profile("sharedstate-ci", _BOUNDED, derandomize=True, database=None)
 settings.register_profile("sharedstate-slow", _BOUNDED, max_examples=400)
 settings.load_profile("sharedstate-ci" if servers.IN_CI else "sharedstate")
+
+# pytest-xdist workers share a parent and a command line, which is what memory:// takes for the
+# workers of one server (it refuses to split its data between them). They are independent runs:
+# give each its own command line, so memory:// tells them apart.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    sys.argv = [*sys.argv, f"--xdist-worker={os.environ['PYTEST_XDIST_WORKER']}"]
 
 
 @pytest.fixture(params=ALL_BACKENDS)

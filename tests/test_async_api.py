@@ -268,6 +268,7 @@ def test_cached_coroutine_function(store_url: str, namespace: str) -> None:
     run(store_url, namespace, body)
 
 
+@pytest.mark.timing
 def test_cached_stale_ttl(store_url: str, namespace: str) -> None:
     async def body(store: AsyncStore) -> None:
         version = 0
@@ -404,6 +405,7 @@ def test_cached_single_flight_across_processes(backend: str, namespace: str, tmp
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis", "postgresql", "memcached"])
+@pytest.mark.timing
 def test_event_loop_lag_while_4_processes_contend(backend: str, namespace: str, tmp_path: Path) -> None:
     """Every process runs a probe task that wakes every 5 ms while its other tasks contend (with
     3 more processes) for one lock and one edited key: no wake-up is later than 50 ms.

@@ -689,6 +689,7 @@ def _lag_under_contention(path: Path, key: str) -> tuple[float, float]:
     return worst, worst_wall
 
 
+@pytest.mark.timing
 def test_loop_lag_under_four_contending_processes_on_sqlite(tmp_path: Path, namespace: str) -> None:
     # A second run only if the first missed: the shared machine's disk can stall any process for
     # a moment (seen once in ~30 runs, under a load average of 7), while a backend that blocks its

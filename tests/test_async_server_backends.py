@@ -229,6 +229,7 @@ def test_one_instance_serves_event_loops_in_turn(server_url: str, prefix: str) -
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.timing
 def test_two_loops_at_once_in_two_threads(server_url: str, prefix: str) -> None:
     """Loops running at the same time never get each other's connections."""
     import threading
@@ -372,6 +373,7 @@ async def _fails_in_time(call: Callable[[], Awaitable[object]]) -> BackendUnavai
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.timing
 def test_frozen_server_fails_within_the_timeout_and_recovers(
     proxied: tuple[str, FreezeProxy], prefix: str
 ) -> None:
@@ -405,6 +407,7 @@ def test_frozen_server_fails_within_the_timeout_and_recovers(
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.timing
 def test_every_call_fails_in_time_during_a_long_freeze(proxied: tuple[str, FreezeProxy], prefix: str) -> None:
     url, proxy = proxied
     backend = _open(url)

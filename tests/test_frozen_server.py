@@ -60,6 +60,7 @@ def _frozen_call_fails_in_time(call: object) -> BackendUnavailableError:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.timing
 def test_frozen_server_fails_within_the_timeout_and_recovers(proxied: tuple[str, FreezeProxy]) -> None:
     url, proxy = proxied
     with Store(url, namespace=f"frozen{servers.RUN_ID}{uuid.uuid4().hex[:8]}") as store:
@@ -86,6 +87,7 @@ def test_frozen_server_fails_within_the_timeout_and_recovers(proxied: tuple[str,
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.timing
 def test_every_call_fails_in_time_during_a_long_freeze(proxied: tuple[str, FreezeProxy]) -> None:
     """Calls keep failing within the timeout while frozen (new connections hang too)."""
     url, proxy = proxied
