@@ -103,6 +103,7 @@ class _Expired:
 
 _EXPIRED = _Expired()
 _MISSING = object()
+_BATCH = 500  # keys per delete_many round trip in clear()
 
 # One Store per configuration and process, shared by every thread (Django builds one cache object
 # per thread; a store per thread would open a pool per thread). A Store survives fork.
@@ -216,7 +217,7 @@ class SharedStateCache(BaseCache):  # type: ignore[misc]  # Django ships no type
         made: str = self.make_and_validate_key(key, version=version)
         return made
 
-    def _ttl(self, timeout: Any) -> float | None | _Expired:
+    def _ttl(self, timeout: Any) -> float | _Expired | None:
         """Django's timeout as a store ttl: ``None`` forever, ``_EXPIRED`` for 0 or negative."""
         if timeout is DEFAULT_TIMEOUT:
             timeout = self.default_timeout
@@ -227,7 +228,8 @@ class SharedStateCache(BaseCache):  # type: ignore[misc]  # Django ships no type
                 return _EXPIRED
             if timeout > MAX_SECONDS:
                 return None
-        return seconds("timeout", timeout)
+        checked: float = seconds("timeout", timeout)
+        return checked
 
     def _incr_ttl(self) -> float | None:
         """The ttl of an entry ``incr`` creates (only in the race where the key just vanished)."""
@@ -269,7 +271,7 @@ class SharedStateCache(BaseCache):  # type: ignore[misc]  # Django ships no type
         k = self._key(key, version)
         ttl = self._ttl(timeout)
         if isinstance(ttl, _Expired):  # stored and gone at once: it was added if it was absent
-            return self._get(k, _MISSING) is _MISSING
+            return not self._has(k)
         try:
             return self._store.add(k, value, ttl)
         except SerializationError as exc:
@@ -285,36 +287,88 @@ class SharedStateCache(BaseCache):  # type: ignore[misc]  # Django ships no type
     def delete(self, key: Any, version: int | None = None) -> bool:
         return self._store.delete(self._key(key, version))
 
+    def _has(self, k: str) -> bool:
+        try:
+            self._store.ttl(k)
+        except KeyError:
+            return False
+        return True
+
+    def has_key(self, key: Any, version: int | None = None) -> bool:
+        """Whether ``key`` is present and live (one round trip; the value is not read)."""
+        return self._has(self._key(key, version))
+
     def incr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
         k = self._key(key, version)
-        if self._get(k, _MISSING) is _MISSING:
+        if not self._has(k):
             raise ValueError(f"Key '{key}' not found")
         return self._store.incr(k, delta, self._incr_ttl())
 
     def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
-        found = {}
-        for key in keys:
-            value = self.get(key, _MISSING, version=version)
-            if value is not _MISSING:
-                found[key] = value
-        return found
+        made = {self._key(key, version): key for key in keys}
+        if not made:
+            return {}
+        try:
+            found = self._store.get_many(list(made))
+        except SerializationError:  # one unreadable entry: read one by one, it counts as a miss
+            found = {k: v for k in made if (v := self._get(k, _MISSING)) is not _MISSING}
+        return {made[k]: v for k, v in found.items()}
 
     def set_many(
         self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> list[Any]:
-        for key, value in data.items():
-            self.set(key, value, timeout, version)
+        """Store every item, or (an unsupported value, a bad key) raise with nothing stored.
+
+        Returns ``[]``: no key ever fails alone.
+        """
+        items = {self._key(key, version): value for key, value in data.items()}
+        ttl = self._ttl(timeout)
+        if isinstance(ttl, _Expired):
+            if items:
+                self._store.delete_many(list(items))
+            return []
+        try:
+            self._store.set_many(items, ttl)
+        except SerializationError as exc:
+            raise self._write_error(exc) from exc
         return []
 
     def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
-        for key in keys:
-            self.delete(key, version)
+        made = [self._key(key, version) for key in keys]
+        if made:
+            self._store.delete_many(made)
 
     def clear(self) -> None:
         """Remove every entry of this cache's namespace (nothing else in the store)."""
         store = self._store
-        for key in store.keys():
-            store.delete(key)
+        keys = store.keys()
+        for i in range(0, len(keys), _BATCH):
+            store.delete_many(keys[i : i + _BATCH])
+
+    def incr_version(self, key: Any, delta: int = 1, version: int | None = None) -> int:
+        """Move ``key`` to version ``version + delta``; return the new version.
+
+        Unlike Django's default, the entry keeps the time it had left (not a fresh default
+        timeout). Not atomic across the two keys, as in Django: a concurrent writer of either
+        version may interleave.
+        """
+        if version is None:
+            version = self.version
+        old, new = self._key(key, version), self._key(key, version + delta)
+        value = self._get(old, _MISSING)
+        ttl = self._left(old) if value is not _MISSING else _EXPIRED
+        if isinstance(ttl, _Expired):
+            raise ValueError(f"Key '{key}' not found")
+        self._store.set(new, value, ttl)
+        self._store.delete(old)
+        return int(version + delta)
+
+    def _left(self, k: str) -> float | _Expired | None:
+        try:
+            ttl = self._store.ttl(k)
+        except KeyError:
+            return _EXPIRED
+        return _EXPIRED if ttl is not None and ttl <= 0 else ttl
 
     def close(self, **kwargs: Any) -> None:
         """Nothing to do: Django calls this after every request, and the store keeps its
@@ -351,7 +405,7 @@ class SharedStateCache(BaseCache):  # type: ignore[misc]  # Django ships no type
         k = self._key(key, version)
         ttl = self._ttl(timeout)
         if isinstance(ttl, _Expired):
-            return await self._aget(k, _MISSING) is _MISSING
+            return not await self._ahas(k)
         try:
             return await self._astore().add(k, value, ttl)
         except SerializationError as exc:
@@ -367,36 +421,79 @@ class SharedStateCache(BaseCache):  # type: ignore[misc]  # Django ships no type
     async def adelete(self, key: Any, version: int | None = None) -> bool:
         return await self._astore().delete(self._key(key, version))
 
+    async def _ahas(self, k: str) -> bool:
+        try:
+            await self._astore().ttl(k)
+        except KeyError:
+            return False
+        return True
+
+    async def ahas_key(self, key: Any, version: int | None = None) -> bool:
+        return await self._ahas(self._key(key, version))
+
     async def aincr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
         k = self._key(key, version)
-        if await self._aget(k, _MISSING) is _MISSING:
+        if not await self._ahas(k):
             raise ValueError(f"Key '{key}' not found")
         return await self._astore().incr(k, delta, self._incr_ttl())
 
     async def aget_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
-        found = {}
-        for key in keys:
-            value = await self.aget(key, _MISSING, version=version)
-            if value is not _MISSING:
-                found[key] = value
-        return found
+        made = {self._key(key, version): key for key in keys}
+        if not made:
+            return {}
+        try:
+            found = await self._astore().get_many(list(made))
+        except SerializationError:
+            found = {k: v for k in made if (v := await self._aget(k, _MISSING)) is not _MISSING}
+        return {made[k]: v for k, v in found.items()}
 
     async def aset_many(
         self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> list[Any]:
-        for key, value in data.items():
-            await self.aset(key, value, timeout, version)
+        items = {self._key(key, version): value for key, value in data.items()}
+        ttl = self._ttl(timeout)
+        if isinstance(ttl, _Expired):
+            if items:
+                await self._astore().delete_many(list(items))
+            return []
+        try:
+            await self._astore().set_many(items, ttl)
+        except SerializationError as exc:
+            raise self._write_error(exc) from exc
         return []
 
     async def adelete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
-        for key in keys:
-            await self.adelete(key, version)
+        made = [self._key(key, version) for key in keys]
+        if made:
+            await self._astore().delete_many(made)
 
     async def aclear(self) -> None:
         """See :meth:`clear`."""
         store = self._astore()
-        for key in await store.keys():
-            await store.delete(key)
+        keys = await store.keys()
+        for i in range(0, len(keys), _BATCH):
+            await store.delete_many(keys[i : i + _BATCH])
+
+    async def aincr_version(self, key: Any, delta: int = 1, version: int | None = None) -> int:
+        """See :meth:`incr_version`."""
+        if version is None:
+            version = self.version
+        old, new = self._key(key, version), self._key(key, version + delta)
+        value = await self._aget(old, _MISSING)
+        ttl = await self._aleft(old) if value is not _MISSING else _EXPIRED
+        if isinstance(ttl, _Expired):
+            raise ValueError(f"Key '{key}' not found")
+        store = self._astore()
+        await store.set(new, value, ttl)
+        await store.delete(old)
+        return int(version + delta)
+
+    async def _aleft(self, k: str) -> float | _Expired | None:
+        try:
+            ttl = await self._astore().ttl(k)
+        except KeyError:
+            return _EXPIRED
+        return _EXPIRED if ttl is not None and ttl <= 0 else ttl
 
     async def aclose(self, **kwargs: Any) -> None:
         """See :meth:`close`."""
