@@ -71,6 +71,7 @@ from django.core.cache.backends.base import (
     InvalidCacheBackendError,
     InvalidCacheKey,
 )
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.crypto import salted_hmac
 
 from sharedstate._async.store import AsyncStore, default_url
@@ -169,7 +170,10 @@ class SharedStateCache(BaseCache):  # type: ignore[misc]  # Django ships no type
 
     @staticmethod
     def _derived_secret() -> bytes:
-        secret = getattr(settings, "SECRET_KEY", "")
+        try:
+            secret = settings.SECRET_KEY
+        except ImproperlyConfigured:  # Django refuses to hand out an empty SECRET_KEY
+            secret = ""
         if not secret:
             raise InvalidCacheBackendError(
                 "SharedStateCache signs its pickles with a key derived from settings.SECRET_KEY, "
