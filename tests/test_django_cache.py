@@ -57,7 +57,7 @@ def _cleanup(url: str, namespace: str) -> None:
                 store.delete_many(keys)
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgresql"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return servers.backend_url(request.param, tmp_path)
 
@@ -339,6 +339,24 @@ def test_configuration_errors(tmp_path: Path) -> None:
         SharedStateCache(url, {})
     with override_settings(SECRET_KEY=""):
         SharedStateCache(url, {"OPTIONS": {"serializer": "json"}})  # json needs no key
+    with pytest.raises(InvalidCacheBackendError, match="one sharedstate URL"):
+        SharedStateCache(["redis://a", "redis://b"], {})  # type: ignore[arg-type]
+
+
+def test_memcached_location(tmp_path: Path, ns: str) -> None:
+    """memcached:// works as a cache, except clear(), which cannot list keys and says so."""
+    from sharedstate import NotSupportedError
+
+    cache = make(servers.backend_url("memcached", tmp_path), ns)
+    cache.set("a", {"x": 1}, timeout=30)
+    assert cache.get("a") == {"x": 1} and cache.has_key("a")
+    cache.set("n", 1)
+    assert cache.incr("n", 2) == 3
+    assert cache.set_many({"b": 2, "c": 3}) == [] and cache.get_many(["b", "c", "d"]) == {"b": 2, "c": 3}
+    cache.delete_many(["a", "b", "c", "n"])
+    assert cache.get_many(["a", "b", "c", "n"]) == {}
+    with pytest.raises(NotSupportedError, match="clear"):
+        cache.clear()
 
 
 def test_keys_warn_like_djangos_and_refuse_what_no_backend_stores(cache: SharedStateCache) -> None:

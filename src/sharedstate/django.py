@@ -149,6 +149,11 @@ class SharedStateCache(BaseCache):  # type: ignore[misc]  # Django ships no type
         prefix = str(self.key_prefix)
         default_ns = f"{DEFAULT_NAMESPACE}:{_escape(prefix)}" if prefix else DEFAULT_NAMESPACE
         self.namespace: str = options.get("namespace", default_ns)
+        if not isinstance(location, str):
+            raise InvalidCacheBackendError(
+                "SharedStateCache LOCATION must be one sharedstate URL (a str), got "
+                f"{type(location).__name__}"
+            )
         self.location: str = location or default_url()
         self._pickle = serializer == "pickle"
         self._store_args: dict[str, Any] = {
