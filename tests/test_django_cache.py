@@ -488,3 +488,42 @@ def test_expired_entries_are_misses(cache: SharedStateCache) -> None:
     assert cache.get("short") is None and not cache.has_key("short")
     with pytest.raises(ValueError):
         cache.incr("short")
+
+
+def test_add_has_one_winner_among_threads(cache: SharedStateCache) -> None:
+    import threading
+
+    results: list[bool] = []
+    start = threading.Barrier(16)
+
+    def run(i: int) -> None:
+        start.wait()
+        results.append(cache.add("once", i, timeout=None))
+
+    pool = [threading.Thread(target=run, args=(i,)) for i in range(16)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert results.count(True) == 1
+
+
+def test_djangos_cache_session_engine_runs_on_it(tmp_path: Path) -> None:
+    from django.contrib.sessions.backends.cache import SessionStore
+    from django.core.cache import caches
+    from django.test import override_settings
+
+    config = {
+        "default": {
+            "BACKEND": "sharedstate.django.SharedStateCache",
+            "LOCATION": f"sqlite:///{tmp_path}/s.sqlite3",
+        }
+    }
+    with override_settings(CACHES=config, SESSION_CACHE_ALIAS="default"):
+        session = SessionStore()
+        session["cart"] = [1, 2]
+        session.save()
+        again = SessionStore(session.session_key)
+        assert again["cart"] == [1, 2]
+        again.flush()
+        assert not caches["default"].store.keys()
