@@ -147,8 +147,10 @@ def test_django_own_cache_suite(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(240)
-def test_incr_8_processes_exact(url: str, ns: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_incr_8_processes_exact(backend: str, ns: str, tmp_path: Path) -> None:
     """8 processes x 500 ``cache.incr`` on one key: every value 1..4000 returned exactly once."""
+    url = servers.backend_url(backend, tmp_path)
     processes, per_process = 8, 500
     cache = make(url, ns)
     cache.set("hits", 0, timeout=None)
@@ -339,6 +341,8 @@ def test_configuration_errors(tmp_path: Path) -> None:
         SharedStateCache(url, {})
     with override_settings(SECRET_KEY=""):
         SharedStateCache(url, {"OPTIONS": {"serializer": "json"}})  # json needs no key
+    with pytest.raises(InvalidCacheBackendError, match="whole store"):
+        SharedStateCache(url, {"OPTIONS": {"namespace": ""}})
     with pytest.raises(InvalidCacheBackendError, match="one sharedstate URL"):
         SharedStateCache(["redis://a", "redis://b"], {})  # type: ignore[arg-type]
 

@@ -149,6 +149,11 @@ class SharedStateCache(BaseCache):  # type: ignore[misc]  # Django ships no type
         prefix = str(self.key_prefix)
         default_ns = f"{DEFAULT_NAMESPACE}:{_escape(prefix)}" if prefix else DEFAULT_NAMESPACE
         self.namespace: str = options.get("namespace", default_ns)
+        if not self.namespace or not isinstance(self.namespace, str):
+            raise InvalidCacheBackendError(
+                "SharedStateCache OPTIONS namespace must be a non-empty str: clear() empties the "
+                "whole namespace, and with none that would be the whole store"
+            )
         if not isinstance(location, str):
             raise InvalidCacheBackendError(
                 "SharedStateCache LOCATION must be one sharedstate URL (a str), got "
@@ -177,12 +182,13 @@ class SharedStateCache(BaseCache):  # type: ignore[misc]  # Django ships no type
     def _derived_secret() -> bytes:
         try:
             secret = settings.SECRET_KEY
-        except ImproperlyConfigured:  # Django refuses to hand out an empty SECRET_KEY
+        except ImproperlyConfigured:  # empty, or settings not configured
             secret = ""
         if not secret:
             raise InvalidCacheBackendError(
                 "SharedStateCache signs its pickles with a key derived from settings.SECRET_KEY, "
-                "which is empty: set SECRET_KEY, or OPTIONS secret_key, or OPTIONS serializer 'json'"
+                "which is empty or not configured: set SECRET_KEY, or OPTIONS secret_key, or "
+                "OPTIONS serializer 'json'"
             )
         digest: bytes = salted_hmac(_SALT, "pickle-signing-key", secret=secret, algorithm="sha256").digest()
         return digest
