@@ -7,7 +7,8 @@ Subjects (each a ``CACHES`` entry, the way a project configures it): Django's ``
 ``RedisCache``; ``SharedStateCache`` on ``sqlite://`` and ``redis://``.
 
 - **incr**: ``--processes`` spawned processes each call ``cache.incr("hits")`` ``--incrs`` times;
-  ops/s over the whole run and lost increments (expected total minus the final value).
+  ops/s from the first worker's start to the last one's end, lost increments (calls that returned
+  but whose increment is not in the final value) and calls that raised (worst round).
 - **get / set**: one process, median latency of single calls on 100 keys holding a small dict.
 
 Rounds are interleaved (every subject once per round) so a slow spell of the shared machine falls on
@@ -83,7 +84,7 @@ def configure(tmp: str) -> None:
         django.setup()
 
 
-def incr_worker(tmp: str, name: str, count: int, start: Any, times: Any, slot: int) -> None:
+def incr_worker(tmp: str, name: str, count: int, start: Any, times: Any, failures: Any, slot: int) -> None:
     configure(tmp)
     from django.core.cache import caches
 
@@ -91,14 +92,20 @@ def incr_worker(tmp: str, name: str, count: int, start: Any, times: Any, slot: i
     cache.get("warm-up")  # connect before the clock starts
     start.wait()
     began = time.time()  # wall clock: comparable across the processes of one machine
+    failed = 0
     for _ in range(count):
-        cache.incr("hits")
+        try:
+            cache.incr("hits")
+        except Exception:  # e.g. DatabaseCache on SQLite: "database is locked"
+            failed += 1
     times[2 * slot], times[2 * slot + 1] = began, time.time()
+    failures[slot] = failed
 
 
-def measure_incr(tmp: str, name: str, processes: int, count: int) -> tuple[float, int]:
+def measure_incr(tmp: str, name: str, processes: int, count: int) -> tuple[float, int, int]:
     """Increments per second from the first worker's start to the last one's end (process start-up
-    and exit are not counted), and the increments lost."""
+    and exit are not counted), the increments lost (not counting those that raised), and how many
+    raised."""
     from django.core.cache import caches
 
     cache = caches[name]
@@ -106,8 +113,10 @@ def measure_incr(tmp: str, name: str, processes: int, count: int) -> tuple[float
     ctx = multiprocessing.get_context("spawn")
     start = ctx.Barrier(processes)
     times = ctx.Array("d", 2 * processes)
+    failures = ctx.Array("i", processes)
     procs = [
-        ctx.Process(target=incr_worker, args=(tmp, name, count, start, times, i)) for i in range(processes)
+        ctx.Process(target=incr_worker, args=(tmp, name, count, start, times, failures, i))
+        for i in range(processes)
     ]
     for p in procs:
         p.start()
@@ -115,8 +124,9 @@ def measure_incr(tmp: str, name: str, processes: int, count: int) -> tuple[float
         p.join()
     assert all(p.exitcode == 0 for p in procs), f"{name}: a worker failed"
     elapsed = max(times[1::2]) - min(times[0::2])
+    failed = sum(failures)
     total = processes * count
-    return total / elapsed, total - int(cache.get("hits"))
+    return total / elapsed, total - failed - int(cache.get("hits")), failed
 
 
 def measure_latency(name: str, n: int = 100, reps: int = 5) -> tuple[float, float]:
@@ -153,7 +163,7 @@ def main() -> int:
         call_command("createcachetable", verbosity=0)
         names = list(subjects(tmp))
         results: dict[str, dict[str, list[float]]] = {
-            n: {"ops": [], "lost": [], "get": [], "set": []} for n in names
+            n: {"ops": [], "lost": [], "failed": [], "get": [], "set": []} for n in names
         }
         for _ in range(args.rounds):
             for name in names:
@@ -161,9 +171,10 @@ def main() -> int:
                 results[name]["get"].append(get_us)
                 results[name]["set"].append(set_us)
                 if "LocMem" not in name:
-                    ops, lost = measure_incr(tmp, name, args.processes, args.incrs)
+                    ops, lost, failed = measure_incr(tmp, name, args.processes, args.incrs)
                     results[name]["ops"].append(ops)
                     results[name]["lost"].append(lost)
+                    results[name]["failed"].append(failed)
         for name in names:
             caches[name].clear()
         total = args.processes * args.incrs
@@ -171,15 +182,16 @@ def main() -> int:
             f"{args.rounds} rounds, {args.processes} processes x {args.incrs} incr; "
             "medians (lost: worst round)\n"
         )
-        print(f"| subject | incr ops/s | incr lost (of {total}) | get µs | set µs |")
-        print("|---|---|---|---|---|")
+        print(f"| subject | incr ops/s | incr lost (of {total}) | incr raised | get µs | set µs |")
+        print("|---|---|---|---|---|---|")
         med: dict[str, dict[str, float]] = {}
         for name in names:
             r = results[name]
             med[name] = {k: statistics.median(v) for k, v in r.items() if v}
             ops = f"{med[name]['ops']:,.0f}" if r["ops"] else "n/a (one process)"
             lost = f"{max(r['lost']):.0f}" if r["lost"] else "n/a"
-            print(f"| {name} | {ops} | {lost} | {med[name]['get']:.1f} | {med[name]['set']:.1f} |")
+            failed = f"{max(r['failed']):.0f}" if r["failed"] else "n/a"
+            print(f"| {name} | {ops} | {lost} | {failed} | {med[name]['get']:.1f} | {med[name]['set']:.1f} |")
         print("\nRatios in this run (SharedStateCache / Django's backend on the same storage):")
         for ours, peer in (
             ("SharedStateCache sqlite://", "django DatabaseCache (sqlite)"),
@@ -188,8 +200,8 @@ def main() -> int:
         ):
             a, b = med[ours], med[peer]
             print(
-                f"  {ours} vs {peer}: incr {a['ops'] / b['ops']:.2f}x ops/s, "
-                f"get {a['get'] / b['get']:.2f}x latency, set {a['set'] / b['set']:.2f}x latency"
+                f"  {ours} vs {peer}: incr {a['ops'] / b['ops']:.3g}x ops/s, "
+                f"get {a['get'] / b['get']:.3g}x latency, set {a['set'] / b['set']:.3g}x latency"
             )
     return 0
 
