@@ -94,12 +94,14 @@ NEEDS_PICKLE = {
     "test_set_fail_on_pickleerror",
 }
 MIN_TESTS = 54  # BaseCacheTests in Django 5.2
+MIN_SESSION_TESTS = 70  # CacheSessionTests (Django's cache session engine) in Django 5.2
 
 
 @pytest.mark.timeout(120)
 def test_django_own_cache_suite(tmp_path: Path) -> None:
-    """Django's ``BaseCacheTests`` pass against SharedStateCache on sqlite:// (pickle and json
-    serializers) and redis://, the three runs at once (each is mostly Django's own sleeps)."""
+    """Django's ``BaseCacheTests``, and its ``CacheSessionTests`` (the ``cache`` session engine),
+    pass against SharedStateCache on sqlite:// (pickle and json serializers) and redis://, the
+    three runs at once (each is mostly Django's own sleeps)."""
     peer = _peer_suite_module()
     try:
         django_dir = peer.peer_suite("Django")
@@ -136,11 +138,14 @@ def test_django_own_cache_suite(tmp_path: Path) -> None:
             pytest.fail(f"{name}: Django's cache suite did not finish in 100 s:\n{output[-3000:]}")
         assert proc.returncode == 0, f"{name}: Django's cache suite failed:\n{output[-6000:]}"
         ran = re.search(r"^Ran (\d+) tests?", output, re.MULTILINE)
-        assert ran and int(ran.group(1)) >= MIN_TESTS, f"{name}: too few tests ran:\n{output[-3000:]}"
+        minimum = MIN_TESTS + MIN_SESSION_TESTS
+        assert ran and int(ran.group(1)) >= minimum, f"{name}: too few tests ran:\n{output[-3000:]}"
+        sessions_ok = re.findall(r"\(peer_sessions\.SharedStateCacheSessionTests\.\w+\)", output)
+        assert len(sessions_ok) >= MIN_SESSION_TESTS, f"{name}: session tests missing"
         skipped = set(re.findall(r"^(test_\w+) \(.*\) \.\.\. skipped", output, re.MULTILINE))
         expected = CULL | (NEEDS_PICKLE if name.endswith("json") else set())
         assert skipped == expected, f"{name}: unexpected skips {skipped ^ expected}"
-        assert int(ran.group(1)) - len(skipped) >= MIN_TESTS - len(expected)
+        assert int(ran.group(1)) - len(skipped) >= minimum - len(expected)
 
 
 # -- exact counts across processes --------------------------------------------------------------

@@ -18,5 +18,5 @@ if __name__ == "__main__":
     from django.test.runner import DiscoverRunner
 
     django.setup()
-    failures = DiscoverRunner(verbosity=2, interactive=False).run_tests(["peer_cache"])
+    failures = DiscoverRunner(verbosity=2, interactive=False).run_tests(["peer_cache", "peer_sessions"])
     sys.exit(1 if failures else 0)
