@@ -536,3 +536,19 @@ def test_djangos_cache_session_engine_runs_on_it(tmp_path: Path) -> None:
         assert again["cart"] == [1, 2]
         again.flush()
         assert not caches["default"].store.keys()
+
+
+def test_one_store_per_configuration_shared_by_threads(tmp_path: Path) -> None:
+    """Django builds one cache object per thread; they share one Store (one connection pool)."""
+    import threading
+
+    url = f"sqlite:///{tmp_path}/t.sqlite3"
+    built: list[SharedStateCache] = []
+    pool = [threading.Thread(target=lambda: built.append(SharedStateCache(url, {}))) for _ in range(4)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert len({id(c.store) for c in built}) == 1
+    other = SharedStateCache(url, {"KEY_PREFIX": "p"})
+    assert other.store is not built[0].store and other.namespace == f"{DEFAULT_NAMESPACE}:p"
