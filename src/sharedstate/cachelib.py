@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from sharedstate._optional import require
@@ -35,10 +37,8 @@ logger = logging.getLogger(__name__)
 #: The part of the store a :class:`SharedStateCache` keeps its entries in, unless told otherwise.
 DEFAULT_NAMESPACE = "cachelib"
 
-_MISSING: Any = object()
 
-
-class SharedStateCache(BaseCache):  # type: ignore[misc]  # cachelib's BaseCache is untyped for mypy
+class SharedStateCache(BaseCache):
     """A cachelib cache over a sharedstate :class:`~sharedstate.Store`.
 
     ``SharedStateCache(store=None, *, namespace="cachelib", key_prefix=None, default_timeout=300,
@@ -124,12 +124,34 @@ class SharedStateCache(BaseCache):  # type: ignore[misc]  # cachelib's BaseCache
         self._store: Store | None
         if isinstance(store, str):
             self._store = Store(store, serializer=serializer, secret_key=secret_key)
-        elif store is None or isinstance(store, Store):
+        elif isinstance(store, Store):
             self._store = store
+        elif store is None:
+            self._store = None
+            made_by = _flask_caching_caller()
+            if made_by is not None:
+                self._configure_from_flask(*made_by)
         else:
             raise TypeError(f"store must be a Store, a URL or None, got {type(store).__name__}")
 
     # -- the store and the keys ----------------------------------------------------------------
+
+    @classmethod
+    def factory(
+        cls, app: Any, config: Mapping[str, Any], args: list[Any], kwargs: dict[str, Any]
+    ) -> SharedStateCache:
+        """Flask-Caching's backend constructor: the cache, its store named by ``config``.
+
+        ``config`` is Flask-Caching's merged config (the app's, then ``Cache(config=...)``, then
+        ``init_app(app, config=...)``). Flask-Caching calls this only for subclasses of its own
+        ``BaseCache`` named by a ``CACHE_TYPE`` without "cachelib" in it; for
+        ``"sharedstate.cachelib.SharedStateCache"`` it calls the class itself, which then finds
+        the same ``app`` and ``config`` itself (see :class:`SharedStateCache`).
+        """
+        cache = cls(*args, **kwargs)
+        if cache._store is None:
+            cache._configure_from_flask(app, config)
+        return cache
 
     @property
     def store(self) -> Store:
@@ -138,26 +160,31 @@ class SharedStateCache(BaseCache):  # type: ignore[misc]  # cachelib's BaseCache
         if store is None:
             with self._lock:
                 if self._store is None:
-                    self._store = self._store_from_flask()
+                    self._configure_from_current_app()
                 store = self._store
+                assert store is not None
         return store
 
-    def _store_from_flask(self) -> Store:
+    def _configure_from_current_app(self) -> None:
         try:
             from flask import current_app, has_app_context
         except ImportError:
-            has_app_context = None
-        if has_app_context is None or not has_app_context():
+            in_app = False
+        else:
+            in_app = has_app_context()
+        if not in_app:
             raise RuntimeError(
                 "SharedStateCache() without a store reads it from the Flask app's config "
                 "(CACHE_SHAREDSTATE_URL) on first use, which needs an app context; pass a URL or "
                 "a Store (SharedStateCache('sqlite:///cache.db'), or CACHE_OPTIONS={'store': url} "
                 "under Flask-Caching)"
             )
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        self._configure_from_flask(app, app.config)
+
+    def _configure_from_flask(self, app: Any, config: Mapping[str, Any]) -> None:
         from sharedstate.flask import default_namespace, default_url
 
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        config = app.config
         url = config.get("CACHE_SHAREDSTATE_URL") or config.get("SHAREDSTATE_URL") or default_url(app)
         namespace = config.get("SHAREDSTATE_NAMESPACE")
         if namespace is None:
@@ -168,7 +195,7 @@ class SharedStateCache(BaseCache):  # type: ignore[misc]  # cachelib's BaseCache
         secret_key = self._secret_key
         if serializer == "pickle" and secret_key is None:
             secret_key = config.get("CACHE_SHAREDSTATE_SECRET_KEY") or config.get("SECRET_KEY")
-        return Store(url, namespace=namespace, serializer=serializer, secret_key=secret_key)
+        self._store = Store(url, namespace=namespace, serializer=serializer, secret_key=secret_key)
 
     def _prefix(self) -> str:
         prefix = self.key_prefix
@@ -210,12 +237,13 @@ class SharedStateCache(BaseCache):  # type: ignore[misc]  # cachelib's BaseCache
         """Whether ``key`` holds a live entry (one that has not expired)."""
         full = self._key(key)
         try:
-            return self.store.get(full, _MISSING) is not _MISSING
-        except SerializationError:
-            return True  # it is there, though this cache cannot read it
+            self.store.ttl(full)  # reads the expiry, not the value
+        except KeyError:
+            return False
         except BackendUnavailableError as exc:
             self._failed("has", exc)
             return False
+        return True
 
     def set(self, key: str, value: Any, timeout: int | dt.timedelta | None = None) -> bool:
         """Store ``value`` at ``key``; ``True``, or ``False`` if the backend could not be reached.
@@ -282,7 +310,7 @@ class SharedStateCache(BaseCache):  # type: ignore[misc]  # cachelib's BaseCache
         """The values of ``keys``, in order; ``None`` for each absent, expired or unreadable one."""
         fulls = [self._key(k) for k in keys]
         try:
-            found = _get_many(self.store, fulls)
+            found = self.store.get_many(fulls)
         except BackendUnavailableError as exc:
             self._failed("get_many", exc)
             return [None] * len(keys)
@@ -300,9 +328,9 @@ class SharedStateCache(BaseCache):  # type: ignore[misc]  # cachelib's BaseCache
         ttl = self._ttl(timeout)
         try:
             if ttl is not None and ttl < 0:
-                _delete_many(self.store, list(items))
+                self.store.delete_many(list(items))
             else:
-                _set_many(self.store, items, ttl)
+                self.store.set_many(items, ttl)
         except BackendUnavailableError as exc:
             self._failed("set_many", exc)
             return []
@@ -315,7 +343,7 @@ class SharedStateCache(BaseCache):  # type: ignore[misc]  # cachelib's BaseCache
         """
         fulls = [self._key(k) for k in keys]
         try:
-            _delete_many(self.store, fulls)
+            self.store.delete_many(fulls)
         except BackendUnavailableError as exc:
             if not self.ignore_delete_many_errors:
                 raise RuntimeError(f"Failed to delete keys: {list(keys)}") from exc
@@ -331,7 +359,7 @@ class SharedStateCache(BaseCache):  # type: ignore[misc]  # cachelib's BaseCache
         prefix = self._prefix()
         try:
             store = self.store
-            _delete_many(store, store.keys(prefix))  # keys() lists them with the prefix
+            store.delete_many(store.keys(prefix))  # keys() lists them with the prefix
         except BackendUnavailableError as exc:
             self._failed("clear", exc)
             return False
@@ -366,35 +394,27 @@ class SharedStateCache(BaseCache):  # type: ignore[misc]  # cachelib's BaseCache
         return f"<SharedStateCache {where} namespace={self.namespace!r}>"
 
 
-# -- batched store calls -----------------------------------------------------------------------
+def _flask_caching_caller() -> tuple[Any, Mapping[str, Any]] | None:
+    """The ``app`` and merged ``config`` of the Flask-Caching ``init_app`` making this cache, if any.
 
-
-def _get_many(store: Store, keys: list[str]) -> dict[str, Any]:
-    batched = getattr(store, "get_many", None)
-    if batched is not None:
-        found: dict[str, Any] = batched(keys)
-        return found
-    out = {}
-    for key in keys:
-        value = store.get(key, _MISSING)
-        if value is not _MISSING:
-            out[key] = value
-    return out
-
-
-def _set_many(store: Store, items: dict[str, Any], ttl: float | None) -> None:
-    batched = getattr(store, "set_many", None)
-    if batched is not None:
-        batched(items, ttl)
-        return
-    for key, value in items.items():
-        store.set(key, value, ttl)
-
-
-def _delete_many(store: Store, keys: Iterable[str]) -> None:
-    batched = getattr(store, "delete_many", None)
-    if batched is not None:
-        batched(list(keys))
-        return
-    for key in keys:
-        store.delete(key)
+    For a ``CACHE_TYPE`` with "cachelib" in its import path, Flask-Caching (2.x) calls the class
+    with only ``default_timeout``, ``ignore_delete_many_errors`` and ``CACHE_OPTIONS``, from
+    ``Cache._set_cache(app, config)``. The store's URL is in that ``config`` (which holds the
+    settings given to ``Cache(config=...)`` and ``init_app``, not only ``app.config``), so it is
+    read from that frame. Anything else (no such frame, other local names) returns ``None`` and the
+    store is resolved from the app in use on first use instead.
+    """
+    frame: FrameType | None = sys._getframe(2)
+    try:
+        for _ in range(6):  # __init__ of a subclass or two, then Flask-Caching's _set_cache
+            if frame is None:
+                return None
+            if frame.f_code.co_name == "_set_cache" and frame.f_globals.get("__name__") == "flask_caching":
+                app, config = frame.f_locals.get("app"), frame.f_locals.get("config")
+                if app is not None and isinstance(config, dict):
+                    return app, config
+                return None
+            frame = frame.f_back
+        return None
+    finally:
+        del frame
