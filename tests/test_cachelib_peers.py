@@ -82,7 +82,8 @@ def run(tmp_path: Path, pythonpath: list[Path], args: list[str]) -> tuple[dict[s
     elapsed = time.monotonic() - started
     out = done.stdout + done.stderr
     tail = out.strip().splitlines()[-1] if out.strip() else ""
-    counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|errors?|skipped|deselected)", tail)}
+    found = re.findall(r"(\d+) (passed|failed|errors?|skipped|deselected)", tail)
+    counts = {word: int(n) for n, word in found}
     return counts, out, elapsed
 
 
@@ -93,9 +94,12 @@ def test_cachelib_own_tests(tmp_path: Path) -> None:
         tmp_path,
         [ROOT / "src", theirs, PEERS],
         [
-            "-p", "conftest",  # cachelib's conftest: its key_prefix fixture
-            "--confcutdir", str(PEERS),
-            "-k", "not serializer_injection and not serializer_is_stored"
+            "-p",
+            "conftest",  # cachelib's conftest: its key_prefix fixture
+            "--confcutdir",
+            str(PEERS),
+            "-k",
+            "not serializer_injection and not serializer_is_stored"
             " and not (test_expiration and (pickle or with_key_prefix))",
             str(PEERS / "cachelib_suite.py"),
         ],
@@ -117,8 +121,11 @@ def test_flask_caching_own_tests(tmp_path: Path) -> None:
         tmp_path,
         [ROOT / "src", PEERS, theirs],
         [
-            "--noconftest", "-p", "flask_caching_plugin",  # our fixtures instead of theirs
-            "-k", deselect,
+            "--noconftest",
+            "-p",
+            "flask_caching_plugin",  # our fixtures instead of theirs
+            "-k",
+            deselect,
             str(PEERS / "flask_caching_suite.py"),
             *(str(theirs / name) for name in FLASK_CACHING_FILES),
         ],

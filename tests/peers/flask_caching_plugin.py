@@ -16,7 +16,6 @@ Flask-Caching's conftest provides, pointed at our backend instead of ``SimpleCac
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 import types
@@ -76,7 +75,8 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock(time.time())
     # Only the wall clock the SQLite backend stamps and checks expiries with; its monotonic
     # deadlines and sleeps stay real.
-    shim = types.SimpleNamespace(**{name: getattr(time, name) for name in dir(time) if not name.startswith("_")})
+    public = {name: getattr(time, name) for name in dir(time) if not name.startswith("_")}
+    shim = types.SimpleNamespace(**public)
     shim.time = fake
     monkeypatch.setattr(sqlite_backend, "time", shim)
     return fake
@@ -88,4 +88,4 @@ def hash_method(request: pytest.FixtureRequest) -> Callable[..., Any]:
     return method
 
 
-__all__ = ["app", "cache", "clock", "hashlib", "hash_method", "serializer"]
+__all__ = ["app", "cache", "clock", "hash_method", "serializer"]
