@@ -63,6 +63,9 @@ def serve(env: dict[str, str], log_path: Path, workers: int = 4) -> Iterator[int
     port = servers.free_port()
     command = [str(GUNICORN), "-w", str(workers), "-b", f"127.0.0.1:{port}", "--chdir", str(ROOT)]
     command += ["--timeout", "60", "--graceful-timeout", "5", "tests.apps.caching_app:create_app()"]
+    # This tree's sharedstate, not an installed one, in every worker.
+    pythonpath = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**env, "PYTHONPATH": pythonpath}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             command, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
