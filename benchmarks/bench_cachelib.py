@@ -115,9 +115,10 @@ GUNICORN_SUBJECTS = {
 def run_gunicorn(args: argparse.Namespace) -> None:
     from tests.apps import caching_app
 
-    print(f"\nFlask-Caching under gunicorn -w 4: {args.requests} requests at once, each cache.cache.inc('hits')")
-    print("| CACHE_TYPE | distinct values returned | count each worker reads afterwards | missing (worst worker) |")
-    print("|---|---|---|---|---|")
+    n = args.requests
+    print(f"\nFlask-Caching under gunicorn -w 4: {n} requests at once, each cache.cache.inc('hits')")
+    print("| CACHE_TYPE | distinct values returned | count each worker reads after | missing (worst) |")
+    print("|---|---|---|---|")
     for name, cache_type in GUNICORN_SUBJECTS.items():
         with tempfile.TemporaryDirectory(prefix="bench-cachelib-gunicorn-") as workdir:
             env = {
@@ -139,7 +140,9 @@ def run_gunicorn(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--ops", type=int, default=1000)
     parser.add_argument("--processes", type=int, default=4)
