@@ -255,3 +255,14 @@ def test_gunicorn_four_workers_count_every_inc(tmp_path: Path) -> None:
         assert sorted(h["n"] for h in hits) == list(range(1, 201))  # unique: none lost, none twice
         assert len({h["pid"] for h in hits}) >= 2, "the requests did not spread over the workers"
         assert caching_app.fetch(port, "/get")["n"] == 200
+
+
+def test_factory_takes_flask_cachings_app_and_config(tmp_path: Path) -> None:
+    # What Flask-Caching calls for subclasses of its own BaseCache named without "cachelib".
+    url = f"sqlite:///{tmp_path / 'factory.sqlite3'}"
+    app = flask.Flask(__name__)
+    config = {"CACHE_SHAREDSTATE_URL": url, "CACHE_KEY_PREFIX": "f_", "SHAREDSTATE_NAMESPACE": ""}
+    cache = SharedStateCache.factory(app, config, [], {"default_timeout": 5})
+    assert cache.default_timeout == 5 and cache.set("x", 1)
+    with Store(url) as store:
+        assert store.keys() == ["cachelib:f_x"]
