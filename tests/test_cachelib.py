@@ -266,3 +266,21 @@ def test_factory_takes_flask_cachings_app_and_config(tmp_path: Path) -> None:
     assert cache.default_timeout == 5 and cache.set("x", 1)
     with Store(url) as store:
         assert store.keys() == ["cachelib:f_x"]
+
+
+@pytest.mark.filterwarnings("ignore:.*may evict any entry:RuntimeWarning")  # memcached, on purpose
+def test_every_backend(store: Store) -> None:
+    cache = SharedStateCache(store, key_prefix="p:", default_timeout=60)
+    assert cache.set("a", [1, "x"]) and cache.get("a") == [1, "x"] and cache.has("a")
+    assert cache.add("a", 2) is False and cache.add("b", 2) is True
+    assert cache.inc("n", 3) == 3 and cache.dec("n") == 2
+    assert cache.set_many({"c": 1, "d": 2}, timeout=0) == ["c", "d"]
+    assert cache.get_many("a", "c", "nope") == [[1, "x"], 1, None]
+    assert cache.delete_many("c", "nope") == ["c", "nope"] and not cache.has("c")
+    assert cache.set("gone", 1, timeout=-1) and not cache.has("gone")
+    store.set("other", 1)
+    if store.url.startswith("memcached"):  # cannot list keys: cachelib's "not cleared"
+        assert cache.clear() is False and cache.get("a") == [1, "x"]
+        return
+    assert cache.clear() and cache.get_many("a", "b", "n", "d") == [None] * 4
+    assert store.get("other") == 1

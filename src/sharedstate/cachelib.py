@@ -22,7 +22,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from sharedstate._optional import require
-from sharedstate.errors import BackendUnavailableError, SerializationError
+from sharedstate.errors import BackendUnavailableError, NotSupportedError, SerializationError
 from sharedstate.store import Store
 
 if TYPE_CHECKING:
@@ -354,7 +354,8 @@ class SharedStateCache(BaseCache):
     def clear(self) -> bool:
         """Delete this cache's entries (under ``namespace:key_prefix``) and nothing else in the store.
 
-        Not a snapshot: an entry written while this runs may survive it.
+        Not a snapshot: an entry written while this runs may survive it. On ``memcached://``,
+        which cannot list keys, nothing is deleted and this returns ``False`` (logged).
         """
         prefix = self._prefix()
         try:
@@ -362,6 +363,11 @@ class SharedStateCache(BaseCache):
             store.delete_many(store.keys(prefix))  # keys() lists them with the prefix
         except BackendUnavailableError as exc:
             self._failed("clear", exc)
+            return False
+        except NotSupportedError as exc:
+            # memcached cannot list keys. cachelib: "not all caches support completely clearing
+            # the cache"; returns whether it was cleared.
+            logger.warning("SharedStateCache.clear() did nothing: %s", exc)
             return False
         return True
 
