@@ -284,3 +284,15 @@ def test_every_backend(store: Store) -> None:
         return
     assert cache.clear() and cache.get_many("a", "b", "n", "d") == [None] * 4
     assert store.get("other") == 1
+
+
+def test_without_a_store_inside_an_app_uses_the_apps_config(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'lazy.sqlite3'}"
+    cache = SharedStateCache()  # made by hand, not by Flask-Caching: resolved on first use
+    app = flask.Flask(__name__)
+    app.config.update(CACHE_SHAREDSTATE_URL=url, CACHE_KEY_PREFIX="lazy_", SHAREDSTATE_NAMESPACE="")
+    with app.app_context():
+        assert cache.set("x", 1)
+    assert cache.get("x") == 1  # bound to that store from then on
+    with Store(url) as store:
+        assert store.keys() == ["cachelib:lazy_x"]
