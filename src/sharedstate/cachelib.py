@@ -198,6 +198,8 @@ class SharedStateCache(BaseCache):
         self._store = Store(url, namespace=namespace, serializer=serializer, secret_key=secret_key)
 
     def _prefix(self) -> str:
+        if self._store is None:
+            self.store  # noqa: B018  # resolving the store from the app may set key_prefix
         prefix = self.key_prefix
         if prefix is None:
             prefix = ""
