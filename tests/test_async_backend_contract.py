@@ -298,6 +298,56 @@ def test_expired_entries_are_absent_for_every_operation(opened: Opened) -> None:
     opened.run(scenario)
 
 
+def test_expiry(opened: Opened) -> None:
+    k, forever, short = opened.key("a"), opened.key("forever"), opened.key("short")
+
+    async def scenario(b: AsyncBackend) -> None:
+        with pytest.raises(KeyError):
+            await b.expiry(k)
+        await b.set(k, b"v", ttl=100)
+        left = await b.expiry(k)
+        assert left is not None and 90 <= left <= 100
+        await b.set(forever, 1)
+        assert await b.expiry(forever) is None
+        await b.set(short, b"v", ttl=TTL)
+
+        async def gone() -> bool:
+            return await b.get(short) is None
+
+        await wait_until_async(gone)
+        with pytest.raises(KeyError):
+            await b.expiry(short)
+
+    opened.run(scenario)
+
+
+def test_batches(opened: Opened) -> None:
+    a, n, missing, short = (opened.key(name) for name in ("a", "n", "missing", "short"))
+
+    async def scenario(b: AsyncBackend) -> None:
+        await b.set_many({a: b"one", n: 7})
+        entries = await b.get_many([n, missing, a])
+        assert list(entries) == [n, a]  # the order given, absent keys left out
+        assert entries[a] == await b.get(a)  # the same entry, version and all
+        assert as_int(entries[n].value) == 7
+        assert await b.incr(n) == 8  # set_many stores an int natively
+        assert (await b.compare_and_set(a, entries[a].version, b"two")).stored is True
+
+        await b.set_many({short: b"s"}, ttl=TTL)
+        left = await b.expiry(short)
+        assert left is not None and left <= TTL + 2
+
+        async def gone() -> bool:
+            return await b.get_many([short, a]) == {a: await b.get(a)}
+
+        await wait_until_async(gone)
+        assert await b.delete_many([a, missing, short, n]) == 2  # the expired one does not count
+        assert await b.get_many([a, n]) == {}
+        await b.ping()
+
+    opened.run(scenario)
+
+
 def test_sweep(opened: Opened) -> None:
     keys = [opened.key(f"s{i}") for i in range(3)]
 

@@ -97,3 +97,20 @@ def test_every_call_fails_in_time_during_a_long_freeze(proxied: tuple[str, Freez
         assert store.get("k") in (1, 2)
         store.set("k", 3)
         assert store.get("k") == 3
+
+
+@pytest.mark.timeout(60)
+def test_ping_and_batches_fail_in_time_while_frozen(proxied: tuple[str, FreezeProxy]) -> None:
+    """A batch sent to a frozen server: unknown whether (or how much of) it was applied."""
+    url, proxy = proxied
+    with Store(url, namespace=f"frozen{servers.RUN_ID}{uuid.uuid4().hex[:8]}") as store:
+        store.set_many({"a": 1, "b": 2})
+        store.ping()
+        with proxy.frozen():
+            assert _frozen_call_fails_in_time(store.ping).applied is not True
+            error = _frozen_call_fails_in_time(lambda: store.set_many({"a": 3, "b": 4}))
+            assert error.applied is not True  # None if the batch was sent, False if not
+            _frozen_call_fails_in_time(lambda: store.get_many(["a", "b"]))
+        store.ping()
+        assert store.get_many(["a", "b"]) in ({"a": 1, "b": 2}, {"a": 3, "b": 4})
+        assert store.delete_many(["a", "b"]) == 2
