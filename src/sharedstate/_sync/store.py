@@ -182,7 +182,8 @@ class Store:
         batch with nothing stored. One round trip where the backend allows it. Atomic per key, not
         across keys: another client may see some items written before the others. A batch that
         fails part way raises ``BackendUnavailableError`` with ``applied=None`` (some items may
-        have been stored) unless the backend knows that nothing was.
+        have been stored) unless the backend knows that nothing was: on ``sqlite://``,
+        ``lmdb://`` and ``postgresql://`` a batch is one transaction, all or nothing.
         """
         ks = self._keyspace
         ttl = seconds("ttl", ttl, optional=True)
@@ -199,7 +200,8 @@ class Store:
 
         One round trip where the backend allows it. Atomic per key, not across keys. A batch that
         fails part way raises ``BackendUnavailableError`` with ``applied=None`` unless the backend
-        knows that nothing was removed.
+        knows that nothing was removed (one transaction on ``sqlite://``, ``lmdb://`` and
+        ``postgresql://``: all or nothing).
         """
         ks = self._keyspace
         _not_one_key(keys, "delete_many")
@@ -214,8 +216,11 @@ class Store:
 
     def ping(self) -> None:
         """Check that the backend answers: returns if it does, raises ``BackendUnavailableError``
-        (``applied=False``; nothing is written) if it does not. One round trip on server backends;
-        for ``sqlite://`` and ``lmdb://`` it opens the file and reads it."""
+        if it does not (within the backend's timeout, as every call). Nothing is written, so
+        nothing can be half done: the error's ``applied`` is False when the ping could not be sent
+        (no connection) and None when it was sent and no answer came. One round trip on server
+        backends; ``sqlite://`` and ``lmdb://`` open the file (creating it if needed) and read it.
+        For health checks, readiness probes and a clear error at startup."""
         self._keyspace.backend.ping()
 
     def keys(self, prefix: str = "") -> list[str]:

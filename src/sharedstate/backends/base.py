@@ -174,7 +174,9 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def ping(self) -> None:
         """Return if the backend answers (one round trip, nothing written); raise
-        :class:`~sharedstate.errors.BackendUnavailableError` (``applied=False``) otherwise."""
+        :class:`~sharedstate.errors.BackendUnavailableError` otherwise, ``applied`` False when
+        the ping could not be sent and None when it was sent and no answer came (a ping changes
+        nothing either way)."""
 
     @abc.abstractmethod
     def scan(self, prefix: str = "") -> Iterator[str]:
