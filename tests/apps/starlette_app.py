@@ -36,9 +36,10 @@ def add_routes(app: FastAPI, store: AsyncStore) -> None:
     async def noop() -> str:
         return "ok"
 
-    @app.get("/count", response_class=PlainTextResponse)
-    async def count() -> str:
-        return str(await store.incr("hits"))
+    @app.get("/count")
+    async def count() -> PlainTextResponse:
+        n = await store.incr("hits")
+        return PlainTextResponse(str(n), headers={"x-worker": str(os.getpid())})
 
     @app.get("/get")
     async def get(request: Request) -> JSONResponse:
