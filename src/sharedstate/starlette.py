@@ -81,7 +81,7 @@ class Session(dict[str, Any]):
     Every dict method works, with no I/O (``json.dumps(request.session)``, ``dict(...)``,
     ``|=``, ...). Mutating methods mark the session ``modified``; nested changes are found at save
     time anyway. Setting ``modified = False`` skips saving this request's changes. ``accessed`` is
-    set by ``request.session`` (Starlette calls :meth:`mark_accessed`): the response then varies on
+    set by ``request.session`` (Starlette calls ``mark_accessed()``): the response then varies on
     ``Cookie``.
 
     The store operations are coroutines: :meth:`incr` (applied at once), :meth:`regenerate`
