@@ -17,14 +17,16 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
+from fastapi import Depends, FastAPI
 from itsdangerous import TimestampSigner
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware as CookieSessionMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
@@ -33,7 +35,7 @@ from starlette.websockets import WebSocket
 from sharedstate import AsyncStore, Store
 from sharedstate._sessions import SESSION_PREFIX, CookieSigner
 from sharedstate.errors import LockTimeout
-from sharedstate.starlette import Session, SessionMiddleware
+from sharedstate.starlette import Session, SessionMiddleware, get_session
 from tests import servers
 from tests.apps.starlette_app import SECRET_KEY, create_app
 from tests.test_sessions import Reply, fetch, together
@@ -129,8 +131,6 @@ async def test_no_cookie_reads_nothing_and_read_only_writes_nothing(store: Async
 
 def create_on(store: AsyncStore, backend: Any, **options: Any) -> Starlette:
     """The test routes on ``store`` with its backend replaced by ``backend``."""
-    from fastapi import FastAPI
-
     from tests.apps.starlette_app import add_routes
 
     store.backend = backend
@@ -571,3 +571,27 @@ def test_logout_overlapping_slow_requests_stays_logged_out(live: tuple[str, Stor
     for kept in [cookie, reads.set_cookie(), writes.set_cookie()]:
         if kept and kept != "null":
             assert "user" not in session_data(base, kept)
+
+
+@in_loop
+async def test_get_session_types_it_and_names_the_missing_middleware(store: AsyncStore) -> None:
+    def build(middleware: Any, **kwargs: Any) -> FastAPI:
+        app = FastAPI()
+        if middleware is not None:
+            app.add_middleware(middleware, **kwargs)
+
+        @app.get("/visit")
+        async def visit(session: Annotated[Session, Depends(get_session)]) -> int:
+            return await session.incr("visits")
+
+        return app
+
+    async with client(build(SessionMiddleware, store=store, secret_key="k")) as c:
+        assert (await c.get("/visit")).json() == 1
+        assert (await c.get("/visit")).json() == 2
+    async with client(build(None)) as c:
+        with pytest.raises(RuntimeError, match=r"add sharedstate\.starlette\.SessionMiddleware"):
+            await c.get("/visit")
+    async with client(build(CookieSessionMiddleware, secret_key="k")) as c:
+        with pytest.raises(RuntimeError, match="not a sharedstate session"):
+            await c.get("/visit")

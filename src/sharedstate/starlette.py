@@ -69,7 +69,7 @@ from sharedstate.validation import seconds  # noqa: E402
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["Session", "SessionMiddleware"]
+__all__ = ["Session", "SessionMiddleware", "get_session"]
 
 DEFAULT_MAX_AGE = 14 * 24 * 60 * 60  # 14 days, in seconds, as Starlette's
 _SALT = "sharedstate.starlette.session"
@@ -400,6 +400,23 @@ class SessionMiddleware:
                 f"{self.session_cookie}=null; path={self.path}; "
                 f"expires=Thu, 01 Jan 1970 00:00:00 GMT; {self.security_flags}",
             )
+
+
+def get_session(conn: HTTPConnection) -> Session:
+    """``conn.session`` typed as :class:`Session` (``request.session`` is typed ``dict``), or an
+    error saying which middleware is missing. A FastAPI dependency too:
+    ``session: Annotated[Session, Depends(get_session)]``."""
+    if "session" not in conn.scope:
+        raise RuntimeError("no session: add sharedstate.starlette.SessionMiddleware to the app")
+    session = conn.scope["session"]
+    if not isinstance(session, Session):
+        raise RuntimeError(
+            f"the session is a {type(session).__module__}.{type(session).__qualname__}, not a "
+            "sharedstate session: another SessionMiddleware (Starlette's?) is installed in place of, "
+            "or inside, sharedstate.starlette.SessionMiddleware"
+        )
+    session.mark_accessed()
+    return session
 
 
 def _cookie_max_age(max_age: int | timedelta | None) -> int | None:
