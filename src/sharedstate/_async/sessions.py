@@ -26,6 +26,19 @@ machines):
   expiry with a throttled ``touch``, never a rewrite of the data it read.
 
 One state object belongs to one request and is not safe to share between tasks or threads.
+
+An adapter, per request (``sharedstate.starlette`` is one, ``sharedstate.sessions`` the sync one):
+
+1. ``CookieSigner(keys, salt).unsign(cookie)`` gives ``(sid, issued_at)`` or ``None`` (no cookie,
+   or a bad one: start with ``None, None``, never with the presented id).
+2. ``state = AsyncSessionState(store._keyspace, settings, sid, issued_at, data=...)``, then
+   ``await state.load()`` before the first read or write of ``data`` (no I/O without an id).
+3. Mutate ``data`` and call ``state.changed()``; ``await state.incr(k)``, ``state.regenerate()``,
+   ``await state.destroy()``; ``state.discard = True`` to skip saving the changes.
+4. When the response starts: ``action = state.unsaved()`` for a 5xx, else
+   ``await state.save(time.time())``; then always ``await state.release_lock()`` (also when the
+   app raised). ``action.kind`` ``"set"``: send ``signer.sign(action.sid)`` (``action.ttl``
+   seconds left); ``"delete"``: delete the cookie; ``"keep"``: send nothing.
 """
 
 from __future__ import annotations
