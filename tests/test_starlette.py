@@ -328,6 +328,10 @@ async def test_misuse_fails_loudly(store: AsyncStore) -> None:
         SessionMiddleware(app, store=Store("memory://"), secret_key="k")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="idle_timeout"):
         SessionMiddleware(app, store=store, secret_key="k", idle_timeout=-1)
+    with pytest.raises(ValueError, match="longer than max_age"):
+        SessionMiddleware(app, store=store, secret_key="k", max_age=60, idle_timeout=120)
+    with pytest.raises(ValueError, match="same_site"):
+        SessionMiddleware(app, store=store, secret_key="k", same_site="sometimes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="secret key"):
         SessionMiddleware(app, store=store, secret_key="")
     by_url = SessionMiddleware(app, store=store.url.replace("state.sqlite3", "other.sqlite3"), secret_key="k")

@@ -318,6 +318,13 @@ class SessionMiddleware:
         self.signer = CookieSigner([*map(_key_bytes, secret_key_fallbacks), _key_bytes(secret_key)], _SALT)
         if not session_cookie or not isinstance(session_cookie, str):
             raise ValueError(f"session_cookie must be a non-empty str, got {session_cookie!r}")
+        if self.max_age is not None and self.max_age > 0 and self.settings.idle > self.max_age:
+            raise ValueError(
+                f"idle_timeout ({self.settings.idle:g}s) is longer than max_age ({self.max_age}s): "
+                "the browser drops the cookie max_age seconds after it was issued; raise max_age, "
+                "or pass max_age=None for a browser-session cookie"
+            )
+        same_site = same_site.lower()  # type: ignore[assignment]
         if same_site not in ("lax", "strict", "none"):
             raise ValueError(f"same_site must be 'lax', 'strict' or 'none', got {same_site!r}")
         self.session_cookie = session_cookie
