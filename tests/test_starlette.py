@@ -546,7 +546,7 @@ def test_tampered_cookie_gets_a_fresh_empty_session(live: tuple[str, Store]) -> 
     sid, stamp, sig = cookie.split(".")
     flipped = sig[:-2] + ("A" if sig[-2] != "A" else "B") + sig[-1]
     forged = TimestampSigner("not-the-key", salt="sharedstate.starlette.session").sign(sid).decode()
-    for bad in [f"{sid}.{stamp}.{flipped}", forged, "garbage", sid, f"{sid}..", "a.b.c"]:
+    for bad in [f"{sid}.{stamp}.{flipped}", forged, "garbage", sid, f"{sid}..", "a.b.c", "é"]:
         reply = fetch(base, "/get", bad)
         assert reply.status == 200, bad
         assert reply.body.strip() == "{}", bad
