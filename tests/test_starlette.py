@@ -41,6 +41,7 @@ from tests.apps.starlette_app import SECRET_KEY, create_app
 from tests.test_sessions import Reply, fetch, together
 
 ROOT = Path(__file__).resolve().parent.parent
+WORKERS = 4
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -414,7 +415,7 @@ class Uvicorn:
                 "uvicorn",
                 "tests.apps.starlette_app:app",
                 "--workers",
-                "4",
+                str(WORKERS),
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -432,14 +433,20 @@ class Uvicorn:
         self.base = f"127.0.0.1:{port}"
         try:
             servers.wait_for_port(port, 60)
+            # The port opens before the workers have imported the app: wait until every one of
+            # them has answered (each new connection goes to whichever worker accepts it).
+            pids: set[str] = set()
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:  # the port opens before every worker is ready
+            while len(pids) < WORKERS:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"only {len(pids)} of {WORKERS} uvicorn workers answered in 60 s")
                 try:
-                    if fetch(self.base, "/noop").status == 200:
-                        break
+                    reply = fetch(self.base, "/pid")
+                    if reply.status == 200:
+                        pids.add(reply.body)
                 except OSError:
                     pass
-                time.sleep(0.1)
+                time.sleep(0.02)
         except BaseException:
             self.stop()
             raise

@@ -36,6 +36,10 @@ def add_routes(app: FastAPI, store: AsyncStore) -> None:
     async def noop() -> str:
         return "ok"
 
+    @app.get("/pid", response_class=PlainTextResponse)
+    async def pid() -> str:
+        return str(os.getpid())
+
     @app.get("/count")
     async def count() -> PlainTextResponse:
         n = await store.incr("hits")
