@@ -1,0 +1,366 @@
+"""``sharedstate.quart``: the extension in-process (Quart's test client and test CLI runner) and under
+real hypercorn with four worker processes, hit by real concurrent HTTP clients, on sqlite:// and
+redis://.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from quart import Quart
+
+from sharedstate import AsyncStore, LockNotOwnedError, LockTimeout, Store
+from sharedstate.quart import SharedState, default_namespace, store_for
+from tests import servers
+
+ROOT = Path(__file__).resolve().parent.parent
+HYPERCORN = Path(sys.executable).parent / "hypercorn"
+WORKERS = 4
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"q{servers.RUN_ID}{uuid.uuid4().hex[:8]}"
+
+
+def make_app(name: str, tmp_path: Path, **config: Any) -> Quart:
+    app = Quart(name, instance_path=str(tmp_path / "instance"))
+    app.config.update(config)
+    return app
+
+
+def drop_namespace(url: str, namespace: str) -> None:
+    with Store(url, namespace=namespace) as store:
+        for key in list(store.backend.scan(namespace + "/")):
+            store.backend.delete(key)
+
+
+# -- in-process ------------------------------------------------------------------------------------
+
+
+def test_routes_and_objects_made_at_import_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.apps import quart_app
+
+    monkeypatch.delenv("QUART_APP_URL", raising=False)
+    monkeypatch.delenv("QUART_APP_NAMESPACE", raising=False)
+    monkeypatch.setenv("QUART_APP_INSTANCE", str(tmp_path / "instance"))
+    app = quart_app.create_app()
+    store = store_for(app)
+    assert store.url == f"sqlite:///{tmp_path}/instance/sharedstate.sqlite3"
+    assert store.namespace == "tests.apps.quart_app" == default_namespace(app)
+    assert repr(quart_app.module_hits) == "<QuartCounter 'module_hits'>"
+
+    async def main() -> None:
+        client = app.test_client()
+        for n in range(1, 4):
+            reply = await client.get("/incr")
+            assert (await reply.get_json())["n"] == n
+        assert (await (await client.get("/edit")).get_json())["param"] == 1
+        guarded = await (await client.get("/module-locked")).get_json()
+        assert guarded["value"] == 1 and guarded["n"] == 1
+        first = await (await client.get("/report")).get_json()
+        again = await (await client.get("/report")).get_json()
+        assert first["run"] == again["run"] == 1
+        assert await store.get("settings:guarded") == 1
+        await store.aclose()
+
+    try:
+        asyncio.run(main())
+    finally:
+        drop_namespace(store.url, store.namespace)
+
+
+def test_default_url_is_a_file_in_the_instance_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SHAREDSTATE_URL", raising=False)
+    app = make_app("default_url_app", tmp_path)
+    state = SharedState(app)
+    assert state.store.url == f"sqlite:///{tmp_path}/instance/sharedstate.sqlite3"
+    assert (tmp_path / "instance").is_dir()
+    assert state.store.namespace == "default_url_app"
+    assert app.config["SHAREDSTATE_SESSIONS"] is False
+
+    async def main() -> None:
+        assert await state.counter("c").incr() == 1  # outside any app context: SharedState(app)'s app
+        await state.store.aclose()
+
+    asyncio.run(main())
+    with sqlite3.connect(tmp_path / "instance" / "sharedstate.sqlite3") as conn:
+        assert conn.execute("SELECT key FROM sharedstate").fetchall() == [("default_url_app/c",)]
+
+
+def test_one_extension_many_apps_and_errors(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/many.sqlite3"
+    state = SharedState()
+    hits = state.counter("hits")  # before any app exists
+    prefs = state.dict("prefs")
+    guard = state.lock("guard", ttl=5, timeout=0)
+    with pytest.raises(ValueError, match="reserved"):
+        state.counter("_ss:x")
+    a = make_app("app_a", tmp_path, SHAREDSTATE_URL=url)
+    b = make_app("app_b", tmp_path, SHAREDSTATE_URL=url)
+    state.init_app(a)
+    state.init_app(b)
+    with pytest.raises(RuntimeError, match="already set up"):
+        state.init_app(a)
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match="outside of application context"):
+            await hits.incr()
+        async with a.app_context():
+            assert await hits.incr() == 1
+            assert await hits.incr() == 2
+            await prefs.set("theme", "dark")
+            assert await prefs.setdefault("lang", "en") == "en"
+            assert await prefs.items() == [("lang", "en"), ("theme", "dark")]
+            assert await prefs.pop("lang") == "en"
+            assert await prefs.pop("lang", None) is None
+            with pytest.raises(KeyError):
+                await prefs.pop("lang")
+            async with guard:
+                assert await guard.owned and await guard.locked
+                assert guard.fencing_token == 1
+                other = asyncio.ensure_future(guard.acquire())  # another task: its own context
+                with pytest.raises(LockTimeout):
+                    await other
+                with pytest.raises(RuntimeError, match="already held"):
+                    await guard.acquire()
+            assert not await guard.owned
+            with pytest.raises(LockNotOwnedError):
+                await guard.release()
+        async with b.app_context():
+            assert await hits.incr() == 1  # app_b's own namespace
+            assert await prefs.keys() == []
+            assert await state.update("n", lambda v: v + 1, default=0) == 1
+        async with a.app_context():
+            assert await state.keys() == ["hits", "prefs:theme"]
+        await store_for(a).aclose()
+        await store_for(b).aclose()
+
+    asyncio.run(main())
+
+
+def test_cached_single_flight_and_stale(tmp_path: Path) -> None:
+    app = make_app("cached_app", tmp_path, SHAREDSTATE_URL=f"sqlite:///{tmp_path}/c.sqlite3")
+    state = SharedState(app)
+    runs: list[int] = []
+
+    @state.cached(ttl=0.5, stale_ttl=30)
+    async def rates(day: str) -> dict[str, Any]:
+        runs.append(1)
+        await asyncio.sleep(0.2)
+        return {"day": day, "run": len(runs)}
+
+    with pytest.raises(TypeError):
+        state.cached(ttl=1)(len)  # type: ignore[arg-type]  # a sync function: refused
+
+    async def main() -> None:
+        async with app.app_context():
+            first = await asyncio.gather(*[rates("mon") for _ in range(20)])
+            assert {r["run"] for r in first} == {1} and len(runs) == 1  # a stampede, computed once
+            await asyncio.sleep(0.6)  # stale now
+            started = time.monotonic()
+            stale = await asyncio.gather(*[rates("mon") for _ in range(10)])
+            runs_seen = sorted(r["run"] for r in stale)
+            assert runs_seen.count(2) == 1 and runs_seen.count(1) == 9  # one refreshes, nine get stale
+            assert len(runs) == 2 and time.monotonic() - started < 2
+            assert await rates.invalidate("mon")
+        await state.store.aclose()
+
+    asyncio.run(main())
+
+
+# -- quart state (the test CLI runner) ----------------------------------------------------------------
+
+
+def test_cli(tmp_path: Path) -> None:
+    db = tmp_path / "cli.sqlite3"
+    app = make_app("cli_app", tmp_path, SHAREDSTATE_URL=f"sqlite:///{db}")
+    state = SharedState(app)
+
+    async def fill() -> None:
+        await state.set("alpha", {"b": [1, 2], "a": (3, "x")})
+        await state.dict("prefs").set("theme", "dark")
+        await state.counter("hits").incr(7)
+        await state.set("short", 1, ttl=0.1)
+        await state.cached(ttl=60, name="report")(asyncio.sleep)(0)
+        await state.store.aclose()
+
+    asyncio.run(fill())
+    runner = app.test_cli_runner()
+    listed = runner.invoke(args=["state", "list"])
+    assert listed.exit_code == 0, listed.output
+    time.sleep(0.2)
+    assert runner.invoke(args=["state", "list"]).output.splitlines() == ["alpha", "hits", "prefs:theme"]
+    assert len(runner.invoke(args=["state", "list", "--all"]).output.splitlines()) == 4
+    assert runner.invoke(args=["state", "get", "alpha"]).output == "{'a': (3, 'x'), 'b': [1, 2]}\n"
+    assert runner.invoke(args=["state", "get", "hits"]).output == "7\n"
+    missing = runner.invoke(args=["state", "get", "nope"])
+    assert missing.exit_code == 1 and "no key 'nope'" in missing.output
+    assert runner.invoke(args=["state", "get", ""]).exit_code == 2
+    stats = runner.invoke(args=["state", "stats"]).output
+    assert f"sqlite:///{db}" in stats and "namespace: 'cli_app'" in stats
+    assert "keys:      3 (+1 internal)" in stats
+    assert runner.invoke(args=["state", "sweep"]).output == "swept 1 expired entries\n"
+    assert runner.invoke(args=["state", "delete", "alpha"]).output == "deleted alpha\n"
+    declined = runner.invoke(args=["state", "clear"], input="n\n")
+    assert declined.exit_code == 1 and "namespace 'cli_app'" in declined.output
+    assert runner.invoke(args=["state", "clear", "--yes"]).output == "deleted 3 keys\n"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM sharedstate").fetchone() == (0,)
+
+
+def test_cli_errors_are_one_line(tmp_path: Path) -> None:
+    app = make_app("broken_app", tmp_path, SHAREDSTATE_URL=f"sqlite:///{tmp_path}/missing-dir/x.sqlite3")
+    SharedState(app)
+    result = app.test_cli_runner().invoke(args=["state", "stats"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: BackendUnavailableError: cannot open SQLite database")
+    bare = make_app("bare_app", tmp_path)
+    from sharedstate.quart import state_cli
+
+    bare.cli.add_command(state_cli)
+    result = bare.test_cli_runner().invoke(args=["state", "stats"])
+    assert result.exit_code == 1 and "not set up on app 'bare_app'" in result.output
+
+
+def test_real_quart_command(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/real.sqlite3"
+    with Store(url, namespace="tests.apps.quart_app") as store:
+        store.set("visible", [1, 2])
+    env = {**os.environ, "QUART_APP_URL": url, "QUART_APP_INSTANCE": str(tmp_path / "instance")}
+    env.pop("QUART_APP_NAMESPACE", None)
+    quart = [sys.executable, "-m", "quart", "--app", "tests.apps.quart_app:create_app()", "state"]
+    listed = subprocess.run([*quart, "list"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout == "visible\n"
+
+
+# -- hypercorn --workers 4 -----------------------------------------------------------------------------
+
+
+class Hypercorn:
+    """``hypercorn --workers 4`` on an app spec, configured from the environment."""
+
+    def __init__(self, app: str, env: dict[str, str]) -> None:
+        port = servers.free_port()
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop)
+        self.process = subprocess.Popen(
+            [
+                *(str(HYPERCORN), "--workers", str(WORKERS), "--bind", f"127.0.0.1:{port}"),
+                *("--backlog", "1024", "--graceful-timeout", "2", app),
+            ],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+        )
+        self.base = f"http://127.0.0.1:{port}"
+        try:
+            servers.wait_for_port(port, 60)
+            deadline = time.monotonic() + 60  # the port opens before the workers import the app
+            while True:
+                try:
+                    if httpx.get(f"{self.base}/noop", timeout=5).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"hypercorn did not start:\n{self.output()}")
+                time.sleep(0.1)
+        except BaseException:
+            self.stop()
+            raise
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+        self.log.close()
+
+
+def fire(base: str, paths: list[str]) -> list[httpx.Response]:
+    """Send every request at once, each on its own connection."""
+
+    async def main() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=len(paths), max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
+            return list(await asyncio.gather(*[client.get(p) for p in paths]))
+
+    return asyncio.run(main())
+
+
+@pytest.fixture(scope="module", params=["sqlite", "redis"])
+def hypercorn(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str, str]]:
+    """(base URL, store URL, namespace) of tests.apps.quart_app under ``hypercorn --workers 4``."""
+    tmp_path = tmp_path_factory.mktemp("hypercorn")
+    url = servers.backend_url(request.param, tmp_path)
+    namespace = f"q{servers.RUN_ID}{uuid.uuid4().hex[:8]}"
+    env = {"QUART_APP_URL": url, "QUART_APP_NAMESPACE": namespace, "QUART_APP_INSTANCE": str(tmp_path)}
+    server = Hypercorn("tests.apps.quart_app:create_app()", env)
+    try:
+        yield server.base, url, namespace
+    finally:
+        server.stop()
+        drop_namespace(url, namespace)
+
+
+def test_hypercorn_counter_is_exact(hypercorn: tuple[str, str, str]) -> None:
+    base, url, namespace = hypercorn
+    replies = fire(base, ["/incr?sleep=0.05"] * 200)
+    assert [r.status_code for r in replies] == [200] * 200
+    assert sorted(r.json()["n"] for r in replies) == list(range(1, 201))
+    assert len({r.json()["pid"] for r in replies}) >= 2, "the requests did not spread over the workers"
+    with Store(url, namespace=namespace) as store:
+        assert store.get("hits") == 200
+
+
+def test_hypercorn_edit_lock_and_cached_stampede(hypercorn: tuple[str, str, str]) -> None:
+    base, url, namespace = hypercorn
+    edits = fire(base, ["/edit"] * 40)
+    assert sorted(r.json()["param"] for r in edits) == list(range(1, 41))
+    guarded = fire(base, ["/module-locked?sleep=0.005"] * 20)
+    assert sorted(r.json()["value"] for r in guarded) == list(range(1, 21))
+    reports = fire(base, ["/report"] * 40)  # a cold cache, hit by 40 requests on 4 processes
+    assert [r.status_code for r in reports] == [200] * 40
+    assert {r.json()["run"] for r in reports} == {1}  # computed once, everyone got it
+    assert len({r.json()["pid"] for r in reports}) == 1
+    assert len({r.json()["served_by"] for r in reports}) >= 2
+    with Store(url, namespace=namespace) as store:
+        assert store.get("report_runs") == 1
+        assert store.get("global_obj") == {"param": 40}
+        assert store.get("guarded_value") == 20 == store.get("settings:guarded")
+
+
+def test_async_store_sees_what_the_workers_wrote(hypercorn: tuple[str, str, str]) -> None:
+    base, url, namespace = hypercorn
+
+    async def main() -> Any:
+        async with AsyncStore(url, namespace=namespace) as store:
+            return await store.get("global_obj")
+
+    fire(base, ["/edit"])
+    assert asyncio.run(main())["param"] >= 1
