@@ -80,7 +80,7 @@ __all__ = [
 def default_url(app: Quart) -> str:
     """``$SHAREDSTATE_URL``, else the file ``sharedstate.sqlite3`` in the app's instance folder.
 
-    The instance folder is created if missing. The same rule as :func:`sharedstate.flask.default_url`.
+    The instance folder is created if missing. The same rule as ``sharedstate.flask.default_url``.
     """
     return _appconfig.default_url(app.instance_path)
 
