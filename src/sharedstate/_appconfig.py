@@ -1,5 +1,6 @@
-"""What the framework extensions (Flask, Quart) share: reading ``SHAREDSTATE_*`` settings, and
-objects that act on the store of the app in use.
+"""What the framework extensions (Flask, Quart) share: reading ``SHAREDSTATE_*`` settings (the
+store's and the sessions'), session cookie signers, and objects that act on the store of the app
+in use.
 
 Framework-neutral and stdlib-only: an app is described by its config mapping, its instance folder
 and its import name, which Flask and Quart apps both have. :mod:`sharedstate.flask` and
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
+from sharedstate._sessions import CookieSigner, SessionSettings
 from sharedstate.store import DEFAULT_FILENAME, RESERVED_PREFIX
 from sharedstate.validation import key_text
 
@@ -138,3 +141,70 @@ class PerStore(Generic[S, V]):
         if last is None or last[0] is not store:
             last = self._last = (store, self._make(store))
         return last[1]
+
+
+# -- sessions ---------------------------------------------------------------------------------------
+
+#: The config keys of the session settings, by :class:`~sharedstate._sessions.SessionSettings` field.
+SESSION_SETTING_NAMES = {
+    "absolute": "SHAREDSTATE_SESSION_ABSOLUTE_TIMEOUT",
+    "refresh_fraction": "SHAREDSTATE_SESSION_REFRESH_FRACTION",
+    "lock_lease": "SHAREDSTATE_SESSION_LOCK_LEASE",
+    "lock_timeout": "SHAREDSTATE_SESSION_LOCK_TIMEOUT",
+    "permanent": "SESSION_PERMANENT",
+}
+
+
+def read_session_settings(
+    config: Mapping[str, Any], permanent_session_lifetime: float | timedelta
+) -> SessionSettings:
+    """The session settings of an app, from its config; a bad one raises ``TypeError`` or
+    ``ValueError`` naming its config key. Read on every request, so config changes apply at once.
+
+    ``SHAREDSTATE_SESSION_IDLE_TIMEOUT`` (default: ``permanent_session_lifetime``, the app's
+    ``PERMANENT_SESSION_LIFETIME``), ``SHAREDSTATE_SESSION_ABSOLUTE_TIMEOUT``,
+    ``SESSION_REFRESH_EACH_REQUEST``, ``SHAREDSTATE_SESSION_REFRESH_FRACTION``,
+    ``SHAREDSTATE_SESSION_LOCK``, ``SHAREDSTATE_SESSION_LOCK_LEASE``,
+    ``SHAREDSTATE_SESSION_LOCK_TIMEOUT`` and ``SESSION_PERMANENT``.
+    """
+    if config.get("SHAREDSTATE_SESSION_IDLE_TIMEOUT") is not None:
+        idle, idle_name = config["SHAREDSTATE_SESSION_IDLE_TIMEOUT"], "SHAREDSTATE_SESSION_IDLE_TIMEOUT"
+    else:
+        idle, idle_name = permanent_session_lifetime, "PERMANENT_SESSION_LIFETIME"
+    return SessionSettings.create(
+        idle=idle,
+        absolute=config.get("SHAREDSTATE_SESSION_ABSOLUTE_TIMEOUT"),
+        refresh=bool(config.get("SESSION_REFRESH_EACH_REQUEST", True)),
+        refresh_fraction=config.get("SHAREDSTATE_SESSION_REFRESH_FRACTION", 0.1),
+        lock=bool(config.get("SHAREDSTATE_SESSION_LOCK", False)),
+        lock_lease=config.get("SHAREDSTATE_SESSION_LOCK_LEASE", 30.0),
+        lock_timeout=config.get("SHAREDSTATE_SESSION_LOCK_TIMEOUT", 30.0),
+        permanent=config.get("SESSION_PERMANENT", False),
+        names={"idle": idle_name, **SESSION_SETTING_NAMES},
+    )
+
+
+class CookieSigners:
+    """The cookie signer of each set of secret keys, made once (deriving keys costs an HMAC).
+
+    :meth:`for_app` signs with ``SECRET_KEY`` and also accepts ``SECRET_KEY_FALLBACKS``, as Flask's
+    and Quart's own session cookies do. Thread and task safe (a lost race makes one signer twice).
+    """
+
+    def __init__(self, salt: str) -> None:
+        self.salt = salt
+        self._signers: dict[tuple[bytes, ...], CookieSigner] = {}
+
+    def for_app(self, config: Mapping[str, Any], secret_key: str | bytes | None) -> CookieSigner:
+        keys = tuple(
+            k.encode() if isinstance(k, str) else k
+            for k in [*(config.get("SECRET_KEY_FALLBACKS") or ()), secret_key]
+        )  # a missing key (None) makes CookieSigner raise ValueError
+        signer = self._signers.get(keys)
+        if signer is None:
+            if len(self._signers) > 16:  # keys rotated many times: start over
+                self._signers.clear()
+            # itsdangerous signs with the last key and accepts any of them.
+            signer = CookieSigner(keys, self.salt)
+            self._signers[keys] = signer
+        return signer
