@@ -30,22 +30,35 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, SupportsIndex, TypeVar
 
 import click
 
 from sharedstate import _appconfig
-from sharedstate._appconfig import CONFIG_KEY, EXTENSION_KEY, STORE_KEY, PerStore, StoreConfig, check_name
+from sharedstate._appconfig import (
+    CONFIG_KEY,
+    EXTENSION_KEY,
+    STORE_KEY,
+    CookieSigners,
+    PerStore,
+    StoreConfig,
+    check_name,
+    read_session_settings,
+)
 from sharedstate._async.cache import cached as _async_cached
 from sharedstate._async.mapping import AsyncDict
 from sharedstate._async.objects import AsyncCounter, AsyncLock
+from sharedstate._async.sessions import AsyncSessionState
 from sharedstate._async.store import AsyncStore
 from sharedstate._optional import require
+from sharedstate._sessions import DEFAULT_SALT, CookieSigner, SessionSettings, check_key
 from sharedstate._statecli import STATE_HELP, add_state_commands
 from sharedstate.errors import LockNotOwnedError
 from sharedstate.store import Store
@@ -55,6 +68,10 @@ require("quart", "quart")
 
 from quart import Quart, current_app, has_app_context  # noqa: E402
 from quart.cli import AppGroup, ScriptInfo  # noqa: E402
+from quart.sessions import SessionInterface, SessionMixin  # noqa: E402
+from quart.signals import request_tearing_down, websocket_tearing_down  # noqa: E402
+from quart.wrappers import BaseRequestWebsocket, Response  # noqa: E402
+from werkzeug.wrappers import Response as WerkzeugResponse  # noqa: E402
 
 if TYPE_CHECKING:
     from sharedstate._async.cache import AsyncCachedFunction
@@ -69,6 +86,8 @@ __all__ = [
     "QuartCounter",
     "QuartDict",
     "QuartLock",
+    "QuartSession",
+    "QuartSessionInterface",
     "SharedState",
     "default_namespace",
     "default_url",
@@ -150,7 +169,7 @@ class SharedState:
         app.extensions[STORE_KEY] = store
         app.extensions[CONFIG_KEY] = settings
         if settings.sessions:
-            raise NotImplementedError("SHAREDSTATE_SESSIONS for Quart: not yet")
+            app.session_interface = QuartSessionInterface(store)  # type: ignore[assignment]
 
         async def close_store() -> None:
             await store.aclose()
@@ -515,6 +534,358 @@ def _current_task() -> asyncio.Task[Any] | None:
         return asyncio.current_task()
     except RuntimeError:  # no running loop
         return None
+
+
+# -- sessions ---------------------------------------------------------------------------------------
+
+# The session whose lock is held in this request, released at teardown if save_session never ran
+# (an exception propagated with PROPAGATE_EXCEPTIONS, e.g. in testing mode).
+_HELD: contextvars.ContextVar[QuartSession | None] = contextvars.ContextVar(
+    "sharedstate_quart_session_lock", default=None
+)
+
+
+class QuartSession(dict[str, Any], SessionMixin):
+    """The ``session`` of one Quart request: a ``dict`` of str keys, loaded when the request starts.
+
+    The Quart face of the framework-free session engine
+    (:class:`sharedstate._async.sessions.AsyncSessionState`), with the contract of
+    :mod:`sharedstate.sessions`: saving writes only the keys this request changed, merged into
+    the stored entry by compare-and-set, so concurrent requests of one user that change different
+    keys all persist; nested changes are found at save time.
+
+    Quart opens the session (awaited) before the view runs and the view reads it without
+    ``await``, so the entry is read in :meth:`QuartSessionInterface.open_session` when the cookie
+    names a session (a request without a valid cookie reads nothing), and every dict method works
+    on the loaded data. Besides the dict methods: ``await session.incr(key)`` (atomic, applied at
+    once), ``await session.destroy()`` (logout, applied at once), ``session.regenerate()``
+    (login: a new id at save), ``new``, ``permanent`` and ``modified`` (set it to ``False`` to skip
+    saving this request's changes). A session object belongs to one request and is not task safe.
+    """
+
+    def __init__(
+        self, store: AsyncStore, settings: SessionSettings, sid: str | None, issued_at: float | None
+    ):
+        super().__init__()
+        self._settings = settings
+        self._state = AsyncSessionState(store._keyspace, settings, sid, issued_at, data=self)
+        self.accessed = False
+
+    def _read(self) -> None:
+        self.accessed = True
+
+    def _changed(self) -> None:
+        self.accessed = True
+        self._state.changed()
+
+    async def _release_lock(self) -> None:
+        await self._state.release_lock()
+        if _HELD.get() is self:
+            _HELD.set(None)
+
+    # -- the dict: every read is noted (Vary: Cookie), every change tracked ----------------------
+
+    def __getitem__(self, key: str) -> Any:
+        self._read()
+        return dict.__getitem__(self, key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        check_key(key)
+        self._changed()
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: str) -> None:
+        dict.__delitem__(self, key)
+        self._changed()
+
+    def __iter__(self) -> Iterator[str]:
+        self._read()
+        return iter(list(dict.keys(self)))  # a snapshot: deleting keys while iterating is fine
+
+    def __len__(self) -> int:
+        self._read()
+        return dict.__len__(self)
+
+    def __contains__(self, key: object) -> bool:
+        self._read()
+        return dict.__contains__(self, key)
+
+    def __eq__(self, other: object) -> bool:
+        self._read()
+        return dict.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like dict
+
+    def __or__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        self._read()
+        return {**dict.copy(self), **other}
+
+    def __ror__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        self._read()
+        return {**other, **dict.copy(self)}
+
+    def __ior__(self, other: Any) -> QuartSession:  # type: ignore[override]
+        self.update(other)
+        return self
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._read()
+        return dict.get(self, key, default)
+
+    def keys(self) -> KeysView[str]:  # type: ignore[override]
+        self._read()
+        return dict.keys(self)
+
+    def values(self) -> ValuesView[Any]:  # type: ignore[override]
+        self._read()
+        return dict.values(self)
+
+    def items(self) -> ItemsView[str, Any]:  # type: ignore[override]
+        self._read()
+        return dict.items(self)
+
+    def copy(self) -> dict[str, Any]:
+        """A shallow copy, as a plain ``dict``."""
+        self._read()
+        return dict.copy(self)
+
+    @classmethod
+    def fromkeys(cls, iterable: Iterable[str], value: Any = None) -> dict[str, Any]:  # type: ignore[override]
+        """A plain ``dict``: a session only comes from the session interface."""
+        return dict.fromkeys(iterable, value)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        self._read()
+        if dict.__contains__(self, key):
+            return dict.__getitem__(self, key)
+        self[key] = default
+        return default
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self._read()
+        if len(default) > 1:
+            raise TypeError(f"pop expected at most 2 arguments, got {1 + len(default)}")
+        if dict.__contains__(self, key):
+            self._changed()
+        return dict.pop(self, key, *default)
+
+    def popitem(self) -> tuple[str, Any]:
+        self._read()
+        item = dict.popitem(self)  # KeyError if empty: nothing changed
+        self._changed()
+        return item
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        if len(args) > 1:
+            raise TypeError(f"update expected at most 1 positional argument, got {len(args)}")
+        new = dict(*args, **kwargs)
+        for key in new:
+            check_key(key)
+        self._changed()
+        dict.update(self, new)
+
+    def clear(self) -> None:
+        """Delete every key this request sees (keys added meanwhile by other requests stay)."""
+        self._changed()
+        dict.clear(self)
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
+        # copy.copy, copy.deepcopy and pickle give a plain dict: the store, lock and request
+        # state of a session belong to its request.
+        return (dict, (dict.copy(self),))
+
+    def __repr__(self) -> str:
+        kind = "new" if not self._state.existed else "stored"
+        return f"<QuartSession {kind} keys={list(dict.keys(self))}>"
+
+    @property
+    def new(self) -> bool:  # type: ignore[override]
+        """Whether no stored session backs this one (yet)."""
+        return not self._state.existed
+
+    @property
+    def permanent(self) -> bool:
+        """``session["_permanent"]`` if set, else the app's ``SESSION_PERMANENT`` (default False).
+
+        A permanent session's cookie expires with the server-side idle lifetime; any other is a
+        browser-session cookie. The server-side lifetimes apply to both.
+        """
+        return bool(self.get("_permanent", self._settings.permanent))
+
+    @permanent.setter
+    def permanent(self, value: bool) -> None:
+        self["_permanent"] = bool(value)
+
+    @property
+    def modified(self) -> bool:
+        """Whether a mutating method was called (nested changes are found at save time anyway).
+
+        Set it to ``False`` to skip saving this request's changes; ``incr`` and ``destroy`` were
+        applied at once and stay applied.
+        """
+        return self._state.mutated
+
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        self._state.mutated = bool(value)
+        self._state.discard = not value
+
+    # -- atomic operations -------------------------------------------------------------------
+
+    async def incr(self, key: str, by: int = 1) -> int:
+        """Atomically add ``by`` to the integer at ``key`` (missing: 0) and return the new value.
+
+        Applied to the stored session at once by compare-and-set, so concurrent increments of one
+        session are never lost, and it stays applied if the request fails later. It replaces any
+        change of ``key`` made earlier in this request. A new session is stored (under a fresh id)
+        right away. Raises ``TypeError`` if ``key`` holds something other than an int.
+        """
+        self.accessed = True
+        return await self._state.incr(key, by)
+
+    def regenerate(self) -> None:
+        """Move this session to a new id when the response is saved, and kill the old id (login).
+
+        Any write to the old id made meanwhile is carried over. Nothing moves if the response is a
+        5xx. On a new session this changes nothing (its id is fresh anyway).
+        """
+        self.accessed = True
+        self._state.regenerate()
+
+    async def destroy(self) -> None:
+        """End this session now (logout): its entry is deleted at once and the cookie removed.
+
+        A request still in flight with this session can never write it back. Keys set after
+        ``destroy`` start a new session under a new id.
+        """
+        self.accessed = True
+        await self._state.destroy()
+
+
+class QuartSessionInterface(SessionInterface):
+    """Quart session interface keeping sessions in an :class:`~sharedstate.AsyncStore`.
+
+    ``app.session_interface = QuartSessionInterface(store)``, or ``SHAREDSTATE_SESSIONS = True``
+    with :class:`SharedState`. Every setting is read from ``app.config`` on each request (the
+    ones of :mod:`sharedstate.sessions`, with the same code), and the cookie is the Flask
+    sessions' (a random 256-bit id signed with ``SECRET_KEY``, ``SECRET_KEY_FALLBACKS``
+    accepted), so a Flask and a Quart app with one key and one store share sessions.
+    """
+
+    salt = DEFAULT_SALT
+
+    def __init__(self, store: AsyncStore) -> None:
+        self.store = store
+        self._signers = CookieSigners(self.salt)
+        store._keyspace.warn_if_evictable("Quart sessions")
+        # Idempotent: blinker keeps one connection per receiver.
+        request_tearing_down.connect(_release_at_teardown, weak=False)
+        websocket_tearing_down.connect(_release_at_teardown, weak=False)
+
+    def cookie_signer(self, app: Quart) -> CookieSigner:
+        """The signer of ``app``'s session cookies: signs with ``SECRET_KEY``, also accepts
+        ``SECRET_KEY_FALLBACKS``."""
+        return self._signers.for_app(app.config, app.secret_key)
+
+    async def open_session(self, app: Quart, request: BaseRequestWebsocket) -> QuartSession | None:
+        """Check the cookie's signature and, if it names a session, read it (taking the session
+        lock first if ``SHAREDSTATE_SESSION_LOCK``). Without ``SECRET_KEY``: ``None`` (Quart's
+        null session, which says so when written)."""
+        if not app.secret_key:
+            return None
+        settings = read_session_settings(app.config, app.permanent_session_lifetime)
+        sid = issued = None
+        cookie = request.cookies.get(self.get_cookie_name(app))
+        if cookie:
+            verified = self.cookie_signer(app).unsign(cookie)
+            if verified is not None:  # else tampered, forged or malformed: a fresh session
+                sid, issued = verified
+        session = QuartSession(self.store, settings, sid, issued)
+        try:
+            await session._state.load()  # no IO without a session id
+        except BaseException:
+            await session._state.release_lock()  # taken, then the read failed
+            raise
+        if session._state.lock is not None:
+            _HELD.set(session)
+        return session
+
+    async def save_session(
+        self, app: Quart, session: SessionMixin, response: Response | WerkzeugResponse | None
+    ) -> None:
+        """Save the changes (nothing on a 5xx), then release the session lock if held.
+
+        After a websocket (``response`` is ``None``: no cookie can be sent) the changes of a
+        stored session are saved, but a new session or a regenerated id cannot reach the client,
+        so neither is stored.
+        """
+        assert isinstance(session, QuartSession)
+        state = session._state
+        try:
+            if response is None:
+                if state.existed and not state.regenerating:
+                    await state.save(time.time())
+                return
+            if session.accessed:
+                response.vary.add("Cookie")
+            # Nothing saved on a 5xx: only a destroy (applied at once) stands.
+            failed = response.status_code >= 500
+            kind, sid, ttl = state.unsaved() if failed else await state.save(time.time())
+            if kind == "set":
+                assert sid is not None and ttl is not None
+                self._set_cookie(app, response, session, sid, ttl)
+            elif kind == "delete":
+                self._delete_cookie(app, response)
+        finally:
+            await session._release_lock()
+
+    def _set_cookie(
+        self,
+        app: Quart,
+        response: Response | WerkzeugResponse,
+        session: SessionMixin,
+        sid: str,
+        ttl: float,
+    ) -> None:
+        expires = datetime.now(timezone.utc) + timedelta(seconds=ttl) if session.permanent else None
+        response.set_cookie(
+            self.get_cookie_name(app),
+            self.cookie_signer(app).sign(sid),
+            expires=expires,
+            httponly=self.get_cookie_httponly(app),
+            domain=self.get_cookie_domain(app),
+            path=self.get_cookie_path(app),
+            secure=self.get_cookie_secure(app),
+            partitioned=self.get_cookie_partitioned(app),
+            samesite=self.get_cookie_samesite(app),
+        )
+        response.vary.add("Cookie")
+
+    def _delete_cookie(self, app: Quart, response: Response | WerkzeugResponse) -> None:
+        response.delete_cookie(
+            self.get_cookie_name(app),
+            domain=self.get_cookie_domain(app),
+            path=self.get_cookie_path(app),
+            secure=self.get_cookie_secure(app),
+            partitioned=self.get_cookie_partitioned(app),
+            samesite=self.get_cookie_samesite(app),
+            httponly=self.get_cookie_httponly(app),
+        )
+        response.vary.add("Cookie")
+
+
+async def _release_at_teardown(sender: Quart, **extra: Any) -> None:
+    session = _HELD.get()
+    if session is not None:
+        await session._release_lock()
 
 
 # -- quart state ... --------------------------------------------------------------------------
