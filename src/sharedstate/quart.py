@@ -549,7 +549,7 @@ class QuartSession(dict[str, Any], SessionMixin):
     """The ``session`` of one Quart request: a ``dict`` of str keys, loaded when the request starts.
 
     The Quart face of the framework-free session engine
-    (:class:`sharedstate._async.sessions.AsyncSessionState`), with the contract of
+    (``sharedstate._async.sessions.AsyncSessionState``), with the contract of
     :mod:`sharedstate.sessions`: saving writes only the keys this request changed, merged into
     the stored entry by compare-and-set, so concurrent requests of one user that change different
     keys all persist; nested changes are found at save time.
