@@ -131,7 +131,7 @@ class SharedStateSession(dict[str, Any], SessionMixin):
     session; a change made after that is saved again, with the earlier ones.
 
     The store side (load, merge-save, incr, lock, moves) is the framework-free engine,
-    :class:`sharedstate._sync.sessions.SessionState`; this class is the Flask-facing dict.
+    ``sharedstate._sync.sessions.SessionState``; this class is the Flask-facing dict.
     """
 
     def __init__(self, store: Store, settings: SessionSettings, sid: str | None, issued_at: float | None):
