@@ -300,13 +300,18 @@ class Hypercorn:
         self.log.close()
 
 
-def fire(base: str, paths: list[str]) -> list[httpx.Response]:
-    """Send every request at once, each on its own connection."""
+def fire(base: str, paths: list[str], stagger: float = 0.0) -> list[httpx.Response]:
+    """Send every request at once, each on its own connection (the i-th after ``i * stagger`` s)."""
+
+    async def get(client: httpx.AsyncClient, i: int, path: str) -> httpx.Response:
+        if stagger:
+            await asyncio.sleep(i * stagger)
+        return await client.get(path)
 
     async def main() -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=len(paths), max_keepalive_connections=0)
         async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
-            return list(await asyncio.gather(*[client.get(p) for p in paths]))
+            return list(await asyncio.gather(*[get(client, i, p) for i, p in enumerate(paths)]))
 
     return asyncio.run(main())
 
@@ -330,12 +335,20 @@ def hypercorn(
 
 def test_hypercorn_counter_is_exact(hypercorn: tuple[str, str, str]) -> None:
     base, url, namespace = hypercorn
-    replies = fire(base, ["/incr?sleep=0.05"] * 200)
-    assert [r.status_code for r in replies] == [200] * 200
-    assert sorted(r.json()["n"] for r in replies) == list(range(1, 201))
-    assert len({r.json()["pid"] for r in replies}) >= 2, "the requests did not spread over the workers"
+    pids: set[int] = set()
+    rounds = 0
+    # One event loop can take all 200 connections; on a busy machine one worker sometimes does, so
+    # fire again (the counts must stay exact) until the load reached two workers, at most 3 times.
+    while len(pids) < 2 and rounds < 3:
+        replies = fire(base, ["/incr?sleep=0.05"] * 200)
+        assert [r.status_code for r in replies] == [200] * 200
+        first = rounds * 200 + 1
+        assert sorted(r.json()["n"] for r in replies) == list(range(first, first + 200))
+        pids |= {r.json()["pid"] for r in replies}
+        rounds += 1
+    assert len(pids) >= 2, "the requests did not spread over the workers"
     with Store(url, namespace=namespace) as store:
-        assert store.get("hits") == 200
+        assert store.get("hits") == rounds * 200
 
 
 def test_hypercorn_edit_lock_and_cached_stampede(hypercorn: tuple[str, str, str]) -> None:
@@ -344,11 +357,19 @@ def test_hypercorn_edit_lock_and_cached_stampede(hypercorn: tuple[str, str, str]
     assert sorted(r.json()["param"] for r in edits) == list(range(1, 41))
     guarded = fire(base, ["/module-locked?sleep=0.005"] * 20)
     assert sorted(r.json()["value"] for r in guarded) == list(range(1, 21))
-    reports = fire(base, ["/report"] * 40)  # a cold cache, hit by 40 requests on 4 processes
-    assert [r.status_code for r in reports] == [200] * 40
-    assert {r.json()["run"] for r in reports} == {1}  # computed once, everyone got it
-    assert len({r.json()["pid"] for r in reports}) == 1
-    assert len({r.json()["served_by"] for r in reports}) >= 2
+    served: set[int] = set()
+    for _ in range(3):  # a cold cache, hit by 40 requests; again if one worker took them all
+        with Store(url, namespace=namespace) as store:  # cold again
+            for key in [*store.keys("_ss:cache:"), "report_runs"]:
+                store.backend.delete(store._keyspace.full_key(key, internal=True))
+        reports = fire(base, ["/report"] * 40, stagger=0.004)
+        assert [r.status_code for r in reports] == [200] * 40
+        assert {r.json()["run"] for r in reports} == {1}  # computed once, everyone got it
+        assert len({r.json()["pid"] for r in reports}) == 1
+        served = {r.json()["served_by"] for r in reports}
+        if len(served) >= 2:
+            break
+    assert len(served) >= 2, "the requests did not spread over the workers"
     with Store(url, namespace=namespace) as store:
         assert store.get("report_runs") == 1
         assert store.get("global_obj") == {"param": 40}
