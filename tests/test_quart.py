@@ -1,6 +1,10 @@
-"""``sharedstate.quart``: the extension in-process (Quart's test client and test CLI runner) and under
-real hypercorn with four worker processes, hit by real concurrent HTTP clients, on sqlite:// and
-redis://.
+"""``sharedstate.quart``: the extension and its sessions in-process (Quart's test client and test CLI
+runner) and under real hypercorn with four worker processes, hit by real concurrent HTTP clients,
+on sqlite:// and redis://.
+
+The session acceptance checks are the Flask sessions' own, imported from tests/test_sessions.py and
+run here against :func:`live`: the Quart twin of the Flask session app (tests/apps/quart_session_app.py)
+under ``hypercorn --workers 4``. One hypercorn per backend serves every test of this module.
 """
 
 from __future__ import annotations
@@ -19,11 +23,22 @@ from typing import Any
 
 import httpx
 import pytest
-from quart import Quart
+from flask import Flask
+from quart import Quart, session
 
 from sharedstate import AsyncStore, LockNotOwnedError, LockTimeout, Store
-from sharedstate.quart import SharedState, default_namespace, store_for
+from sharedstate.flask import SharedState as FlaskSharedState
+from sharedstate.quart import QuartSession, SharedState, default_namespace, store_for
 from tests import servers
+
+# The Flask acceptance checks, collected here too: they run against this module's `live`.
+from tests.test_sessions import (  # noqa: F401
+    test_concurrent_incr_loses_nothing,
+    test_concurrent_writes_of_different_keys_all_persist,
+    test_locked_read_then_write_loses_nothing,
+    test_logout_overlapping_slow_requests_stays_logged_out,
+    test_tampered_cookie_gets_a_fresh_empty_session,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 HYPERCORN = Path(sys.executable).parent / "hypercorn"
@@ -262,7 +277,7 @@ class Hypercorn:
         self.process = subprocess.Popen(
             [
                 *(str(HYPERCORN), "--workers", str(WORKERS), "--bind", f"127.0.0.1:{port}"),
-                *("--backlog", "1024", "--graceful-timeout", "2", app),
+                *("--backlog", "1024", "--graceful-timeout", "1", app),
             ],
             cwd=ROOT,
             env={**os.environ, **env},
@@ -271,8 +286,9 @@ class Hypercorn:
         )
         self.base = f"http://127.0.0.1:{port}"
         try:
-            servers.wait_for_port(port, 60)
-            deadline = time.monotonic() + 60  # the port opens before the workers import the app
+            # Until a worker answers (the port opens before the workers import the app); a server
+            # that exits (a bad option, an app that fails to import) is reported at once.
+            deadline = time.monotonic() + 90
             while True:
                 try:
                     if httpx.get(f"{self.base}/noop", timeout=5).status_code == 200:
@@ -320,17 +336,27 @@ def fire(base: str, paths: list[str], stagger: float = 0.0) -> list[httpx.Respon
 def hypercorn(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, str, str]]:
-    """(base URL, store URL, namespace) of tests.apps.quart_app under ``hypercorn --workers 4``."""
+    """(base URL, store URL, namespace) of one ``hypercorn --workers 4`` serving the session apps
+    of tests/apps/quart_session_app.py and the state app of tests/apps/quart_app.py."""
     tmp_path = tmp_path_factory.mktemp("hypercorn")
     url = servers.backend_url(request.param, tmp_path)
     namespace = f"q{servers.RUN_ID}{uuid.uuid4().hex[:8]}"
     env = {"QUART_APP_URL": url, "QUART_APP_NAMESPACE": namespace, "QUART_APP_INSTANCE": str(tmp_path)}
-    server = Hypercorn("tests.apps.quart_app:create_app()", env)
+    env.update(SHAREDSTATE_URL=url, SHAREDSTATE_NAMESPACE=namespace, SHAREDSTATE_SESSION_IDLE_TIMEOUT="600")
+    server = Hypercorn("tests.apps.quart_session_app:create_app()", env)
     try:
         yield server.base, url, namespace
     finally:
         server.stop()
         drop_namespace(url, namespace)
+
+
+@pytest.fixture(scope="module")
+def live(hypercorn: tuple[str, str, str]) -> Iterator[tuple[str, Store]]:
+    """(host:port, store): what the Flask session acceptance checks (tests/test_sessions.py) take."""
+    base, url, namespace = hypercorn
+    with Store(url, namespace=namespace) as store:
+        yield base.removeprefix("http://"), store
 
 
 def test_hypercorn_counter_is_exact(hypercorn: tuple[str, str, str]) -> None:
@@ -385,3 +411,187 @@ def test_async_store_sees_what_the_workers_wrote(hypercorn: tuple[str, str, str]
 
     fire(base, ["/edit"])
     assert asyncio.run(main())["param"] >= 1
+
+
+# -- sessions, in-process (Quart's test client) -------------------------------------------------------
+
+
+def session_app(tmp_path: Path, *, lock: bool = False, **config: Any) -> Quart:
+    from tests.apps.quart_session_app import make_quart_app
+
+    return make_quart_app(f"sqlite:///{tmp_path}/s.sqlite3", "qs", lock=lock, **config)
+
+
+def cookie_of(reply: Any, name: str = "session") -> str | None:
+    """The value the reply sets for cookie ``name`` ("" if it deletes it), None if untouched."""
+    for header in reply.headers.getlist("Set-Cookie"):
+        key, _, rest = header.partition("=")
+        if key == name:
+            return rest.split(";")[0].strip('"')
+    return None
+
+
+def test_lazy_merge_5xx_nested_and_clear(tmp_path: Path) -> None:
+    app = session_app(tmp_path)
+    store = store_for(app)
+
+    async def entries() -> list[str]:
+        return await store.keys("_ss:session:")
+
+    async def main() -> None:
+        client = app.test_client()
+        noop = await client.get("/noop")
+        assert cookie_of(noop) is None and "Cookie" not in noop.headers.get("Vary", "")
+        assert await (await client.get("/get")).get_json() == {}
+        assert await entries() == []  # an empty session is never stored
+        failed = await client.get("/fail")
+        assert failed.status_code == 500 and cookie_of(failed) is None  # nothing saved on a 5xx
+        made = await client.get("/set/a/1")
+        sid_cookie = cookie_of(made)
+        assert sid_cookie and len(sid_cookie.split(".")[0]) == 43  # only a signed 256-bit id
+        assert "Cookie" in made.headers["Vary"]
+        read = await client.get("/get")
+        assert cookie_of(read) is None  # a read-only request sends no cookie (refresh throttled)
+        await client.get("/append/cart/x")
+        await client.get("/append/cart/y")  # nested changes, detected at save time
+        assert await (await client.get("/get")).get_json() == {"a": "1", "cart": {"items": ["x", "y"]}}
+        assert await (await client.get("/incr/n")).get_data(as_text=True) == "1"
+        assert await (await client.get("/incr/n")).get_data(as_text=True) == "2"
+        assert len(await entries()) == 1
+        cleared = await client.get("/clear")
+        assert cookie_of(cleared) == ""  # emptied: entry and cookie deleted
+        assert await entries() == []
+        await store.aclose()
+
+    asyncio.run(main())
+
+
+def test_login_regenerates_and_logout_destroys(tmp_path: Path) -> None:
+    app = session_app(tmp_path)
+    store = store_for(app)
+
+    async def main() -> None:
+        client = app.test_client()
+        first = cookie_of(await client.get("/set/cart/1"))
+        assert first
+        login = await client.get("/login/alice")
+        second = cookie_of(login)
+        assert second and second.split(".")[0] != first.split(".")[0]
+        data = await (await client.get("/get")).get_json()
+        assert data == {"cart": "1", "user": "alice"}  # the data moved to the new id
+        # the old id is dead: presenting it gets a fresh session
+        old = app.test_client()
+        old.cookie_jar = None  # type: ignore[assignment]
+        stale = await old.get("/get", headers={"Cookie": f"session={first}"})
+        assert await stale.get_json() == {}
+        logout = await client.get("/logout")
+        assert cookie_of(logout) == ""
+        assert await store.keys("_ss:session:") == []
+        await store.aclose()
+
+    asyncio.run(main())
+
+
+def test_no_secret_key_and_bad_settings(tmp_path: Path) -> None:
+    app = session_app(tmp_path, SECRET_KEY=None)
+
+    async def main() -> None:
+        reply = await app.test_client().get("/set/a/1")
+        assert reply.status_code == 500  # Quart's null session refuses writes without SECRET_KEY
+        app.config.update(SECRET_KEY="k", SHAREDSTATE_SESSION_IDLE_TIMEOUT=-1)
+        app.config["PROPAGATE_EXCEPTIONS"] = True
+        with pytest.raises(ValueError, match="SHAREDSTATE_SESSION_IDLE_TIMEOUT"):
+            await app.test_client().get("/get")
+        await store_for(app).aclose()
+
+    asyncio.run(main())
+
+
+def test_lock_released_when_the_exception_propagates(tmp_path: Path) -> None:
+    app = session_app(tmp_path, lock=True, SHAREDSTATE_SESSION_LOCK_TIMEOUT=1)
+    app.config["PROPAGATE_EXCEPTIONS"] = True
+
+    @app.get("/crash")
+    async def crash() -> str:
+        session["x"] = 1
+        raise RuntimeError("boom")
+
+    async def main() -> None:
+        client = app.test_client()
+        await client.get("/locked/set/a/1")
+        with pytest.raises(RuntimeError, match="boom"):
+            await client.get("/crash")
+        # the lock was released at teardown: the next request does not wait for the lease
+        reply = await client.get("/locked/get")
+        assert await reply.get_json() == {"a": "1"}
+        await store_for(app).aclose()
+
+    asyncio.run(main())
+
+
+def test_lock_wait_is_bounded(tmp_path: Path) -> None:
+    app = session_app(tmp_path, lock=True, SHAREDSTATE_SESSION_LOCK_TIMEOUT=0.3)
+    app.config["PROPAGATE_EXCEPTIONS"] = True
+
+    async def main() -> None:
+        client = app.test_client()
+        await client.get("/locked/set/a/1")
+        slow = asyncio.ensure_future(client.get("/locked/get?delay=1"))
+        await asyncio.sleep(0.3)
+        with pytest.raises(LockTimeout, match="SHAREDSTATE_SESSION_LOCK_TIMEOUT"):
+            await client.get("/locked/get")
+        assert await (await slow).get_json() == {"a": "1"}
+        await store_for(app).aclose()
+
+    asyncio.run(main())
+
+
+def test_flask_and_quart_share_sessions(tmp_path: Path) -> None:
+    """One secret key and one store: a session made by Flask is read and changed by Quart."""
+    url = f"sqlite:///{tmp_path}/shared.sqlite3"
+    config = {"SECRET_KEY": "shared", "SHAREDSTATE_URL": url, "SHAREDSTATE_NAMESPACE": "site"}
+    config["SHAREDSTATE_SESSIONS"] = True
+    flask_app = Flask("flask_side")
+    flask_app.config.update(config)
+    FlaskSharedState(flask_app)
+
+    @flask_app.get("/login")
+    def login() -> str:
+        from flask import session as flask_session
+
+        flask_session["user"] = "alice"
+        return "ok"
+
+    @flask_app.get("/who")
+    def who() -> dict[str, Any]:
+        from flask import session as flask_session
+
+        return dict(flask_session)
+
+    quart_app = Quart("quart_side")
+    quart_app.config.update(config)
+    SharedState(quart_app)
+
+    @quart_app.get("/visit")
+    async def visit() -> str:
+        assert isinstance(session._get_current_object(), QuartSession)  # type: ignore[attr-defined]
+        return f"{session['user']}:{await session.incr('visits')}"  # type: ignore[attr-defined]
+
+    with flask_app.test_client() as fc:
+        reply = fc.get("/login")
+        cookie = next(
+            h.split(";")[0].split("=", 1)[1]
+            for h in reply.headers.getlist("Set-Cookie")
+            if h.startswith("session=")
+        )
+
+    async def main() -> str:
+        reply = await quart_app.test_client().get("/visit", headers={"Cookie": f"session={cookie}"})
+        text = await reply.get_data(as_text=True)
+        await store_for(quart_app).aclose()
+        return text
+
+    assert asyncio.run(main()) == "alice:1"
+    with flask_app.test_client() as fc:
+        fc.set_cookie("session", cookie)
+        assert fc.get("/who").get_json() == {"user": "alice", "visits": 1}

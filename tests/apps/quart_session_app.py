@@ -1,9 +1,11 @@
-"""A Quart app with sharedstate sessions, served by tests/test_quart_sessions.py under hypercorn.
+"""A Quart app with sharedstate sessions, served by tests/test_quart.py under hypercorn.
 
 The Quart twin of tests/apps/session_app.py (same routes, same answers), so the Flask acceptance
-checks run unchanged against it. ``create_app()`` returns one ASGI app that serves two Quart apps
-sharing one store: ``/...`` with plain sessions and ``/locked/...`` with
-``SHAREDSTATE_SESSION_LOCK = True`` (cookie ``locked_session``). Settings come from the environment:
+checks run unchanged against it; tests/test_quart.py serves it, with the state app of
+tests/apps/quart_app.py alongside, from one ``hypercorn --workers 4``. ``create_app()`` returns
+one ASGI app that serves two Quart apps sharing one store: ``/...`` with plain sessions and
+``/locked/...`` with ``SHAREDSTATE_SESSION_LOCK = True`` (cookie ``locked_session``). Settings
+come from the environment:
 ``SHAREDSTATE_URL`` (required), ``SHAREDSTATE_NAMESPACE``, ``SHAREDSTATE_SESSION_IDLE_TIMEOUT``.
 Handlers take ``?delay=`` (seconds slept after the session is read) to widen race windows.
 """
@@ -116,21 +118,37 @@ def make_quart_app(url: str, namespace: str, *, lock: bool = False, **config: An
     return app
 
 
-class Dispatcher:
-    """ASGI: ``/locked/...`` to the locked app, everything else (lifespan too) to the plain one."""
+#: The routes of tests/apps/quart_app.py (the state app), when it is served alongside.
+STATE_PATHS = ("/incr", "/edit", "/module-locked", "/report")
 
-    def __init__(self, plain: Quart, locked: Quart) -> None:
-        self.plain, self.locked = plain, locked
+
+class Dispatcher:
+    """ASGI: ``/locked/...`` to the locked app, the state app's routes to it (if any), everything
+    else (lifespan too) to the plain one."""
+
+    def __init__(self, plain: Quart, locked: Quart, state: Quart | None = None) -> None:
+        self.plain, self.locked, self.state = plain, locked, state
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         path = scope.get("path", "")
-        app = self.locked if path == "/locked" or path.startswith("/locked/") else self.plain
+        app = self.plain
+        if path == "/locked" or path.startswith("/locked/"):
+            app = self.locked
+        elif self.state is not None and (path in STATE_PATHS or path.startswith("/get/")):
+            app = self.state
         await app(scope, receive, send)
 
 
 def create_app(url: str | None = None, namespace: str | None = None, **config: Any) -> Dispatcher:
+    """The plain session app at ``/``, the locked one at ``/locked``; with ``$QUART_APP_URL`` set,
+    also the state app of tests/apps/quart_app.py (one hypercorn serves every Quart test)."""
     url = url or os.environ["SHAREDSTATE_URL"]
     namespace = namespace if namespace is not None else os.environ.get("SHAREDSTATE_NAMESPACE", "sessions")
+    state = None
+    if os.environ.get("QUART_APP_URL"):
+        from tests.apps import quart_app
+
+        state = quart_app.create_app()
     return Dispatcher(
-        make_quart_app(url, namespace, **config), make_quart_app(url, namespace, lock=True, **config)
+        make_quart_app(url, namespace, **config), make_quart_app(url, namespace, lock=True, **config), state
     )
