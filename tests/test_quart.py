@@ -595,3 +595,47 @@ def test_flask_and_quart_share_sessions(tmp_path: Path) -> None:
     with flask_app.test_client() as fc:
         fc.set_cookie("session", cookie)
         assert fc.get("/who").get_json() == {"user": "alice", "visits": 1}
+
+
+def test_flash_markup_and_websocket_saves(tmp_path: Path) -> None:
+    from markupsafe import Markup
+    from quart import flash, get_flashed_messages, websocket
+
+    app = session_app(tmp_path)
+
+    @app.get("/flash")
+    async def flash_messages() -> str:
+        await flash(Markup("<b>hi</b>"))  # safe HTML: comes back as Markup
+        await flash("<i>plain</i>", "info")
+        return "ok"
+
+    @app.get("/flashes")
+    async def flashes() -> str:
+        messages = get_flashed_messages(with_categories=True)
+        return repr([(category, type(m).__name__, str(m)) for category, m in messages])
+
+    @app.websocket("/ws")
+    async def ws() -> None:
+        session["from_ws"] = "yes"  # saved after the websocket, without a cookie
+        await websocket.send("hi")
+
+    async def main() -> None:
+        client = app.test_client()
+        await client.get("/flash")
+        shown = await (await client.get("/flashes")).get_data(as_text=True)
+        assert shown == "[('message', 'Markup', '<b>hi</b>'), ('info', 'str', '<i>plain</i>')]"
+        assert await (await client.get("/flashes")).get_data(as_text=True) == "[]"
+        async with client.websocket("/ws") as ws_client:  # no session yet: a new one cannot be sent
+            assert await ws_client.receive() == "hi"
+        await asyncio.sleep(0.1)
+        assert await store_for(app).keys("_ss:session:") == []
+        await client.get("/set/a/1")
+        async with client.websocket("/ws") as ws_client:
+            assert await ws_client.receive() == "hi"
+        deadline = time.monotonic() + 5
+        while "from_ws" not in (data := await (await client.get("/get")).get_json()):
+            assert time.monotonic() < deadline, data
+            await asyncio.sleep(0.05)
+        await store_for(app).aclose()
+
+    asyncio.run(main())
