@@ -639,3 +639,18 @@ def test_flash_markup_and_websocket_saves(tmp_path: Path) -> None:
         await store_for(app).aclose()
 
     asyncio.run(main())
+
+
+def test_a_request_that_never_uses_the_session_renews_nothing(tmp_path: Path) -> None:
+    app = session_app(tmp_path, SHAREDSTATE_SESSION_REFRESH_FRACTION=0)  # every use renews
+
+    async def main() -> None:
+        client = app.test_client()
+        assert cookie_of(await client.get("/set/a/1"))
+        noop = await client.get("/noop")  # loaded (it carries the cookie), never used
+        assert cookie_of(noop) is None and "Cookie" not in noop.headers.get("Vary", "")
+        read = await client.get("/get")  # used read-only: the expiry is renewed, the cookie re-sent
+        assert cookie_of(read) and "Cookie" in read.headers["Vary"]
+        await store_for(app).aclose()
+
+    asyncio.run(main())

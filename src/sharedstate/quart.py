@@ -834,8 +834,9 @@ class QuartSessionInterface(SessionInterface):
                 if state.existed and not state.regenerating:
                     await state.save(time.time())
                 return
-            if session.accessed:
-                response.vary.add("Cookie")
+            if not session.accessed:
+                return  # never used (only loaded): nothing to save, no expiry renewed, as in Flask
+            response.vary.add("Cookie")
             # Nothing saved on a 5xx: only a destroy (applied at once) stands.
             failed = response.status_code >= 500
             kind, sid, ttl = state.unsaved() if failed else await state.save(time.time())
