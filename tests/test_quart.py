@@ -188,11 +188,11 @@ def test_cached_single_flight_and_stale(tmp_path: Path) -> None:
             first = await asyncio.gather(*[rates("mon") for _ in range(20)])
             assert {r["run"] for r in first} == {1} and len(runs) == 1  # a stampede, computed once
             await asyncio.sleep(0.6)  # stale now
-            started = time.monotonic()
             stale = await asyncio.gather(*[rates("mon") for _ in range(10)])
             runs_seen = sorted(r["run"] for r in stale)
-            assert runs_seen.count(2) == 1 and runs_seen.count(1) == 9  # one refreshes, nine get stale
-            assert len(runs) == 2 and time.monotonic() - started < 2
+            # One refreshes; nine got the stale value (had they waited, they would have run 2).
+            assert runs_seen.count(2) == 1 and runs_seen.count(1) == 9
+            assert len(runs) == 2
             assert await rates.invalidate("mon")
         await state.store.aclose()
 
