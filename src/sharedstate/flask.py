@@ -29,26 +29,23 @@ Configuration (read by :meth:`SharedState.init_app`, so set it before):
 from __future__ import annotations
 
 import contextvars
-import functools
-import os
-import pprint
-import sys
 import weakref
 from collections.abc import Callable, ItemsView, Iterator, KeysView, ValuesView
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-import click
 from flask import Flask, current_app, has_app_context
 from flask.cli import AppGroup
 
-from sharedstate.errors import LockNotOwnedError, SharedStateError
+from sharedstate import _appconfig
+from sharedstate._appconfig import CONFIG_KEY, EXTENSION_KEY, STORE_KEY, PerStore, check_name
+from sharedstate._statecli import STATE_HELP, add_state_commands
+from sharedstate.errors import LockNotOwnedError
 from sharedstate.objects import Counter, Lock, SharedDict
-from sharedstate.store import DEFAULT_FILENAME, RESERVED_PREFIX, Store
-from sharedstate.urls import mask_url
-from sharedstate.validation import MIN_LEASE, key_text, seconds
+from sharedstate.store import Store
+from sharedstate.validation import MIN_LEASE, seconds
 
 if TYPE_CHECKING:
     from sharedstate.cache import CachedFunction
@@ -56,20 +53,13 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 T = TypeVar("T")
 
-#: ``app.extensions`` keys: the extension object, and the app's :class:`Store`.
-EXTENSION_KEY = "sharedstate"
-STORE_KEY = "sharedstate.store"
-
 
 def default_url(app: Flask) -> str:
     """``$SHAREDSTATE_URL``, else the file ``sharedstate.sqlite3`` in the app's instance folder.
 
     The instance folder is created if missing.
     """
-    if os.environ.get("SHAREDSTATE_URL"):
-        return os.environ["SHAREDSTATE_URL"]
-    os.makedirs(app.instance_path, exist_ok=True)
-    return f"sqlite:///{os.path.join(app.instance_path, DEFAULT_FILENAME)}"
+    return _appconfig.default_url(app.instance_path)
 
 
 def default_namespace(app: Flask) -> str:
@@ -82,16 +72,7 @@ def default_namespace(app: Flask) -> str:
     ``-m`` module name (``"pkg.app"``), else the file name without ``.py`` (``"app"``, as Flask's
     ``app.name``), else ``"__main__"`` (an interactive session).
     """
-    if app.import_name != "__main__":
-        return app.import_name
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if spec is not None and spec.name:
-        return str(spec.name)
-    filename = getattr(main, "__file__", None)
-    if filename:
-        return os.path.splitext(os.path.basename(str(filename)))[0]
-    return "__main__"
+    return _appconfig.default_namespace(app.import_name)
 
 
 def store_for(app: Flask) -> Store:
@@ -142,22 +123,15 @@ class SharedState:
             raise RuntimeError(
                 f"sharedstate is already set up on app {app.name!r}; call init_app once per app"
             )
-        config = app.config
-        config.setdefault("SHAREDSTATE_URL", None)
-        config.setdefault("SHAREDSTATE_NAMESPACE", None)
-        config.setdefault("SHAREDSTATE_SESSIONS", False)
-        config.setdefault("SHAREDSTATE_SESSION_LOCK", False)
-        config.setdefault("SHAREDSTATE_STORE_OPTIONS", {})
-
-        url = config["SHAREDSTATE_URL"] or default_url(app)
-        namespace = config["SHAREDSTATE_NAMESPACE"]
-        if namespace is None:
-            namespace = default_namespace(app)
-        store = Store(url, namespace=namespace, **config["SHAREDSTATE_STORE_OPTIONS"])
+        settings = _appconfig.read_store_config(
+            app.config, instance_path=app.instance_path, import_name=app.import_name
+        )
+        store = Store(settings.url, namespace=settings.namespace, **settings.options)
 
         app.extensions[EXTENSION_KEY] = self
         app.extensions[STORE_KEY] = store
-        if config["SHAREDSTATE_SESSIONS"]:
+        app.extensions[CONFIG_KEY] = settings
+        if settings.sessions:
             from sharedstate.sessions import SharedStateSessionInterface
 
             app.session_interface = SharedStateSessionInterface(store)
@@ -275,41 +249,6 @@ class SharedState:
 # -- objects of the app in use --------------------------------------------------------------------
 
 
-def _check_name(name: str, what: str) -> None:
-    """The checks of a key name that need no store (the store repeats them all when used)."""
-    key_text(name, what)
-    if not name:
-        raise ValueError(f"{what} must not be empty")
-    if name.startswith(RESERVED_PREFIX):
-        raise ValueError(f"{what} {name!r}: names starting with {RESERVED_PREFIX!r} are reserved")
-
-
-V = TypeVar("V")
-
-
-class _PerStore(Generic[V]):
-    """Makes the store's own object for the app in use, once per store, and hands it out.
-
-    The last (store, object) pair is kept as one tuple, read and replaced whole, so threads that
-    use two apps at once each get an object of their own app's store.
-    """
-
-    def __init__(self, state: SharedState, make: Callable[[Store], V]) -> None:
-        self._state = state
-        self._make = make
-        self._last: tuple[Store, V] | None = None
-        store = state._app_store()
-        if store is not None:  # bound right away: the name is checked, eviction warned about
-            self._last = (store, make(store))
-
-    def get(self) -> V:
-        store = self._state.store
-        last = self._last
-        if last is None or last[0] is not store:
-            last = self._last = (store, self._make(store))
-        return last[1]
-
-
 class AppCounter(Counter):
     """A :class:`~sharedstate.objects.Counter` of the app in use (``state.counter(name)``).
 
@@ -319,9 +258,9 @@ class AppCounter(Counter):
 
     def __init__(self, state: SharedState, name: str) -> None:
         # No Counter.__init__: every method is overridden to act on the app's own Counter.
-        _check_name(name, "counter name")
+        check_name(name, "counter name")
         self.name = name
-        self._of_app = _PerStore(state, lambda store: store.counter(name))
+        self._of_app = PerStore(state, lambda store: store.counter(name))
 
     def _counter(self) -> Counter:
         return self._of_app.get()
@@ -353,9 +292,9 @@ class AppDict(SharedDict):
 
     def __init__(self, state: SharedState, name: str) -> None:
         # No SharedDict.__init__: every method is overridden to act on the app's own SharedDict.
-        _check_name(name, "dict name")
+        check_name(name, "dict name")
         self.name = name
-        self._of_app = _PerStore(state, lambda store: store.dict(name))
+        self._of_app = PerStore(state, lambda store: store.dict(name))
 
     def _dict(self) -> SharedDict:
         return self._of_app.get()
@@ -458,7 +397,7 @@ class AppLock(Lock):
         blocking: bool = True,
     ) -> None:
         # No Lock.__init__: every method is overridden to act on the Lock this context holds.
-        _check_name(name, "lock name")
+        check_name(name, "lock name")
         self.name = name
         self.ttl = seconds("ttl", ttl, minimum=MIN_LEASE)
         self.timeout = timeout
@@ -559,113 +498,13 @@ class AppLock(Lock):
 
 # -- flask state ... --------------------------------------------------------------------------
 
-state_cli = AppGroup("state", help="Inspect and manage this app's sharedstate store.")
+state_cli = AppGroup("state", help=STATE_HELP)
 
 
-def _clean_errors(command: Callable[P, None]) -> Callable[P, None]:
-    """Report the library's errors (backend down, not supported...) as one line, not a traceback."""
-
-    @functools.wraps(command)
-    def run(*args: P.args, **kwargs: P.kwargs) -> None:
-        try:
-            command(*args, **kwargs)
-        except SharedStateError as exc:
-            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
-
-    return run
+@contextmanager
+def _cli_store() -> Iterator[Store]:
+    """The store of the app of the command (Flask's ``AppGroup`` gives it an app context)."""
+    yield store_for(current_app)
 
 
-def _cli_store() -> Store:
-    return store_for(current_app)
-
-
-def _all_keys(store: Store) -> Iterator[str]:
-    """Every key of the namespace, the library's own (``_ss:...``) included."""
-    yield from store.keys("")
-    yield from store.keys(RESERVED_PREFIX)
-
-
-def _key_arg(store: Store, key: str) -> str:
-    try:
-        return store._keyspace.full_key(key, internal=True)
-    except (TypeError, ValueError) as exc:
-        raise click.BadParameter(str(exc), param_hint="KEY") from None
-
-
-@state_cli.command("list")
-@click.argument("prefix", default="")
-@click.option("--all", "show_all", is_flag=True, help=f"Include the library's own {RESERVED_PREFIX}* keys.")
-@_clean_errors
-def list_command(prefix: str, show_all: bool) -> None:
-    """List the keys starting with PREFIX (namespace not shown)."""
-    store = _cli_store()
-    keys = store.keys(prefix)
-    if show_all and not prefix.startswith(RESERVED_PREFIX) and RESERVED_PREFIX.startswith(prefix):
-        keys += store.keys(RESERVED_PREFIX)  # every internal key starts with prefix
-    for key in sorted(keys):
-        click.echo(key)
-
-
-@state_cli.command("get")
-@click.argument("key")
-@_clean_errors
-def get_command(key: str) -> None:
-    """Print the value at KEY."""
-    store = _cli_store()
-    full = _key_arg(store, key)
-    entry = store.backend.get(full)
-    if entry is None:
-        raise click.ClickException(f"no key {key!r}")
-    click.echo(pprint.pformat(store._keyspace.decode(full, entry.value), sort_dicts=True))
-
-
-@state_cli.command("delete")
-@click.argument("key")
-@_clean_errors
-def delete_command(key: str) -> None:
-    """Delete KEY."""
-    store = _cli_store()
-    if not store.backend.delete(_key_arg(store, key)):
-        raise click.ClickException(f"no key {key!r}")
-    click.echo(f"deleted {key}")
-
-
-@state_cli.command("clear")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@_clean_errors
-def clear_command(yes: bool) -> None:
-    """Delete every key of this app's namespace, the library's own included."""
-    store = _cli_store()
-    where = f"namespace {store.namespace!r}" if store.namespace else "the whole store (no namespace)"
-    if not yes:
-        click.confirm(f"Delete every key in {where} of {mask_url(store.backend.describe())}?", abort=True)
-    removed = 0
-    for key in list(_all_keys(store)):
-        if store.backend.delete(store._keyspace.full_key(key, internal=True)):
-            removed += 1
-    click.echo(f"deleted {removed} keys")
-
-
-@state_cli.command("sweep")
-@_clean_errors
-def sweep_command() -> None:
-    """Remove expired entries now (the store also does this lazily)."""
-    store = _cli_store()
-    removed = batch = store.sweep(1000)
-    while batch == 1000:
-        batch = store.sweep(1000)
-        removed += batch
-    click.echo(f"swept {removed} expired entries")
-
-
-@state_cli.command("stats")
-@_clean_errors
-def stats_command() -> None:
-    """Show the backend, namespace and number of keys."""
-    store = _cli_store()
-    user = len(store.keys(""))
-    internal = len(store.keys(RESERVED_PREFIX))
-    click.echo(f"backend:   {mask_url(store.backend.describe())}")
-    click.echo(f"url:       {mask_url(store.url)}")
-    click.echo(f"namespace: {store.namespace!r}")
-    click.echo(f"keys:      {user} (+{internal} internal)")
+add_state_commands(state_cli, _cli_store)

@@ -64,6 +64,7 @@ from flask import Flask, request_tearing_down
 from flask.sessions import SessionInterface, SessionMixin
 
 from sharedstate import _sessions
+from sharedstate._appconfig import CookieSigners, read_session_settings
 from sharedstate._sessions import (
     LOCK_PREFIX,
     SESSION_PREFIX,
@@ -104,29 +105,7 @@ class SessionSettings(_sessions.SessionSettings):
     @classmethod
     def from_app(cls, app: Flask) -> SessionSettings:
         """Read and check the settings; a bad one raises ``TypeError``/``ValueError`` naming it."""
-        cfg = app.config
-        if cfg.get("SHAREDSTATE_SESSION_IDLE_TIMEOUT") is not None:
-            idle, idle_name = cfg["SHAREDSTATE_SESSION_IDLE_TIMEOUT"], "SHAREDSTATE_SESSION_IDLE_TIMEOUT"
-        else:
-            idle, idle_name = app.permanent_session_lifetime, "PERMANENT_SESSION_LIFETIME"
-        settings = _sessions.SessionSettings.create(
-            idle=idle,
-            absolute=cfg.get("SHAREDSTATE_SESSION_ABSOLUTE_TIMEOUT"),
-            refresh=bool(cfg.get("SESSION_REFRESH_EACH_REQUEST", True)),
-            refresh_fraction=cfg.get("SHAREDSTATE_SESSION_REFRESH_FRACTION", 0.1),
-            lock=bool(cfg.get("SHAREDSTATE_SESSION_LOCK", False)),
-            lock_lease=cfg.get("SHAREDSTATE_SESSION_LOCK_LEASE", 30.0),
-            lock_timeout=cfg.get("SHAREDSTATE_SESSION_LOCK_TIMEOUT", 30.0),
-            permanent=cfg.get("SESSION_PERMANENT", False),
-            names={
-                "idle": idle_name,
-                "absolute": "SHAREDSTATE_SESSION_ABSOLUTE_TIMEOUT",
-                "refresh_fraction": "SHAREDSTATE_SESSION_REFRESH_FRACTION",
-                "lock_lease": "SHAREDSTATE_SESSION_LOCK_LEASE",
-                "lock_timeout": "SHAREDSTATE_SESSION_LOCK_TIMEOUT",
-                "permanent": "SESSION_PERMANENT",
-            },
-        )
+        settings = read_session_settings(app.config, app.permanent_session_lifetime)
         return cls(**{f: getattr(settings, f) for f in settings.__dataclass_fields__})
 
 
@@ -417,25 +396,14 @@ class SharedStateSessionInterface(SessionInterface):
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._signers: dict[tuple[bytes, ...], CookieSigner] = {}
+        self._signers = CookieSigners(self.salt)
         store._keyspace.warn_if_evictable("Flask sessions")
         request_tearing_down.connect(_release_at_teardown, weak=False)  # idempotent
 
     def cookie_signer(self, app: Flask) -> CookieSigner:
         """The signer of ``app``'s session cookies: signs with ``SECRET_KEY``, also accepts
         ``SECRET_KEY_FALLBACKS``."""
-        keys = [
-            k.encode() if isinstance(k, str) else k
-            for k in [*(app.config.get("SECRET_KEY_FALLBACKS") or ()), app.secret_key]
-        ]
-        signer = self._signers.get(tuple(keys))
-        if signer is None:
-            if len(self._signers) > 16:  # keys rotated many times: start over
-                self._signers.clear()
-            # itsdangerous signs with the last key and accepts any of them.
-            signer = CookieSigner(keys, self.salt)
-            self._signers[tuple(keys)] = signer
-        return signer
+        return self._signers.for_app(app.config, app.secret_key)
 
     def get_signer(self, app: Flask) -> TimestampSigner:
         """The :class:`itsdangerous.TimestampSigner` behind :meth:`cookie_signer`."""
