@@ -87,31 +87,39 @@ def _store_options(options: dict[str, Any]) -> dict[str, Any]:
 
 # -- window arithmetic (no IO) -----------------------------------------------------------------
 #
-# Moving window: the key holds the timestamps of the last ``limit`` acquired entries, newest first.
+# Moving window: the key holds the acquired entries still in the window as ``[timestamp, count]``
+# pairs, newest first, at most ``limit`` entries in all (a hit of cost 1000 is one pair, not 1000).
 # Sliding window counter: the key holds {"w": window number, "c": its count, "p": the previous
 # window's count}; window number = int(now / expiry), as limits' TimestampedSlidingWindow.
 
 
-def moving_acquire(entries: Any, limit: int, expiry: float, amount: int, now: float) -> list[float]:
-    """The new entry list if ``amount`` entries fit in the window ending at ``now``; else raise
+def _pairs(value: Any) -> list[list[float]]:
+    return value if isinstance(value, list) else []
+
+
+def moving_acquire(value: Any, limit: int, expiry: float, amount: int, now: float) -> list[list[float]]:
+    """The new window if ``amount`` entries fit in the moving window ending at ``now``; else raise
     :class:`_Refused`."""
-    current: list[float] = entries if isinstance(entries, list) else []
-    # Newest first, even when another machine's clock is ahead: never insert below the newest.
-    now = max([now, *current[:1]])
     if amount > limit:
         raise _Refused
-    if len(current) > limit - amount and current[limit - amount] >= now - expiry:
+    pairs = _pairs(value)
+    # Newest first, even when another machine's clock is ahead: never insert below the newest.
+    if pairs:
+        now = max(now, pairs[0][0])
+    live = [p for p in pairs if p[0] >= now - expiry]
+    # Refused if the entry at position limit - amount (newest first) is still in the window, i.e.
+    # if more than limit - amount entries are.
+    if sum(int(p[1]) for p in live) > limit - amount:
         raise _Refused
-    return ([now] * amount + current)[:limit]
+    return [[now, amount], *live]
 
 
-def moving_window(entries: Any, expiry: float, now: float) -> tuple[float, int]:
+def moving_window(value: Any, expiry: float, now: float) -> tuple[float, int]:
     """(timestamp of the oldest entry still in the window, number of entries in it)."""
-    current: list[float] = entries if isinstance(entries, list) else []
-    live = [t for t in current if t >= now - expiry]
+    live = [p for p in _pairs(value) if p[0] >= now - expiry]
     if not live:
         return now, 0
-    return live[-1], len(live)
+    return live[-1][0], sum(int(p[1]) for p in live)
 
 
 def sliding_counts(state: Any, expiry: float, now: float) -> tuple[int, int, int]:
