@@ -26,6 +26,8 @@ from sharedstate import (
     AsyncCounter,
     AsyncDict,
     AsyncLock,
+    AsyncStore,
+    BackendUnavailableError,
     ConflictError,
     Counter,
     Lock,
@@ -33,11 +35,13 @@ from sharedstate import (
     LockTimeout,
     NestedUpdateError,
     NotSupportedError,
+    SerializationError,
     SharedDict,
     Store,
+    ValueTooLargeError,
 )
 from sharedstate.backends import CasResult, Entry
-from tests import api_driver
+from tests import api_driver, servers
 from tests.conftest import _open
 
 T = TypeVar("T")
@@ -293,6 +297,213 @@ def test_incr_ttl_applies_only_on_create(store: Store) -> None:
     assert store.incr("forever", ttl=TTL) == 2  # an existing key without expiry keeps none
     time.sleep(TTL + 0.2)
     assert store.get("forever") == 2
+
+
+# -- ttl, batches, ping ------------------------------------------------------------------------
+# The contract adapters build on (cachelib, Django, limits): reading a key's expiry, a health
+# check, and get/set/delete of many keys in one round trip where the server allows it.
+
+# memcached counts whole seconds and reads its clock once a second: a ttl it reports may be a
+# second short of the exact one (never more than the ttl asked).
+TTL_SLACK = 1.5
+
+
+@both_apis
+def test_ttl_of_absent_persistent_and_expiring_keys(store: Store) -> None:
+    with pytest.raises(KeyError) as info:
+        store.ttl("missing")
+    assert info.value.args == ("missing",)  # the key as the caller wrote it, namespace stripped
+    store.set("forever", "v")
+    assert store.ttl("forever") is None
+    store.set("later", "v", ttl=100)
+    left = store.ttl("later")
+    assert left is not None and 100 - TTL_SLACK - 5 <= left <= 100
+    assert store.touch("later", 50) is True
+    left = store.ttl("later")
+    assert left is not None and 50 - TTL_SLACK - 5 <= left <= 50
+    assert store.touch("later", None) is True
+    assert store.ttl("later") is None
+    assert store.incr("n", ttl=100) == 1
+    left = store.ttl("n")
+    assert left is not None and 0 < left <= 100
+    assert store.get("later") == "v" and store.get("n") == 1  # reading the expiry changed nothing
+
+
+@both_apis
+def test_ttl_of_an_expired_key_raises_key_error(store: Store) -> None:
+    store.set("k", "v", ttl=TTL)
+    left = store.ttl("k")
+    assert left is not None and 0 <= left <= TTL + 2  # memcached: whole seconds, up to 2 late
+    wait_until(lambda: store.get("k") is None)
+    with pytest.raises(KeyError):
+        store.ttl("k")
+
+
+@both_apis
+def test_get_many_returns_present_keys_in_the_order_asked(store: Store) -> None:
+    assert store.get_many([]) == {}
+    assert store.get_many(["nothing", "here"]) == {}
+    store.set_many({"a": 1, "b": "two", "zero": 0, "none": None, "empty": ""})
+    got = store.get_many(["b", "missing", "zero", "a", "b", "none", "empty"])
+    assert got == {"b": "two", "zero": 0, "a": 1, "none": None, "empty": ""}
+    assert list(got) == ["b", "zero", "a", "none", "empty"]  # the order asked; a repeat once
+    assert store.get_many(k for k in ("a", "b")) == {"a": 1, "b": "two"}  # any iterable
+    with pytest.raises(TypeError, match="get_many"):
+        store.get_many("ab")  # one str would be read per character
+
+
+@both_apis
+def test_get_many_leaves_out_expired_keys(store: Store) -> None:
+    store.set("short", "v", ttl=TTL)
+    store.set("long", "w")
+    wait_until(lambda: store.get("short") is None)
+    assert store.get_many(["short", "long"]) == {"long": "w"}
+
+
+@both_apis
+def test_set_many_replaces_values_and_expiry(store: Store) -> None:
+    store.set_many({})  # nothing to do
+    store.set("old", "before", ttl=TTL)
+    store.set_many({"old": "after", "new": [1, {"x": 2}]})
+    assert store.get_many(["old", "new"]) == {"old": "after", "new": [1, {"x": 2}]}
+    assert store.ttl("old") is None  # as set(): the previous expiry is gone
+    assert store.incr("old2") == 1
+    store.set_many({"old2": 41})  # an int stays a native integer
+    assert store.incr("old2") == 42
+
+
+@both_apis
+def test_set_many_with_ttl_expires(store: Store) -> None:
+    start = time.monotonic()
+    store.set_many({"a": 1, "b": 2}, ttl=TTL)
+    store.set("keep", 3)
+    assert store.get_many(["a", "b"]) == {"a": 1, "b": 2} or time.monotonic() - start >= TTL
+    left = store.ttl("a")
+    assert left is None or left <= TTL + 2  # None only if gone already (KeyError below)
+    wait_until(lambda: store.get_many(["a", "b", "keep"]) == {"keep": 3})
+
+
+@both_apis
+def test_a_bad_item_in_set_many_stores_nothing(store: Store) -> None:
+    store.set("a", "old")
+    bad_batches: list[tuple[dict[str, Any], dict[str, Any], type[Exception]]] = [
+        ({"a": "new", "b": object()}, {}, SerializationError),  # not encodable
+        ({"a": "new", "b": "x" * (2 * 1024 * 1024)}, {}, ValueTooLargeError),  # over max_value_size
+        ({"a": "new", "_ss:b": 1}, {}, ValueError),  # a reserved key
+        ({"a": "new", "": 1}, {}, ValueError),  # an empty key
+        ({"a": "new", 3: 1}, {}, TypeError),  # not a str key
+        ({"a": "new", "b": 1}, {"ttl": -1}, ValueError),  # a bad ttl
+    ]
+    for mapping, kwargs, error in bad_batches:
+        with pytest.raises(error):
+            store.set_many(mapping, **kwargs)
+        assert store.get_many(["a", "b"]) == {"a": "old"}, (mapping.keys(), error)
+
+
+def test_set_many_and_delete_many_refuse_a_key_being_updated(store: Store) -> None:
+    def fn(value: Any) -> Any:
+        store.set_many({"other": 1, "k": 2})
+        return value
+
+    with pytest.raises(NestedUpdateError):
+        store.update("k", fn, 0)
+    with pytest.raises(NestedUpdateError):
+        store.update("k", lambda v: store.delete_many(["k"]), 0)
+    assert store.get_many(["k", "other"]) == {}
+
+
+@both_apis
+def test_delete_many_counts_the_keys_that_existed(store: Store) -> None:
+    assert store.delete_many([]) == 0
+    store.set_many({"a": 1, "b": 2, "c": 3})
+    store.set("gone", 4, ttl=TTL)
+    wait_until(lambda: store.get("gone") is None)
+    assert store.delete_many(["a", "missing", "a", "gone", "c"]) == 2  # a twice counts once
+    assert store.get_many(["a", "b", "c"]) == {"b": 2}
+    assert store.delete_many(iter(["b"])) == 1
+    with pytest.raises(TypeError, match="delete_many"):
+        store.delete_many("b")
+
+
+def test_batches_larger_than_one_statement_or_command(store: Store) -> None:
+    """More keys than any backend puts in one statement or command (SQLite's bound variables,
+    memcached's key lines), long and non-ASCII keys among them."""
+    keys = [f"k{i}" for i in range(1100)] + ["ключ", "🔑", "x" * 600, "y" * 600 + "é"]
+    values = {key: i for i, key in enumerate(keys)}
+    store.set_many(values)
+    got = store.get_many([*reversed(keys), "absent"])
+    assert list(got) == list(reversed(keys)) and got == values
+    assert store.delete_many(keys[::2]) == len(keys[::2])
+    assert list(store.get_many(keys)) == keys[1::2]
+    assert store.delete_many(keys) == len(keys[1::2])
+
+
+def test_batched_entries_are_the_backends_entries(store: Store) -> None:
+    """At the backend level, ``get_many`` hands out the same entries (versions) as ``get``."""
+    backend, full = store.backend, store._keyspace.full_key
+    backend.set_many({full("a"): b'"x"', full("n"): 5})
+    entries = backend.get_many([full("n"), full("missing"), full("a")])
+    assert list(entries) == [full("n"), full("a")]
+    assert entries[full("a")] == backend.get(full("a"))
+    assert int(entries[full("n")].value) == 5
+    result = backend.compare_and_set(full("a"), entries[full("a")].version, b'"y"')
+    assert result.stored and store.get("a") == "y"
+
+
+@both_apis
+def test_ping(store: Store) -> None:
+    assert store.ping() is None
+
+
+DOWN_URLS = {
+    "redis": "redis://:hunter2@127.0.0.1:{port}/0?timeout=2",
+    "postgresql": "postgresql://postgres:hunter2@127.0.0.1:{port}/test?timeout=2",
+    "memcached": "memcached://127.0.0.1:{port}?timeout=2",
+}
+
+
+@pytest.mark.timeout(60)
+@both_apis
+@pytest.mark.parametrize("backend", sorted(DOWN_URLS))
+def test_ping_and_batches_against_a_server_that_is_down(
+    backend: str, api: SimpleNamespace, namespace: str, tmp_path: Any
+) -> None:
+    servers.backend_url(backend, tmp_path)  # skips (fails under CI) if the driver is missing
+    url = DOWN_URLS[backend].format(port=servers.free_port())  # nothing listens there
+    # Opened directly, not through the fixtures: their clean-up would talk to the server.
+    runner = api_driver.Runner()
+    if api.name == "sync":
+        store = Store(url, namespace=namespace)
+    else:
+        store = api_driver.Driven(AsyncStore(url, namespace=namespace), runner)  # type: ignore[assignment]
+    try:
+        for call in (
+            store.ping,
+            lambda: store.ttl("k"),
+            lambda: store.get_many(["a", "b"]),
+            lambda: store.set_many({"a": 1, "b": 2}),
+            lambda: store.delete_many(["a", "b"]),
+        ):
+            started = time.monotonic()
+            with pytest.raises(BackendUnavailableError) as info:
+                call()
+            assert time.monotonic() - started < 2 + 1.5
+            assert info.value.applied is False  # nothing could be sent
+            assert "hunter2" not in str(info.value)
+            assert "127.0.0.1" in str(info.value)
+    finally:
+        if api.name == "sync":
+            store.close()
+        else:
+            store.aclose()  # type: ignore[attr-defined]
+        runner.close()
+
+
+def test_ping_of_an_sqlite_file_that_cannot_be_opened(tmp_path: Any) -> None:
+    with Store(f"sqlite:///{tmp_path}/no/such/dir/state.db") as store:
+        with pytest.raises(BackendUnavailableError, match="does not exist") as info:
+            store.ping()
+        assert info.value.applied is False
 
 
 # -- compare-and-set at the backend level ----------------------------------------------------

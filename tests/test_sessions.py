@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -315,7 +315,7 @@ class CountingBackend(Backend):
 
     @property
     def writes(self) -> int:
-        return sum(v for k, v in self.calls.items() if k != "get")
+        return sum(v for k, v in self.calls.items() if k not in ("get", "get_many", "expiry", "ping"))
 
     @classmethod
     def from_url(cls, url: str) -> Backend:
@@ -354,6 +354,26 @@ class CountingBackend(Backend):
     def touch(self, key: str, ttl: float | None) -> bool:
         self._count("touch")
         return self.inner.touch(key, ttl)
+
+    def expiry(self, key: str) -> float | None:
+        self._count("expiry")
+        return self.inner.expiry(key)
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
+        self._count("get_many")
+        return self.inner.get_many(keys)
+
+    def set_many(self, items: Mapping[str, RawValue], ttl: float | None = None) -> None:
+        self._count("set_many")
+        self.inner.set_many(items, ttl)
+
+    def delete_many(self, keys: Sequence[str]) -> int:
+        self._count("delete_many")
+        return self.inner.delete_many(keys)
+
+    def ping(self) -> None:
+        self._count("ping")
+        self.inner.ping()
 
     def scan(self, prefix: str = "") -> Iterator[str]:
         return self.inner.scan(prefix)

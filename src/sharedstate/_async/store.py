@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import importlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager, suppress
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
@@ -141,6 +141,80 @@ class AsyncStore:
         full = ks.full_key(key)
         ks.guard_write(full, "touch()")
         return await ks.backend.touch(full, seconds("ttl", ttl, optional=True))
+
+    async def ttl(self, key: str) -> float | None:
+        """Seconds until ``key`` expires, or ``None`` if it never does.
+
+        Raises ``KeyError(key)`` if ``key`` is absent or expired. As precise as the backend keeps
+        expiry: exact on ``memory://``, ``sqlite://``, ``lmdb://`` and ``postgresql://`` (its
+        server's clock), milliseconds on ``redis://``, whole seconds on ``memcached://`` (which
+        lets an entry live up to two seconds past its ttl, and says so).
+        """
+        ks = self._keyspace
+        full = ks.full_key(key)
+        try:
+            return await ks.backend.expiry(full)
+        except KeyError:
+            raise KeyError(key) from None
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """The values at ``keys`` that are present, as ``{key: value}`` in the order asked.
+
+        Absent and expired keys are left out; a key asked twice appears once. One round trip
+        where the backend allows it (see its page). Atomic per key, not across keys: a writer may
+        change some of the keys between the reads of others.
+        """
+        ks = self._keyspace
+        _not_one_key(keys, "get_many")
+        fulls = {ks.full_key(key): key for key in keys}  # validates every key first; dedups
+        if not fulls:
+            return {}
+        entries = await ks.backend.get_many(list(fulls))
+        return {fulls[full]: ks.codec.loads(full, entries[full].value) for full in fulls if full in entries}
+
+    async def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
+        """Store every item of ``mapping``, each expiring after ``ttl`` seconds if given.
+
+        Every key and value is checked and encoded before anything is written: one bad key or
+        value (``ValueError``, ``SerializationError``, ``ValueTooLargeError``) refuses the whole
+        batch with nothing stored. One round trip where the backend allows it. Atomic per key, not
+        across keys: another client may see some items written before the others. A batch that
+        fails part way raises ``BackendUnavailableError`` with ``applied=None`` (some items may
+        have been stored) unless the backend knows that nothing was.
+        """
+        ks = self._keyspace
+        ttl = seconds("ttl", ttl, optional=True)
+        items: dict[str, bytes | int] = {}
+        for key, value in mapping.items():
+            full = ks.full_key(key)
+            ks.guard_write(full, "set_many()")
+            items[full] = ks.encode(full, value)
+        if items:
+            await ks.backend.set_many(items, ttl)
+
+    async def delete_many(self, keys: Iterable[str]) -> int:
+        """Remove ``keys``; return how many of them existed (a key given twice counts once).
+
+        One round trip where the backend allows it. Atomic per key, not across keys. A batch that
+        fails part way raises ``BackendUnavailableError`` with ``applied=None`` unless the backend
+        knows that nothing was removed.
+        """
+        ks = self._keyspace
+        _not_one_key(keys, "delete_many")
+        fulls: dict[str, None] = {}
+        for key in keys:
+            full = ks.full_key(key)
+            ks.guard_write(full, "delete_many()")
+            fulls[full] = None
+        if not fulls:
+            return 0
+        return await ks.backend.delete_many(list(fulls))
+
+    async def ping(self) -> None:
+        """Check that the backend answers: returns if it does, raises ``BackendUnavailableError``
+        (``applied=False``; nothing is written) if it does not. One round trip on server backends;
+        for ``sqlite://`` and ``lmdb://`` it opens the file and reads it."""
+        await self._keyspace.backend.ping()
 
     async def keys(self, prefix: str = "") -> list[str]:
         """The live keys starting with ``prefix`` (namespace stripped), sorted.
@@ -316,3 +390,9 @@ class AsyncStore:
     def __repr__(self) -> str:
         ns = f", namespace={self.namespace!r}" if self.namespace else ""
         return f"<AsyncStore {self._keyspace.backend.describe()}{ns}>"
+
+
+def _not_one_key(keys: object, what: str) -> None:
+    """Refuse a single ``str`` where an iterable of keys is expected (it would be read per character)."""
+    if isinstance(keys, str):
+        raise TypeError(f"{what}() takes an iterable of keys, not one key: {what}([{keys!r}])")

@@ -15,6 +15,11 @@ Guarantees every implementation gives (the conformance suite in ``tests/`` check
 - A method that returns has been applied by the backend; a method that raises has not, except
   :class:`~sharedstate.errors.BackendUnavailableError` raised after the request was sent, when the
   outcome is unknown (the message says so).
+- The batched methods (``get_many``, ``set_many``, ``delete_many``) are atomic per key, not across
+  keys: another client may see some keys of a batch written and others not yet. Each is as few
+  round trips as the server allows (one statement, ``MGET``, one pipelined write); a batch that
+  fails part way raises ``BackendUnavailableError`` with ``applied=None`` (some keys may have been
+  written) unless the backend knows better (a transaction that rolled back: ``False``).
 
 Keys are full keys (namespace included), non-empty ``str``. Values are :data:`RawValue`: ``int`` for
 native integers (what ``incr`` works on) and ``bytes`` for everything the codec encoded. A backend
@@ -25,7 +30,7 @@ in seconds, ``None`` means no expiry.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 RawValue = bytes | int
@@ -135,6 +140,43 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
+    def expiry(self, key: str) -> float | None:
+        """Seconds until the live entry at ``key`` expires (``None``: it never does).
+
+        Raises ``KeyError(key)`` if the key is absent or expired. The answer is the backend's own
+        bookkeeping: a backend that rounds expiry (memcached: whole seconds, plus one tick) says
+        so in its documentation. Never negative.
+        """
+
+    @abc.abstractmethod
+    def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
+        """The live entries at ``keys`` (distinct keys), in the order given; absent keys are left out.
+
+        Atomic per key, not across keys (see the module docstring).
+        """
+
+    @abc.abstractmethod
+    def set_many(self, items: Mapping[str, RawValue], ttl: float | None = None) -> None:
+        """Store every value of ``items`` as :meth:`set` would, all with the same ``ttl``.
+
+        Atomic per key, not across keys. Values are already encoded and checked by the caller; a
+        backend that refuses one for its own limits (memcached's item size) does so before
+        sending anything.
+        """
+
+    @abc.abstractmethod
+    def delete_many(self, keys: Sequence[str]) -> int:
+        """Remove ``keys`` (distinct keys); return how many live entries were removed.
+
+        Atomic per key, not across keys.
+        """
+
+    @abc.abstractmethod
+    def ping(self) -> None:
+        """Return if the backend answers (one round trip, nothing written); raise
+        :class:`~sharedstate.errors.BackendUnavailableError` (``applied=False``) otherwise."""
+
+    @abc.abstractmethod
     def scan(self, prefix: str = "") -> Iterator[str]:
         """Yield the live keys that start with ``prefix``, in no particular order.
 
@@ -213,6 +255,26 @@ class AsyncBackend(abc.ABC):
     @abc.abstractmethod
     async def touch(self, key: str, ttl: float | None) -> bool:
         """See :meth:`Backend.touch`."""
+
+    @abc.abstractmethod
+    async def expiry(self, key: str) -> float | None:
+        """See :meth:`Backend.expiry`."""
+
+    @abc.abstractmethod
+    async def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
+        """See :meth:`Backend.get_many`."""
+
+    @abc.abstractmethod
+    async def set_many(self, items: Mapping[str, RawValue], ttl: float | None = None) -> None:
+        """See :meth:`Backend.set_many`."""
+
+    @abc.abstractmethod
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        """See :meth:`Backend.delete_many`."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """See :meth:`Backend.ping`."""
 
     @abc.abstractmethod
     def scan(self, prefix: str = "") -> AsyncIterator[str]:

@@ -60,7 +60,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
@@ -616,6 +616,73 @@ class LMDBBackend(Backend):
             return total
 
         return self._write(op)
+
+    def expiry(self, key: str) -> float | None:
+        stored = _stored_key(key)
+        now = time.time()
+        raw = self._read(lambda txn, _: txn.get(stored))
+        if raw is None:
+            raise KeyError(key)
+        expires: float = _HEADER.unpack_from(raw)[0]
+        if not expires:
+            return None
+        if expires <= now:
+            raise KeyError(key)
+        return expires - now
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
+        """Every key read in one read transaction (one snapshot)."""
+        stored = [_stored_key(key) for key in keys]
+
+        def op(txn: Any, _: _Env) -> dict[str, Entry]:
+            now = time.time()
+            found = {}
+            for key, raw in zip(keys, [txn.get(s) for s in stored], strict=True):
+                entry = _live_entry(raw, now)
+                if entry is not None:
+                    found[key] = entry
+            return found
+
+        return self._read(op)
+
+    def set_many(self, items: Mapping[str, RawValue], ttl: float | None = None) -> None:
+        """Every item in one write transaction: all or nothing."""
+        now = time.time()
+        records = []
+        for key, value in items.items():
+            stored = _stored_key(key)
+            records.append((stored, *_record(key, stored, value, ttl, now, _new_version())))
+
+        def op(txn: Any, shared: _Env) -> None:
+            for stored, record, expires in records:
+                _put_record(txn, shared, stored, record, expires)
+
+        self._writes += max(0, len(records) - 1)  # paces sweeps by entries written
+        self._write(op)
+
+    def delete_many(self, keys: Sequence[str]) -> int:
+        """Every key in one write transaction: all or nothing."""
+        stored = [_stored_key(key) for key in keys]
+        now = time.time()
+
+        def op(txn: Any, shared: _Env) -> int:
+            removed = 0
+            for s in stored:
+                old = txn.get(s)
+                if old is None:
+                    continue
+                expires = _HEADER.unpack_from(old)[0]
+                _unindex(txn, shared, s, old)
+                txn.delete(s)
+                removed += not expires or expires > now  # an expired entry goes, uncounted
+            return removed
+
+        self._writes += max(0, len(stored) - 1)
+        return self._write(op)
+
+    def ping(self) -> None:
+        """Open the environment (if this process has not) and read in it."""
+        self._read(lambda txn, _: txn.stat())
 
     def touch(self, key: str, ttl: float | None) -> bool:
         stored = _stored_key(key)

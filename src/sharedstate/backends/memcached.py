@@ -52,9 +52,9 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 from sharedstate._optional import require
@@ -90,6 +90,11 @@ MAX_KEY_BYTES = 250
 
 _UINT64 = 2**64
 _MAX_IDLE_CONNECTIONS = 16
+#: Keys per ``gets`` command of ``get_many`` (each its own round trip): its line stays a few
+#: tens of kilobytes even with 250-byte keys.
+GET_MANY_BATCH = 100
+#: Commands per write of ``set_many`` and ``delete_many`` (each write one round trip).
+WRITE_MANY_BATCH = 500
 
 _SAFE_KEY = re.compile(r"[\x21-\x7d][\x21-\x7e]{0,249}")  # printable ASCII, no space; not "~..."
 _UNSAFE_CHAR = re.compile(r"[^\x21-\x7e]")
@@ -280,6 +285,7 @@ class MemcachedBackend(Backend):
         *,
         passthrough: tuple[type[BaseException], ...] = (),
         unanswered: bool | None = None,
+        batch: bool = False,
     ) -> T:
         """Run ``op(client)``, turning every failure of the server into ``BackendUnavailableError``.
 
@@ -289,8 +295,12 @@ class MemcachedBackend(Backend):
         a late reply is never read as the answer to a later command. ``passthrough``: driver
         errors the caller handles itself. ``unanswered``: ``applied`` for a request sent without
         a reply, when it is known (False for a question asked before the operation itself).
+        ``batch``: ``op`` sends several commands (or several writes), so an error reply to one of
+        them leaves the others' outcome open: ``applied`` is None for every failure once
+        connected.
         """
         errors = self._errors
+        failed_part_way: tuple[type[BaseException], ...] = (errors.MemcacheError,) if batch else ()
         try:
             with self._connection() as client:
                 return op(client)
@@ -308,6 +318,8 @@ class MemcachedBackend(Backend):
             raise self._unavailable(f"{what}: {why}", exc, applied=unanswered) from exc
         except (OSError, errors.MemcacheUnexpectedCloseError, errors.MemcacheUnknownError) as exc:
             raise self._unavailable(f"{what}: the connection broke", exc, applied=unanswered) from exc
+        except failed_part_way as exc:
+            raise self._unavailable(f"{what}: the server failed part way", exc, applied=None) from exc
         except errors.MemcacheServerError as exc:
             message = bytes(exc.args[0] if exc.args else b"").decode("ascii", "replace")
             if "too large" in message:
@@ -365,11 +377,14 @@ class MemcachedBackend(Backend):
             return None
         token = int(cas)
         if token == 0:  # memcached -C: without CAS tokens there is no compare-and-set at all
-            raise NotSupportedError(
-                f"memcached at {self.url} runs with CAS disabled (-C), so compare-and-set, locks "
-                "and update() cannot work: start memcached without -C"
-            )
+            self._no_cas()
         return Entry(_strip_padding(value), token)
+
+    def _no_cas(self) -> NoReturn:
+        raise NotSupportedError(
+            f"memcached at {self.url} runs with CAS disabled (-C), so compare-and-set, locks "
+            "and update() cannot work: start memcached without -C"
+        )
 
     def set(self, key: str, value: RawValue, ttl: float | None = None) -> None:
         mkey = memcached_key(key)
@@ -525,6 +540,92 @@ class MemcachedBackend(Backend):
         mkey = memcached_key(key)
         expire = exptime(ttl)
         return bool(self._call("touch", lambda c: c.touch(mkey, expire, noreply=False)))
+
+    def expiry(self, key: str) -> float | None:
+        """The whole seconds of the ttl that remain, by memcached's clock (meta get ``mg <key>
+        t``, less the tick added when the ttl was set: see the module docstring). The entry may
+        outlive the answer by up to two seconds, never expire before it."""
+        command = f"mg {memcached_key(key)} t".encode("ascii")
+        try:
+            reply = self._call(
+                "expiry",
+                lambda c: c.raw_command(command),
+                passthrough=(self._errors.MemcacheUnknownCommandError,),
+            )
+        except self._errors.MemcacheUnknownCommandError:
+            raise NotSupportedError(
+                f"memcached at {self.url} does not know the meta get command (mg), which reading "
+                "a key's expiry needs: use memcached 1.6 or newer, or redis:// / postgresql://"
+            ) from None
+        if reply == b"EN":
+            raise KeyError(key)
+        if not reply.startswith(b"HD"):
+            raise unavailable(self._url, f"unexpected reply {reply[:40]!r} to mg", applied=False)
+        flags = {f[:1]: f[1:] for f in reply.split()[1:]}
+        remaining = int(flags[b"t"])
+        return None if remaining < 0 else float(max(0, remaining - 1))
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
+        """``gets`` of up to ``GET_MANY_BATCH`` keys per round trip."""
+        mkeys = {memcached_key(key): key for key in keys}
+        ordered = list(mkeys)
+
+        def op(c: Any) -> dict[str, Any]:
+            found: dict[str, Any] = {}
+            for i in range(0, len(ordered), GET_MANY_BATCH):
+                found.update(c.gets_many(ordered[i : i + GET_MANY_BATCH]))
+            return found
+
+        found = self._call("get_many", op)
+        entries: dict[str, Entry] = {}
+        for mkey in ordered:
+            if mkey not in found:
+                continue
+            value, cas = found[mkey]
+            if int(cas) == 0:
+                self._no_cas()
+            entries[mkeys[mkey]] = Entry(_strip_padding(value), int(cas))
+        return entries
+
+    def set_many(self, items: Mapping[str, RawValue], ttl: float | None = None) -> None:
+        """Pipelined ``set`` commands, up to ``WRITE_MANY_BATCH`` per round trip. Every size is
+        checked before anything is sent (an oversized ``set`` makes memcached drop the old item)."""
+        expire = exptime(ttl)
+        payloads: dict[str, bytes] = {}
+        for key, value in items.items():
+            mkey = memcached_key(key)
+            payloads[mkey] = self._payload(key, mkey, value)
+        pairs = list(payloads.items())
+
+        def op(c: Any) -> list[str]:
+            failed: list[str] = []
+            for i in range(0, len(pairs), WRITE_MANY_BATCH):
+                failed += c.set_many(dict(pairs[i : i + WRITE_MANY_BATCH]), expire=expire, noreply=False)
+            return failed
+
+        failed = self._call("set_many", op, batch=True)
+        if failed:
+            raise unavailable(
+                self._url,
+                f"the server did not store {len(failed)} of the {len(pairs)} keys of a set_many",
+                applied=None,
+            )
+
+    def delete_many(self, keys: Sequence[str]) -> int:
+        """Pipelined ``delete`` commands, up to ``WRITE_MANY_BATCH`` per round trip."""
+        commands = [f"delete {memcached_key(key)}\r\n".encode("ascii") for key in keys]
+
+        def op(c: Any) -> int:
+            removed = 0
+            for i in range(0, len(commands), WRITE_MANY_BATCH):
+                replies = c._misc_cmd(commands[i : i + WRITE_MANY_BATCH], b"delete", False)
+                removed += sum(1 for reply in replies if reply == b"DELETED")
+            return removed
+
+        return self._call("delete_many", op, batch=True)
+
+    def ping(self) -> None:
+        self._call("ping", lambda c: c.version())
 
     def scan(self, prefix: str = "") -> Iterator[str]:
         raise NotSupportedError(

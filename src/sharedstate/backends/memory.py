@@ -28,7 +28,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import suppress
 
 from sharedstate.backends.base import Backend, CasResult, Entry, RawValue, Version
@@ -211,6 +211,47 @@ class MemoryBackend(Backend):
                 self._ttl_count += 1
                 heapq.heappush(self._expiry_heap, (expires, row[1], key))
             return True
+
+    def expiry(self, key: str) -> float | None:
+        self._check_process()
+        with self._lock:
+            now = time.monotonic()
+            row = self._live(key, now)
+            if row is None:
+                raise KeyError(key)
+            return None if row[2] is None else max(0.0, row[2] - now)
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
+        self._check_process()
+        with self._lock:  # one lock for the batch: atomic across its keys too, here
+            now = time.monotonic()
+            found = {}
+            for key in keys:
+                row = self._live(key, now)
+                if row is not None:
+                    found[key] = Entry(row[0], row[1])
+            return found
+
+    def set_many(self, items: Mapping[str, RawValue], ttl: float | None = None) -> None:
+        self._check_process()
+        with self._lock:
+            now = time.monotonic()
+            for key, value in items.items():
+                self._put(key, value, ttl, now)
+
+    def delete_many(self, keys: Sequence[str]) -> int:
+        self._check_process()
+        with self._lock:
+            now = time.monotonic()
+            removed = 0
+            for key in keys:
+                if self._live(key, now) is not None:
+                    self._remove(key)
+                    removed += 1
+            return removed
+
+    def ping(self) -> None:
+        self._check_process()  # in this process the dict always answers
 
     def scan(self, prefix: str = "") -> Iterator[str]:
         self._check_process()

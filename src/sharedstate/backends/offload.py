@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import abc
 import functools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar, ParamSpec, TypeVar
 
@@ -80,6 +80,21 @@ class WrappedBackend(AsyncBackend):
 
     async def touch(self, key: str, ttl: float | None) -> bool:
         return await self._call(self.sync.touch, key, ttl)
+
+    async def expiry(self, key: str) -> float | None:
+        return await self._call(self.sync.expiry, key)
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
+        return await self._call(self.sync.get_many, keys)
+
+    async def set_many(self, items: Mapping[str, RawValue], ttl: float | None = None) -> None:
+        await self._call(self.sync.set_many, items, ttl)
+
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        return await self._call(self.sync.delete_many, keys)
+
+    async def ping(self) -> None:
+        await self._call(self.sync.ping)
 
     def scan(self, prefix: str = "") -> AsyncIterator[str]:
         return self._scan(prefix)

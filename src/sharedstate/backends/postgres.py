@@ -51,7 +51,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
@@ -281,6 +281,26 @@ class _Statements:
             " RETURNING num"
         )
         self.touch = f"UPDATE {t} AS t SET expires_at = {expires} WHERE key = %(key)s AND {live}"
+        # Seconds left by the server's clock; NULL when the row never expires.
+        self.expiry = (
+            f"SELECT extract(epoch FROM t.expires_at - now())::float8 FROM {t} AS t"
+            f" WHERE key = %(key)s AND {live}"
+        )
+        # The batches: one statement each, the keys as one array parameter (no limit on their
+        # number). Writes lock rows in key order (the caller sorts), so two batches that share
+        # keys never deadlock on each other.
+        self.get_many = (
+            f"SELECT key, value, num, version FROM {t} AS t WHERE key = ANY(%(keys)s::text[]) AND {live}"
+        )
+        self.set_many = (
+            f"INSERT INTO {t} AS t (key, value, num, version, expires_at)"
+            f" SELECT u.key, u.value, u.num, u.version, {expires} FROM unnest("
+            "%(keys)s::text[], %(values)s::bytea[], %(nums)s::int8[], %(versions)s::int8[]"
+            ") AS u(key, value, num, version)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value, num = excluded.num,"
+            " version = excluded.version, expires_at = excluded.expires_at"
+        )
+        self.delete_many = f"DELETE FROM {t} AS t WHERE key = ANY(%(keys)s::text[]) RETURNING {live}"
         # SKIP LOCKED: rows a writer (or another sweeper) holds are left for later, nobody waits.
         # The outer condition re-checks expiry on the row as it is when the DELETE locks it.
         self.sweep = (
@@ -690,6 +710,33 @@ class _PostgresShared:
             raise not_an_integer(key)
         return int(row[0])
 
+    @staticmethod
+    def _expiry_result(row: tuple[Any, ...] | None, key: str) -> float | None:
+        if row is None:
+            raise KeyError(key)
+        return None if row[0] is None else max(0.0, float(row[0]))
+
+    @staticmethod
+    def _get_many_result(rows: list[tuple[Any, ...]], keys: Sequence[str]) -> dict[str, Entry]:
+        found = {row[0]: _entry(row[1:]) for row in rows}
+        return {key: found[key] for key in keys if key in found}
+
+    @staticmethod
+    def _set_many_params(items: Mapping[str, RawValue], ttl: float | None) -> dict[str, Any]:
+        """The arrays of ``set_many``, in key order (code point order is the column's "C" order)."""
+        rows = [_row(key, items[key], ttl) for key in sorted(items)]
+        return {
+            "keys": [row["key"] for row in rows],
+            "values": [row["value"] for row in rows],
+            "nums": [row["num"] for row in rows],
+            "versions": [row["version"] for row in rows],
+            "ttl": ttl,
+        }
+
+    @staticmethod
+    def _keys_param(keys: Sequence[str]) -> dict[str, Any]:
+        return {"keys": sorted(_check_key(key) for key in keys)}
+
 
 class PostgresBackend(_PostgresShared, Backend):
     """PostgreSQL storage; see the module docstring. Safe to share between threads; fork-safe.
@@ -945,6 +992,31 @@ class PostgresBackend(_PostgresShared, Backend):
 
     def touch(self, key: str, ttl: float | None) -> bool:
         return self._rowcount(self._sql.touch, {"key": _check_key(key), "ttl": ttl}) == 1
+
+    def expiry(self, key: str) -> float | None:
+        params = {"key": _check_key(key)}
+        sql = self._sql.expiry
+        return self._expiry_result(self._run(lambda c: c.execute(sql, params).fetchone(), write=False), key)
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
+        params = self._keys_param(keys)
+        sql = self._sql.get_many
+        return self._get_many_result(
+            self._run(lambda c: c.execute(sql, params).fetchall(), write=False), keys
+        )
+
+    def set_many(self, items: Mapping[str, RawValue], ttl: float | None = None) -> None:
+        self._rowcount(self._sql.set_many, self._set_many_params(items, ttl))
+
+    def delete_many(self, keys: Sequence[str]) -> int:
+        params = self._keys_param(keys)
+        sql = self._sql.delete_many
+        rows = self._run(lambda c: c.execute(sql, params).fetchall(), write=True)
+        self._maybe_sweep()
+        return sum(1 for (live,) in rows if live)
+
+    def ping(self) -> None:
+        self._run(lambda c: c.execute("SELECT 1").fetchone(), write=False)
 
     def scan(self, prefix: str = "") -> Iterator[str]:
         if "\x00" in prefix:
@@ -1255,6 +1327,36 @@ class AsyncPostgresBackend(_PostgresShared, AsyncBackend):
 
     async def touch(self, key: str, ttl: float | None) -> bool:
         return await self._rowcount(self._sql.touch, {"key": _check_key(key), "ttl": ttl}) == 1
+
+    async def expiry(self, key: str) -> float | None:
+        row = await self._fetchone(self._sql.expiry, {"key": _check_key(key)}, write=False)
+        return self._expiry_result(row, key)
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
+        params = self._keys_param(keys)
+        sql = self._sql.get_many
+
+        async def op(conn: AConn) -> list[Any]:
+            return await (await conn.execute(sql, params)).fetchall()
+
+        return self._get_many_result(await self._run(op, write=False), keys)
+
+    async def set_many(self, items: Mapping[str, RawValue], ttl: float | None = None) -> None:
+        await self._rowcount(self._sql.set_many, self._set_many_params(items, ttl))
+
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        params = self._keys_param(keys)
+        sql = self._sql.delete_many
+
+        async def op(conn: AConn) -> list[Any]:
+            return await (await conn.execute(sql, params)).fetchall()
+
+        rows = await self._run(op, write=True)
+        await self._maybe_sweep()
+        return sum(1 for (live,) in rows if live)
+
+    async def ping(self) -> None:
+        await self._fetchone("SELECT 1", {}, write=False)
 
     async def scan(self, prefix: str = "") -> AsyncIterator[str]:
         if "\x00" in prefix:

@@ -1,8 +1,11 @@
 """``redis://`` and ``rediss://``: state on a Redis server, shared by every machine that reaches it.
 
 Every contract operation is one round trip and atomic on the server: plain commands where Redis has
-one (``GET``, ``SET ... PX``, ``SET ... NX PX``, ``DEL``, ``INCRBY``, ``PEXPIRE``), a ``MULTI``
-block sent in one write for ``incr`` with a ttl, and Lua scripts (``EVALSHA``) for compare-and-set.
+one (``GET``, ``SET ... PX``, ``SET ... NX PX``, ``DEL``, ``INCRBY``, ``PEXPIRE``, ``PTTL``,
+``PING``), a ``MULTI`` block sent in one write for ``incr`` with a ttl, and Lua scripts
+(``EVALSHA``) for compare-and-set. Batches are one round trip too: ``MGET``, ``MSET`` (no ttl) or
+pipelined ``SET ... PX`` (with one), and ``DEL`` of many keys, each command of up to
+``_MANY_BATCH`` keys, all sent in one write. Atomic per key, not across keys.
 
 **Versions are value digests.** A value is stored as a plain Redis string (``SET key value``), so
 counters are native Redis integers that ``INCRBY`` (and ``redis-cli INCR``) work on, and other
@@ -52,7 +55,7 @@ import hashlib
 import math
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote
 
@@ -73,6 +76,9 @@ from sharedstate.validation import seconds
 
 DEFAULT_TIMEOUT = 5.0
 _SCAN_COUNT = 500
+# Keys per MGET / MSET / DEL of a batch: a larger batch sends several, still in one write (one
+# round trip), so no single command holds the server for long.
+_MANY_BATCH = 1000
 # Redis rejects expiry times past the year 292 million; cap far below (about 3,000 years).
 _MAX_TTL_MS = 10**14
 
@@ -336,6 +342,61 @@ class _RedisShared:
         return ("SCAN", cursor, "MATCH", _glob_escape(prefix.encode()) + b"*", "COUNT", _SCAN_COUNT)
 
     @staticmethod
+    def _expiry_result(reply: object, key: str) -> float | None:
+        """``PTTL``'s reply as ``expiry``'s result: -2 absent, -1 no expiry, else milliseconds."""
+        assert isinstance(reply, int)
+        if reply == -2:
+            raise KeyError(key)
+        return None if reply == -1 else reply / 1000
+
+    @staticmethod
+    def _get_many_commands(keys: Sequence[str]) -> tuple[tuple[Any, ...], ...]:
+        return tuple(("MGET", *keys[i : i + _MANY_BATCH]) for i in range(0, len(keys), _MANY_BATCH))
+
+    def _get_many_result(self, replies: list[Any], keys: Sequence[str]) -> dict[str, Entry]:
+        found: dict[str, Entry] = {}
+        values = iter(self._batch_replies(replies, keys, "get_many", applied=False))
+        for key in keys:
+            entry = self._entry(next(values))
+            if entry is not None:  # MGET answers nil for a key that holds another type too
+                found[key] = entry
+        return found
+
+    @staticmethod
+    def _set_many_commands(items: Mapping[str, RawValue], ttl: float | None) -> tuple[tuple[Any, ...], ...]:
+        pairs = list(items.items())
+        if ttl is None:  # MSET also removes any expiry the keys had, as SET does
+            return tuple(
+                ("MSET", *(part for pair in pairs[i : i + _MANY_BATCH] for part in pair))
+                for i in range(0, len(pairs), _MANY_BATCH)
+            )
+        expiry = _ttl_ms(ttl)
+        return tuple(("SET", key, value, "PX", expiry) for key, value in pairs)
+
+    @staticmethod
+    def _delete_many_commands(keys: Sequence[str]) -> tuple[tuple[Any, ...], ...]:
+        return tuple(("DEL", *keys[i : i + _MANY_BATCH]) for i in range(0, len(keys), _MANY_BATCH))
+
+    def _batch_replies(
+        self, replies: list[Any], keys: Sequence[str], what: str, *, applied: bool | None
+    ) -> list[Any]:
+        """The replies of a batch's commands, flattened; an error reply raises.
+
+        ``applied``: what an error reply means for the batch (False for reads; None for writes,
+        whose other commands may have been applied).
+        """
+        flat: list[Any] = []
+        for reply in replies:
+            if isinstance(reply, Exception):
+                if len(replies) == 1:  # the batch's only command was refused: nothing applied
+                    raise self._refused(reply, keys[0]) from reply
+                raise self._unavailable(
+                    f"the server refused a command of a {what} of {len(keys)} keys", reply, applied=applied
+                ) from reply
+            flat.extend(reply if isinstance(reply, list) else [reply])
+        return flat
+
+    @staticmethod
     def _new_keys(keys: list[bytes], seen: set[bytes]) -> Iterator[str]:
         """The keys of one SCAN batch not seen before (SCAN may return a key more than once)."""
         for raw in keys:
@@ -466,6 +527,23 @@ class RedisBackend(_RedisShared, Backend):
         if ttl is None:
             return self._eval(_PERSIST, key) == 1
         return self._call(key, "PEXPIRE", key, _ttl_ms(ttl)) == 1
+
+    def expiry(self, key: str) -> float | None:
+        return self._expiry_result(self._call(key, "PTTL", key), key)
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
+        return self._get_many_result(self._execute(*self._get_many_commands(keys)), keys)
+
+    def set_many(self, items: Mapping[str, RawValue], ttl: float | None = None) -> None:
+        replies = self._execute(*self._set_many_commands(items, ttl))
+        self._batch_replies(replies, list(items), "set_many", applied=None)
+
+    def delete_many(self, keys: Sequence[str]) -> int:
+        replies = self._execute(*self._delete_many_commands(keys))
+        return sum(self._batch_replies(replies, keys, "delete_many", applied=None))
+
+    def ping(self) -> None:
+        self._call("", "PING")
 
     def scan(self, prefix: str = "") -> Iterator[str]:
         seen: set[bytes] = set()  # SCAN may return a key more than once; the contract says once
@@ -630,6 +708,23 @@ class AsyncRedisBackend(_RedisShared, AsyncBackend):
         if ttl is None:
             return await self._eval(_PERSIST, key) == 1
         return await self._call(key, "PEXPIRE", key, _ttl_ms(ttl)) == 1
+
+    async def expiry(self, key: str) -> float | None:
+        return self._expiry_result(await self._call(key, "PTTL", key), key)
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
+        return self._get_many_result(await self._execute(*self._get_many_commands(keys)), keys)
+
+    async def set_many(self, items: Mapping[str, RawValue], ttl: float | None = None) -> None:
+        replies = await self._execute(*self._set_many_commands(items, ttl))
+        self._batch_replies(replies, list(items), "set_many", applied=None)
+
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        replies = await self._execute(*self._delete_many_commands(keys))
+        return sum(self._batch_replies(replies, keys, "delete_many", applied=None))
+
+    async def ping(self) -> None:
+        await self._call("", "PING")
 
     async def scan(self, prefix: str = "") -> AsyncIterator[str]:
         seen: set[bytes] = set()

@@ -41,7 +41,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
@@ -71,6 +71,9 @@ _SWEEP_EVERY_WRITES = 100
 _SWEEP_EVERY_SECONDS = 30.0
 _SWEEP_MAX_BATCH = 1000
 _SCAN_BATCH = 500
+# Keys per statement of a batched operation: well under SQLite's limit on bound variables (999
+# before SQLite 3.32, 32766 since). A larger batch runs several statements in one transaction.
+_MANY_BATCH = 500
 # The WAL is truncated to this size whenever it is reset (SQLite's default keeps it at its peak).
 _JOURNAL_SIZE_LIMIT = 8 * 1024 * 1024
 # A WAL larger than this (checked at each sweep) is checkpointed and emptied (_reset_large_wal);
@@ -534,6 +537,9 @@ class SQLiteBackend(Backend):
             f" WHERE key = :key AND version = :version AND {_LIVE}"
         )
         self._sql_delete = f"DELETE FROM {t} WHERE key = :key AND {_LIVE}"
+        self._sql_expiry = (
+            f"SELECT expires_at FROM {t} WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)"
+        )
         self._sql_delete_if = f"DELETE FROM {t} WHERE key = :key AND version = :version AND {_LIVE}"
         expired = f"({t}.expires_at IS NOT NULL AND {t}.expires_at <= :now)"
         self._sql_incr = (
@@ -647,6 +653,89 @@ class SQLiteBackend(Backend):
 
         return op
 
+    def expiry(self, key: str) -> float | None:
+        return _expiry_result(key, *self._run(self._expiry_op(key), write=False))
+
+    def _expiry_op(self, key: str) -> Op[tuple[Any, float]]:
+        now = time.time()
+        sql = self._sql_expiry
+        return lambda c: (c.execute(sql, (key, now)).fetchone(), now)
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
+        return self._run(self._get_many_op(keys), write=False)
+
+    def _get_many_op(self, keys: Sequence[str]) -> Op[dict[str, Entry]]:
+        """One ``SELECT ... IN`` per ``_MANY_BATCH`` keys; several in one read transaction (one
+        snapshot)."""
+        now = time.time()
+        t = self.table
+        chunks = _chunks(keys)
+
+        def op(conn: sqlite3.Connection) -> dict[str, Entry]:
+            found: dict[str, Entry] = {}
+            several = len(chunks) > 1
+            if several:
+                conn.execute("BEGIN")
+            for chunk in chunks:
+                sql = (
+                    f"SELECT key, value, version FROM {t} WHERE key IN ({','.join('?' * len(chunk))})"
+                    " AND (expires_at IS NULL OR expires_at > ?)"
+                )
+                for key, value, version in conn.execute(sql, (*chunk, now)):
+                    found[key] = Entry(value, version)
+            if several:
+                conn.execute("COMMIT")
+            return {key: found[key] for key in keys if key in found}
+
+        return op
+
+    def set_many(self, items: Mapping[str, RawValue], ttl: float | None = None) -> None:
+        self._count_writes(len(items))
+        self._run(self._set_many_op(items, ttl), write=True)
+
+    def _set_many_op(self, items: Mapping[str, RawValue], ttl: float | None) -> Op[None]:
+        """Every item in one write transaction (``executemany`` of the upsert): all or nothing."""
+        rows = [_row(key, value, ttl) for key, value in items.items()]
+        sql = self._sql_set
+
+        def op(conn: sqlite3.Connection) -> None:
+            self._begin(conn)
+            conn.executemany(sql, rows)
+            conn.execute("COMMIT")
+
+        return op
+
+    def delete_many(self, keys: Sequence[str]) -> int:
+        self._count_writes(len(keys))
+        return self._run(self._delete_many_op(keys), write=True)
+
+    def _delete_many_op(self, keys: Sequence[str]) -> Op[int]:
+        """One ``DELETE ... IN`` per ``_MANY_BATCH`` keys, all in one write transaction."""
+        now = time.time()
+        t = self.table
+        chunks = _chunks(keys)
+
+        def op(conn: sqlite3.Connection) -> int:
+            self._begin(conn)
+            removed = 0
+            for chunk in chunks:
+                sql = (
+                    f"DELETE FROM {t} WHERE key IN ({','.join('?' * len(chunk))})"
+                    " AND (expires_at IS NULL OR expires_at > ?)"
+                )
+                removed += conn.execute(sql, (*chunk, now)).rowcount
+            conn.execute("COMMIT")
+            return removed
+
+        return op
+
+    def _count_writes(self, count: int) -> None:
+        """A batch of ``count`` writes counts as ``count`` for the pace of sweeps (``_run`` counts one)."""
+        self._writes += max(0, count - 1)
+
+    def ping(self) -> None:
+        self._run(_ping_op, write=False)
+
     def touch(self, key: str, ttl: float | None) -> bool:
         return self._write(self._sql_touch, _touch_params(key, ttl)) == 1
 
@@ -742,6 +831,23 @@ class AsyncSQLiteBackend(AsyncBackend):
     async def incr(self, key: str, by: int = 1, ttl: float | None = None) -> int:
         return _incr_result(key, await self._run(self.sync._incr_op(key, by, ttl), write=True))
 
+    async def expiry(self, key: str) -> float | None:
+        return _expiry_result(key, *await self._run(self.sync._expiry_op(key), write=False))
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
+        return await self._run(self.sync._get_many_op(keys), write=False)
+
+    async def set_many(self, items: Mapping[str, RawValue], ttl: float | None = None) -> None:
+        self.sync._count_writes(len(items))
+        await self._run(self.sync._set_many_op(items, ttl), write=True)
+
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        self.sync._count_writes(len(keys))
+        return await self._run(self.sync._delete_many_op(keys), write=True)
+
+    async def ping(self) -> None:
+        await self._run(_ping_op, write=False)
+
     async def touch(self, key: str, ttl: float | None) -> bool:
         return await self._write(self.sync._sql_touch, _touch_params(key, ttl)) == 1
 
@@ -810,6 +916,21 @@ def _incr_result(key: str, result: object) -> int:
         raise overflows(key)
     assert isinstance(result, int)
     return result
+
+
+def _expiry_result(key: str, row: Any, now: float) -> float | None:
+    """What ``_expiry_op`` read, as ``expiry``'s result: ``KeyError`` if absent or expired."""
+    if row is None:
+        raise KeyError(key)
+    return None if row[0] is None else max(0.0, row[0] - now)
+
+
+def _chunks(keys: Sequence[str]) -> list[Sequence[str]]:
+    return [keys[i : i + _MANY_BATCH] for i in range(0, len(keys), _MANY_BATCH)]
+
+
+def _ping_op(conn: sqlite3.Connection) -> None:
+    conn.execute("SELECT 1").fetchone()
 
 
 def _touch_params(key: str, ttl: float | None) -> dict[str, object]:
