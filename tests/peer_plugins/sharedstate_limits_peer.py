@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import sys
 import uuid
 from typing import Any
 
@@ -84,3 +85,44 @@ def sharedstate_limits_namespace(request: pytest.FixtureRequest) -> Any:
     storage = ss_limits.SharedStateStorage(uri, namespace=namespace)
     storage.reset()
     storage.store.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        backend = item.get_closest_marker("sharedstate_backend")
+        if not backend or backend.args[0] != "memcached":
+            continue
+        if item.name.startswith("test_storage_reset"):
+            # limits skips this for its own memcached storage too: memcached cannot list keys.
+            item.add_marker(
+                pytest.mark.skip(reason="memcached cannot list keys, so reset() cannot find them")
+            )
+        if item.name.startswith(("test_expiry_incr", "test_expiry_acquire_entry")):
+            item.add_marker(
+                pytest.mark.skip(
+                    reason="memcached keeps an entry up to 2 s past its ttl (whole seconds, documented); "
+                    "these tests give a 1 s limit 0.1 s to expire"
+                )
+            )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+    """limits runs its timing-sensitive tests (``@pytest.mark.flaky``, the ``flaky`` plugin) up to
+    ``max_runs`` times (default 2); so do we, saying so on stderr, without installing ``flaky``."""
+    mark = item.get_closest_marker("flaky")
+    if mark is None:
+        return None
+    from _pytest.runner import runtestprotocol
+
+    runs = int(mark.kwargs.get("max_runs", 2))
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    for attempt in range(1, runs + 1):
+        reports = runtestprotocol(item, nextitem=nextitem, log=False)
+        if all(not report.failed for report in reports) or attempt == runs:
+            break
+        sys.stderr.write(f"\nflaky rerun: {item.nodeid} failed on run {attempt} of {runs}\n")
+    for report in reports:
+        item.ihook.pytest_runtest_logreport(report=report)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
