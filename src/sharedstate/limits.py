@@ -1,4 +1,4 @@
-"""Storages for :pypi:`limits` (and so Flask-Limiter) on any sharedstate backend.
+"""Storages for limits (and so Flask-Limiter) on any sharedstate backend.
 
 Importing this module registers, in limits' storage registry, the schemes
 ``sharedstate+sqlite``, ``sharedstate+memory``, ``sharedstate+lmdb``, ``sharedstate+redis``,
