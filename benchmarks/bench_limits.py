@@ -66,7 +66,9 @@ def _worker(subject: str, directory: str, hits: int, barrier: Any, out: Any) -> 
 def measure(subject: str, directory: str, processes: int, hits: int) -> float:
     ctx = mp.get_context("spawn")
     barrier, out = ctx.Barrier(processes), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(subject, directory, hits, barrier, out)) for _ in range(processes)]
+    procs = [
+        ctx.Process(target=_worker, args=(subject, directory, hits, barrier, out)) for _ in range(processes)
+    ]
     for p in procs:
         p.start()
     spans = [out.get(timeout=300) for _ in procs]
@@ -78,7 +80,9 @@ def measure(subject: str, directory: str, processes: int, hits: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--hits", type=int, default=3000, help="hits per process per round")
