@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -257,6 +258,8 @@ def test_limits_own_suite(tmp_path: Path) -> None:
         from peer_suite import PeerSuiteUnavailable, peer_suite
     finally:
         sys.path.pop(0)
+    if importlib.util.find_spec("pytest_lazy_fixtures") is None:
+        servers.unavailable("limits' tests need pytest-lazy-fixtures (a dev dependency)")
     try:
         suite = peer_suite("limits")
     except PeerSuiteUnavailable as exc:
