@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from sharedstate._optional import require
 from sharedstate.errors import SharedStateError
@@ -60,8 +60,6 @@ SCHEMES = ("sqlite", "memory", "lmdb", "redis", "rediss", "postgresql", "postgre
 PREFIX = "sharedstate+"
 ASYNC_PREFIX = "async+sharedstate+"
 DEFAULT_NAMESPACE = "limits"
-
-T = TypeVar("T")
 
 
 class _Refused(Exception):
