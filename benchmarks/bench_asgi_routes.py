@@ -352,7 +352,7 @@ def _cell(server: Server, row: Row, cookie: str, args: argparse.Namespace) -> di
             ],
             stdout=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for n in per_gen
     ]
     time.sleep(max(0.0, start_at + WARMUP_S - time.time()))
@@ -492,7 +492,9 @@ def _report(
         return statistics.median(s[key] for s in samples[name])
 
     def ratio(a: str, b: str) -> float:
-        return statistics.median(x["rps"] / y["rps"] for x, y in zip(samples[a], samples[b]) if y["rps"])
+        return statistics.median(
+            x["rps"] / y["rps"] for x, y in zip(samples[a], samples[b], strict=True) if y["rps"]
+        )
 
     print()
     print("| route | req/s (median) | min..max | vs hello | failed | generator CPU | server CPU |")
@@ -526,7 +528,8 @@ def _report(
         )
     else:
         print(
-            "  session sharedstate / Starlette cookie: not available (sharedstate.starlette cannot be imported)"
+            "  session sharedstate / Starlette cookie: not available "
+            "(sharedstate.starlette cannot be imported)"
         )
     gen_cpu = med("hello", "client_cpu") / args.generators
     print(
