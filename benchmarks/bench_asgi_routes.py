@@ -371,6 +371,7 @@ def _cell(server: Server, row: Row, cookie: str, args: argparse.Namespace) -> di
         "failed": sum(r["bad"] + r["errors"] for r in results),
         "client_cpu": sum(r["cpu_s"] for r in results) / args.seconds,
         "server_cpu": (cpu1 - cpu0) / args.seconds,
+        "server_us": (cpu1 - cpu0) / done * 1e6 if done else float("nan"),
     }
 
 
@@ -497,21 +498,30 @@ def _report(
         )
 
     print()
-    print("| route | req/s (median) | min..max | vs hello | failed | generator CPU | server CPU |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| route | req/s (median) | min..max | vs hello | failed | generator CPU | server CPU "
+        "| server CPU µs/req |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         rps = [s["rps"] for s in samples[row.name]]
         print(
             f"| {row.name} | {med(row.name, 'rps'):,.0f} | {min(rps):,.0f}..{max(rps):,.0f} "
             f"| {ratio(row.name, 'hello'):.2f}x | {sum(s['failed'] for s in samples[row.name]):.0f} "
-            f"| {med(row.name, 'client_cpu') * 100:.0f} % | {med(row.name, 'server_cpu') * 100:.0f} % |"
+            f"| {med(row.name, 'client_cpu') * 100:.0f} % | {med(row.name, 'server_cpu') * 100:.0f} % "
+            f"| {med(row.name, 'server_us'):.0f} |"
         )
     if not ours:
-        print("| session: sharedstate | not available (sharedstate.starlette cannot be imported) | | | | | |")
+        print(
+            "| session: sharedstate | not available (sharedstate.starlette cannot be imported) | | | | | | |"
+        )
     for name in missing:
-        print(f"| counter {name.split(' ', 1)[0]} | not available {name.split(' ', 1)[1]} | | | | | |")
+        print(f"| counter {name.split(' ', 1)[0]} | not available {name.split(' ', 1)[1]} | | | | | | |")
     print()
-    print("CPU columns: CPU seconds per second of the window (100 % = one core fully busy).")
+    print(
+        "CPU columns: CPU seconds per second of the window (100 % = one core fully busy); server CPU "
+        "µs/req: the server's CPU time per response, which other load on the machine disturbs least."
+    )
     print("Ratios (median of per-round ratios) vs targets:")
     sqlite = ratio("counter sqlite://", "hello")
     verdict = "PASS" if sqlite >= HELLO_TARGET else "FAIL"
