@@ -679,6 +679,7 @@ def explain(report: dict[str, dict[str, Any]]) -> str:
             "interleave them, lose an increment and return the same number."
         )
         alone = "one worker process whose event loop runs the route's read, add and write in one go"
+        unscheduled = "its event loop accepted the whole burst before the others woke up"
     else:
         inner = (
             "Inside one process there is a second bug that sync workers hide, because each handles one "
@@ -687,6 +688,7 @@ def explain(report: dict[str, dict[str, Any]]) -> str:
             "interleave them, lose an increment and return the same number."
         )
         alone = "one worker process handling one request at a time"
+        unscheduled = "the others were not scheduled"
     if naive["workers_used"] > 1 and not naive["exact"]:
         why = (
             f"Why: {server} ran {workers} worker processes and each one imported the app, so each has "
@@ -701,9 +703,7 @@ def explain(report: dict[str, dict[str, Any]]) -> str:
         )
     else:
         which = (
-            alone
-            if workers == 1
-            else f"only one of the {workers} worker processes answering (the others were not scheduled)"
+            alone if workers == 1 else f"only one of the {workers} worker processes answering ({unscheduled})"
         )
         why = (
             f"Why: {which} made the global look right here. It breaks as soon as requests are served "
