@@ -75,7 +75,11 @@ nitpick_ignore_regex = [
     # the generated class under the sync SharedDict's MutableMapping protocol.
     ("py:class", r"sharedstate\._(a)?sync\.keyspace\.(Async)?Keyspace"),
     ("py:class", r"sharedstate\._sync\.objects\.SharedDict"),
-    ("py:class", r"[PRT]"),  # the type variables of the generated cache and store modules
+    ("py:class", r"[PRT]"),
+    # The session engine under the framework adapters is internal; Starlette's names are its own.
+    ("py:class", r"sharedstate\._sessions\..*|sharedstate\._(a)?sync\.sessions\..*"),
+    ("py:(class|obj|data|mod|func|meth)", r"starlette(\..*)?|ASGIApp|Scope|Receive|Send|Message"),
+    ("py:class", r"TimestampSigner"),  # itsdangerous', imported by sharedstate.sessions for type checking  # the type variables of the generated cache and store modules
 ]
 
 

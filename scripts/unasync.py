@@ -46,7 +46,7 @@ SUBS: list[tuple[str, str]] = [
     (r"\basync_backend_from_url\b", "backend_from_url"),
     (r"\bAsyncBackend\b", "Backend"),
     (r"\bAsyncDict\b", "SharedDict"),
-    (r"\bAsync(Store|Keyspace|Counter|Lock|CachedFunction)\b", r"\1"),
+    (r"\bAsync(Store|Keyspace|Counter|Lock|CachedFunction|SessionState)\b", r"\1"),
     (r"\bsharedstate\._async\b", "sharedstate._sync"),
     (r"\b_async/", "_sync/"),
 ]

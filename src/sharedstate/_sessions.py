@@ -1,0 +1,232 @@
+"""The IO-free half of the server-side session engine, shared by the async and sync worlds.
+
+No web framework is imported here (nor in ``sharedstate._async.sessions``): the Flask, Starlette
+and Quart adapters build on this. What is here: the settings (lifetimes, lock), the session id and
+its store key (a SHA-256 of the id, so the store holds no live tokens), the stored envelope
+(``{"v": 1, "c": created, "d": data}``), and signing the id for the cookie
+(:class:`CookieSigner`, HMAC-SHA256 with :mod:`itsdangerous`, imported when a signer is made).
+The state machine that reads and writes the store is ``AsyncSessionState`` / ``SessionState``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+from sharedstate._optional import require
+from sharedstate.engine import RESERVED_PREFIX
+from sharedstate.validation import MIN_LEASE, seconds
+
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+SESSION_PREFIX = f"{RESERVED_PREFIX}session:"
+LOCK_PREFIX = f"{RESERVED_PREFIX}session-lock:"
+ID_BYTES = 32  # 256 bits
+ID_RE = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
+FORMAT = 1
+DEFAULT_SALT = "sharedstate.session"
+
+
+class _Keyspace(Protocol):
+    def full_key(self, key: str, *, internal: bool = False, what: str = "key") -> str: ...
+
+    def encode(
+        self, full_key: str, value: Any, *, shown_as: str = "value", inside: tuple[str, ...] = ()
+    ) -> bytes | int: ...
+
+    def decode(self, full_key: str, raw: bytes | int) -> Any: ...
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """The settings of one session: lifetimes (seconds), expiry refresh, lock, cookie default.
+
+    ``idle``: the entry expires this long after its last write or refresh. ``absolute``: and at
+    the latest this long after creation or the last ``regenerate`` (``None``: no such limit).
+    ``refresh``: a read-only use renews the idle expiry (a throttled ``touch``) once
+    ``refresh_fraction`` of ``idle`` has passed since the cookie was issued. ``lock``: a
+    per-session lease lock (``lock_lease`` seconds) is taken before loading, waiting at most
+    ``lock_timeout``; ``lock_timeout_name`` names that setting in the ``LockTimeout`` message.
+    ``permanent``: the framework's default for a cookie with an expiry.
+    """
+
+    idle: float
+    absolute: float | None = None
+    refresh: bool = True
+    refresh_fraction: float = 0.1
+    lock: bool = False
+    lock_lease: float = 30.0
+    lock_timeout: float = 30.0
+    permanent: bool = False
+    lock_timeout_name: str = "lock_timeout"
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        idle: float | timedelta,
+        absolute: float | timedelta | None = None,
+        refresh: bool = True,
+        refresh_fraction: float = 0.1,
+        lock: bool = False,
+        lock_lease: float | timedelta = 30.0,
+        lock_timeout: float | timedelta = 30.0,
+        permanent: bool = False,
+        names: dict[str, str] | None = None,
+    ) -> SessionSettings:
+        """Check every value (``TypeError``/``ValueError`` naming it, by ``names[arg]`` if given)
+        and build the settings."""
+        names = names or {}
+
+        def name(arg: str) -> str:
+            return names.get(arg, arg)
+
+        if (
+            isinstance(refresh_fraction, bool)
+            or not isinstance(refresh_fraction, (int, float))
+            or not (0 <= refresh_fraction <= 1)
+        ):
+            raise ValueError(f"{name('refresh_fraction')} must be in [0, 1], got {refresh_fraction!r}")
+        if not isinstance(permanent, bool):  # "False" from an environment variable is truthy
+            raise TypeError(f"{name('permanent')} must be True or False, got {permanent!r}")
+        return cls(
+            idle=seconds(name("idle"), idle),
+            absolute=seconds(name("absolute"), absolute, optional=True),
+            refresh=bool(refresh),
+            refresh_fraction=float(refresh_fraction),
+            lock=bool(lock),
+            lock_lease=seconds(name("lock_lease"), lock_lease, minimum=MIN_LEASE),
+            lock_timeout=seconds(name("lock_timeout"), lock_timeout),
+            permanent=permanent,
+            lock_timeout_name=name("lock_timeout"),
+        )
+
+    def ttl(self, created: float, now: float) -> float | None:
+        """Seconds the entry may live from ``now``; ``None`` if its absolute lifetime is over."""
+        if self.absolute is None:
+            return self.idle
+        left = created + self.absolute - now
+        return None if left <= 0 else min(self.idle, left)
+
+
+class SaveAction(NamedTuple):
+    """What the response's cookie must do after a save: ``kind`` is ``"set"`` (to the signed
+    ``sid``, with the entry's ``ttl``), ``"delete"`` or ``"keep"`` (send nothing)."""
+
+    kind: str
+    sid: str | None = None
+    ttl: float | None = None
+
+
+KEEP = SaveAction("keep")
+DELETE = SaveAction("delete")
+
+
+def new_session_id() -> str:
+    """A fresh random 256-bit session id (URL-safe text)."""
+    return secrets.token_urlsafe(ID_BYTES)
+
+
+def sid_digest(sid: str) -> str:
+    return hashlib.sha256(sid.encode("ascii")).hexdigest()
+
+
+def entry_key(keyspace: _Keyspace, sid: str) -> str:
+    """The full store key of session ``sid``: a SHA-256 of the id, so the store holds no tokens."""
+    return keyspace.full_key(SESSION_PREFIX + sid_digest(sid), internal=True)
+
+
+def check_key(key: object) -> None:
+    if not isinstance(key, str):
+        raise TypeError(f"session keys must be str, got {type(key).__name__}: {key!r}")
+
+
+def has_content(data: dict[str, Any]) -> bool:
+    """Whether ``data`` holds more than the ``_permanent`` flag. A session holding only that is
+    empty: not stored (so ``session.permanent = True`` in a ``before_request`` hook stores
+    nothing for visitors who never get a session), and deleted with its cookie when emptied."""
+    return any(key != "_permanent" for key in data)
+
+
+def encoded_entry(keyspace: _Keyspace, full: str, created: float, data: dict[str, Any]) -> bytes | int:
+    """The stored form of a session; an error names the path inside the session
+    (``session['cart'][2]``), not inside the envelope around it."""
+    envelope = {"v": FORMAT, "c": created, "d": data}
+    return keyspace.encode(full, envelope, shown_as="session", inside=("d",))
+
+
+def parse(keyspace: _Keyspace, key: str, raw: bytes | int) -> tuple[float, dict[str, Any]] | None:
+    """``(created, data)`` of a stored entry, or ``None`` if it is not a session entry."""
+    try:
+        value = keyspace.decode(key, raw)
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(value, dict) or value.get("v") != FORMAT:
+        return None
+    created, data = value.get("c"), value.get("d")
+    if not isinstance(created, (int, float)) or not isinstance(data, dict):
+        return None
+    return float(created), data
+
+
+# -- the cookie ------------------------------------------------------------------------------------
+
+
+class CookieSigner:
+    """Signs session ids for the cookie and checks them: HMAC-SHA256 with a timestamp
+    (:class:`itsdangerous.TimestampSigner`, key derivation ``hmac``, each key derived once).
+
+    ``CookieSigner(secret_keys, salt=...)``: the last key signs; every key is accepted when
+    reading (put the old keys first to rotate). :meth:`unsign` returns ``(sid, issued_at)`` or
+    ``None`` for anything tampered, forged, malformed or not a session id: the caller then starts
+    a fresh session, never adopting the id. Thread and task safe.
+    """
+
+    def __init__(self, secret_keys: Iterable[str | bytes], salt: str = DEFAULT_SALT) -> None:
+        keys = [k.encode() if isinstance(k, str) else k for k in secret_keys]
+        if not keys or not all(isinstance(k, bytes) and k for k in keys):
+            raise ValueError("session cookies need a non-empty secret key")
+        itsdangerous = require("itsdangerous", "starlette")
+        self._bad_data: type[Exception] = itsdangerous.BadData
+        want_bytes = itsdangerous.want_bytes
+
+        class _Signer(itsdangerous.TimestampSigner):  # type: ignore[misc, name-defined]
+            """itsdangerous' timestamp signer, deriving each key once rather than per request."""
+
+            def __init__(self, keys: list[bytes], salt: str) -> None:
+                super().__init__(keys, salt=salt, key_derivation="hmac", digest_method=hashlib.sha256)
+                self._derived: dict[bytes, bytes] = {}
+
+            def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+                raw = self.secret_keys[-1] if secret_key is None else want_bytes(secret_key)
+                key = self._derived.get(raw)
+                if key is None:
+                    key = self._derived[raw] = super().derive_key(raw)
+                return key
+
+        self._signer = _Signer(keys, salt)
+
+    @property
+    def timestamp_signer(self) -> Any:
+        """The :class:`itsdangerous.TimestampSigner` that does the work."""
+        return self._signer
+
+    def sign(self, sid: str) -> str:
+        """The cookie value for session id ``sid``."""
+        return self._signer.sign(sid).decode("ascii")  # type: ignore[no-any-return]
+
+    def unsign(self, cookie: str | bytes) -> tuple[str, float] | None:
+        """``(sid, issued_at)`` of a cookie this signer (or an older key) made; else ``None``."""
+        try:
+            value, stamp = self._signer.unsign(cookie, return_timestamp=True)
+            text = value.decode("ascii")
+        except (self._bad_data, UnicodeError, ValueError):
+            return None  # tampered, forged or malformed: a fresh session
+        if not ID_RE.fullmatch(text):
+            return None
+        return text, float(stamp.timestamp())
