@@ -95,7 +95,10 @@ class Demo:
                     zombie = any(line.startswith("State:\tZ") for line in f)
             except OSError:  # it exited while we looked
                 continue
-            if b"gunicorn" in cmdline and not zombie:
+            # gunicorn's master and workers; `python -m uvicorn`, the workers it spawns and the
+            # resource tracker multiprocessing starts for them (not the demo: `--server uvicorn`).
+            server = b"gunicorn" in cmdline or b"-m\0uvicorn" in cmdline or b"multiprocessing" in cmdline
+            if server and not zombie:
                 found.append(int(entry))
         return found
 
@@ -259,6 +262,101 @@ def test_server_stops_itself_when_the_demo_is_killed(make_demo: Callable[..., De
     assert demo.wait_no_processes(timeout=15) == []
 
 
+# -- --server uvicorn: FastAPI apps, the shared one on an AsyncStore counter ----------------------
+
+
+@needs_proc
+@pytest.mark.timeout(120)
+def test_uvicorn_fastapi_global_and_async_store_counter(make_demo: Callable[..., Demo]) -> None:
+    demo = make_demo("--server", "uvicorn", "--json", "--clients", "100", "--workers", "4")
+    done, elapsed = demo.run()
+    report = _json(done)
+
+    assert set(report) == {"naive", "shared"}
+    naive, shared = report["naive"], report["shared"]
+    for section in (naive, shared):
+        assert section["server"] == "uvicorn"
+        assert section["workers"] == 4
+        assert section["responses"] == 100
+        assert section["errors"] == 0
+    # The AsyncStore counter: exactly 1..100, whichever uvicorn worker served each request.
+    assert shared["app"] == "await AsyncStore(...).counter('hits').incr()"
+    assert shared["exact"] is True
+    assert shared["values"] == list(range(1, 101))
+    assert shared["duplicates"] == 0 and shared["missing"] == 0
+    assert sum(w["requests"] for w in shared["per_worker"]) == 100
+    # The global: whatever it really gave. One asyncio worker can accept a whole burst by itself, so
+    # it may look right; each worker counts 1..k on its own copy (an async def route has no await
+    # inside the read-add-write), so it is exact exactly when a single worker answered everything.
+    _check_naive_per_worker(naive)
+    assert naive["exact"] is (naive["workers_used"] == 1)
+    assert naive["distinct"] + naive["duplicates"] == 100
+    assert naive["distinct"] == max(w["requests"] for w in naive["per_worker"])
+
+    assert elapsed < RUN_BOUND_S
+    demo.assert_clean()
+
+
+@needs_proc
+@pytest.mark.timeout(120)
+def test_uvicorn_table_output(make_demo: Callable[..., Demo]) -> None:
+    demo = make_demo("--server", "uvicorn", "--clients", "30", "--workers", "2")
+    done, _ = demo.run()
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert "FastAPI app (async def route) served by uvicorn with 2 worker processes" in text
+    [row] = [line for line in text.splitlines() if line.startswith("  exactly 1..30?  ")]
+    assert row.split()[-1] == "yes"  # the AsyncStore counter; the global's column is what it was
+    assert "exactly 1..30." in " ".join(text.splitlines())
+    demo.assert_clean()
+
+
+@needs_proc
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("workers", [1, 3])
+def test_uvicorn_stops_itself_when_the_demo_is_killed(make_demo: Callable[..., Demo], workers: int) -> None:
+    """uvicorn spawns its workers (no inherited descriptors): the lifeline is a FIFO they open by name.
+
+    With one worker uvicorn serves in its master process, which then stops itself.
+    """
+    demo = make_demo("--server", "uvicorn", "--clients", "1000", "--workers", str(workers))
+    proc = demo.start()
+    try:
+        deadline = time.monotonic() + 30
+        # The master, and with --workers > 1 the spawned workers and multiprocessing's resource tracker.
+        expected = 1 if workers == 1 else workers + 2
+        while len(demo.processes()) < expected:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "uvicorn never started its workers"
+            time.sleep(0.01)
+        time.sleep(0.5)  # let the workers finish their lifespan startup and watch the lifeline
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert demo.wait_no_processes(timeout=15) == []
+
+
+@needs_proc
+@pytest.mark.timeout(60)
+def test_uvicorn_interrupt_stops_the_server_and_removes_files(make_demo: Callable[..., Demo]) -> None:
+    demo = make_demo("--server", "uvicorn", "--clients", "1000", "--workers", "2")
+    proc = demo.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not demo.processes():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "uvicorn never started"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    demo.assert_clean()
+
+
 # -- errors ------------------------------------------------------------------------------------
 
 
@@ -275,6 +373,24 @@ def test_missing_gunicorn_names_the_extra() -> None:
     )
     assert done.returncode == 2
     assert "pip install 'sharedstate[cli]'" in done.stderr
+    assert done.stdout == ""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("missing", ["fastapi", "uvicorn"])
+def test_uvicorn_server_missing_fastapi_or_uvicorn_names_the_extra(missing: str) -> None:
+    code = (
+        "import sys\n"
+        f"sys.modules[{missing!r}] = None  # makes the import raise ImportError\n"
+        "from sharedstate.cli import main\n"
+        "sys.exit(main(['demo', '--server', 'uvicorn']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2
+    assert f"{missing!r} is needed" in done.stderr
+    assert "pip install 'sharedstate[fastapi]'" in done.stderr
     assert done.stdout == ""
 
 

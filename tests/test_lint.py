@@ -861,3 +861,212 @@ def test_dash_callbacks_aiohttp_routes_falcon_and_bottle() -> None:
         falcon.App().add_route("/t", Things())
     """
     assert lint(source) == [(10, "SS105"), (12, "SS105"), (14, "SS105"), (17, "SS105"), (20, "SS105")]
+
+
+# -- ASGI frameworks: every way FastAPI, Starlette, Quart and Litestar run a function per request --
+
+_CLASSIC = """
+class SomeObj:
+    def __init__(self, param):
+        self.param = param
+
+    def query(self):
+        self.param += 1
+        return self.param
+
+global_obj = SomeObj(0)
+"""
+
+ASGI_HANDLER_FORMS = {
+    "fastapi @app.get async": """
+        from fastapi import FastAPI
+        app = FastAPI()
+        @app.get("/")
+        async def root():
+            return global_obj.query()  # <-
+    """,
+    "fastapi @app.get def": """
+        from fastapi import FastAPI
+        app = FastAPI()
+        @app.get("/")
+        def root():
+            return global_obj.query()  # <-
+    """,
+    "fastapi @router.post": """
+        from fastapi import APIRouter
+        router = APIRouter()
+        @router.post("/items")
+        async def create():
+            return global_obj.query()  # <-
+    """,
+    "fastapi @app.websocket": """
+        from fastapi import FastAPI, WebSocket
+        app = FastAPI()
+        @app.websocket("/ws")
+        async def ws(websocket: WebSocket):
+            await websocket.send_text(str(global_obj.query()))  # <-
+    """,
+    "fastapi @app.api_route": """
+        from fastapi import FastAPI
+        app = FastAPI()
+        @app.api_route("/", methods=["GET", "POST"])
+        async def root():
+            return global_obj.query()  # <-
+    """,
+    "fastapi app.add_api_route": """
+        from fastapi import FastAPI
+        async def root():
+            return global_obj.query()  # <-
+        app = FastAPI()
+        app.add_api_route("/", root)
+    """,
+    "fastapi @app.middleware": """
+        from fastapi import FastAPI
+        app = FastAPI()
+        @app.middleware("http")
+        async def count(request, call_next):
+            global_obj.query()  # <-
+            return await call_next(request)
+    """,
+    "fastapi Depends default": """
+        from fastapi import Depends, FastAPI
+        app = FastAPI()
+        async def next_number():
+            return global_obj.query()  # <-
+        @app.get("/")
+        async def root(n: int = Depends(next_number)):
+            return n
+    """,
+    "fastapi Annotated Depends": """
+        from typing import Annotated
+        from fastapi import Depends, FastAPI
+        app = FastAPI()
+        def next_number():
+            return global_obj.query()  # <-
+        @app.get("/")
+        async def root(n: Annotated[int, Depends(next_number)]):
+            return n
+    """,
+    "fastapi router dependencies=": """
+        from fastapi import APIRouter, Depends
+        async def count():
+            global_obj.query()  # <-
+        router = APIRouter(dependencies=[Depends(count)])
+    """,
+    "starlette Route table": """
+        from starlette.applications import Starlette
+        from starlette.routing import Mount, Route
+        async def root(request):
+            return global_obj.query()  # <-
+        app = Starlette(routes=[Mount("/api", routes=[Route("/", endpoint=root)])])
+    """,
+    "starlette WebSocketRoute": """
+        from starlette.routing import WebSocketRoute
+        async def ws(websocket):
+            await websocket.send_text(str(global_obj.query()))  # <-
+        routes = [WebSocketRoute("/ws", ws)]
+    """,
+    "starlette HTTPEndpoint": """
+        from starlette.endpoints import HTTPEndpoint
+        class Counter(HTTPEndpoint):
+            async def get(self, request):
+                return global_obj.query()  # <-
+    """,
+    "starlette BaseHTTPMiddleware": """
+        from starlette.middleware.base import BaseHTTPMiddleware
+        class Count(BaseHTTPMiddleware):
+            async def dispatch(self, request, call_next):
+                global_obj.query()  # <-
+                return await call_next(request)
+    """,
+    "quart @app.route async": """
+        from quart import Quart
+        app = Quart(__name__)
+        @app.route("/")
+        async def root():
+            return str(global_obj.query())  # <-
+    """,
+    "quart @app.websocket": """
+        from quart import Quart, websocket
+        app = Quart(__name__)
+        @app.websocket("/ws")
+        async def ws():
+            await websocket.send(str(global_obj.query()))  # <-
+    """,
+    "quart @app.before_websocket": """
+        from quart import Quart
+        app = Quart(__name__)
+        @app.before_websocket
+        async def count():
+            global_obj.query()  # <-
+    """,
+    "litestar @get": """
+        from litestar import Litestar, get
+        @get("/")
+        async def root() -> int:
+            return global_obj.query()  # <-
+        app = Litestar(route_handlers=[root])
+    """,
+    "litestar @get() in a Controller": """
+        from litestar import Controller, get
+        class Items(Controller):
+            path = "/items"
+            @get()
+            async def count(self) -> int:
+                return global_obj.query()  # <-
+    """,
+    "litestar @websocket_listener": """
+        from litestar import websocket_listener
+        @websocket_listener("/ws")
+        async def echo(data: str) -> str:
+            global_obj.query()  # <-
+            return data
+    """,
+    "litestar Litestar([handler])": """
+        from litestar import Litestar
+        from litestar.handlers import HTTPRouteHandler
+        async def root() -> int:
+            return global_obj.query()  # <-
+        app = Litestar([HTTPRouteHandler(path="/", http_method="GET")(root)])
+    """,
+    "litestar Provide": """
+        from litestar import Litestar, get
+        from litestar.di import Provide
+        async def next_number() -> int:
+            return global_obj.query()  # <-
+        @get("/")
+        async def root(n: int) -> int:
+            return n
+        app = Litestar([root], dependencies={"n": Provide(next_number)})
+    """,
+}
+
+
+@pytest.mark.parametrize("form", list(ASGI_HANDLER_FORMS))
+def test_asgi_framework_handlers_are_views(form: str) -> None:
+    """The classic ``global_obj.query()`` is found in each framework's handler forms, async or not."""
+    source = _CLASSIC + textwrap.dedent(ASGI_HANDLER_FORMS[form])
+    [line] = [n for n, text in enumerate(source.splitlines(), 1) if text.endswith("# <-")]
+    findings = lint_source(source)
+    assert [(f.line, f.code) for f in findings] == [(line, "SS106")], findings
+    assert "store.edit('global_obj')" in findings[0].message
+
+
+def test_asgi_look_alikes_are_not_views() -> None:
+    source = _CLASSIC + textwrap.dedent(
+        """
+        from fastapi import Depends, FastAPI
+        app = FastAPI()
+        async def never_registered():
+            return global_obj.query()
+        def not_a_dependency(x):
+            return global_obj.query()
+        @app.get("/")
+        async def root(n: int = Depends(lambda: 1)):
+            return not_a_dependency  # referenced, not called
+        class Plain:
+            async def dispatch(self, request):
+                return global_obj.query()
+        """
+    )
+    assert lint_source(source) == []

@@ -3,13 +3,15 @@
 It serves the app from the question "Are global variables thread safe in Flask?" twice with gunicorn
 (``--workers`` sync worker processes on a free loopback port): once with a module-level ``SomeObj``
 whose method does ``self.param += 1; return self.param``, once with ``store.counter("hits").incr()``
-(see :mod:`sharedstate.tools.demo_apps`). Each gets ``--clients`` requests released at the same moment
+(see :mod:`sharedstate.tools.demo_apps`). ``--server uvicorn`` serves the same pair as FastAPI apps
+under ``uvicorn --workers``, the safe one on an ``AsyncStore`` counter (see
+:mod:`sharedstate.tools.demo_asgi`). Each gets ``--clients`` requests released at the same moment
 by a ``threading.Barrier``; the demo then prints, side by side, what the clients saw.
 
 The store is an SQLite file in a temporary directory the demo creates and removes, or ``--url``; there
 the counter lives under a fresh namespace and is deleted at the end, so existing data is not touched.
 
-Cleanup contract: each gunicorn runs in its own process group, which is stopped in ``finally`` (also on
+Cleanup contract: each server runs in its own process group, which is stopped in ``finally`` (also on
 Ctrl-C and SIGTERM), SIGTERM first and SIGKILL after ``STOP_TIMEOUT``; the temporary directory is removed.
 If the demo itself is killed with SIGKILL, the workers see their lifeline pipe close and shut the server
 down themselves (only the temporary directory stays behind then).
@@ -43,11 +45,13 @@ from sharedstate.urls import mask_url
 
 MAX_CLIENTS = 1000
 MAX_WORKERS = 32
-#: Seconds for gunicorn to load the app in every worker.
+#: The servers ``--server`` chooses from; the first is the default.
+SERVERS = ("gunicorn", "uvicorn")
+#: Seconds for the server to load the app in every worker.
 BOOT_TIMEOUT = 20.0
 #: Seconds each client waits for its connection and response.
 REQUEST_TIMEOUT = 15.0
-#: Seconds between SIGTERM and SIGKILL when stopping gunicorn.
+#: Seconds between SIGTERM and SIGKILL when stopping the server.
 STOP_TIMEOUT = 5.0
 BACKLOG = 2048
 
@@ -56,7 +60,7 @@ SHARED_TITLE = "sharedstate counter"
 
 
 class DemoError(Exception):
-    """A problem that stops the demo (missing gunicorn, bad URL, server failed to start): exit 2."""
+    """A problem that stops the demo (missing server, bad URL, server failed to start): exit 2."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=_int_between(1, MAX_WORKERS),
         default=4,
-        help="gunicorn sync worker processes per app (default 4)",
+        help="worker processes per app: gunicorn sync workers, or uvicorn --workers (default 4)",
+    )
+    parser.add_argument(
+        "--server",
+        choices=SERVERS,
+        default=SERVERS[0],
+        help="gunicorn: plain WSGI apps under gunicorn (default); uvicorn: FastAPI apps under "
+        "uvicorn, the shared one on an AsyncStore counter (needs sharedstate[fastapi])",
     )
     parser.add_argument(
         "--url",
@@ -111,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     progress = None if args.json or not sys.stderr.isatty() else sys.stderr
     try:
         with _sigterm_as_interrupt():
-            report = run_demo(args.clients, args.workers, args.url, progress=progress)
+            report = run_demo(args.clients, args.workers, args.url, server=args.server, progress=progress)
     except DemoError as exc:
         print(f"sharedstate demo: {exc}", file=sys.stderr)
         return 2
@@ -173,10 +184,21 @@ def _interrupts_deferred() -> Iterator[None]:
 
 
 def run_demo(
-    clients: int = 100, workers: int = 4, url: str | None = None, *, progress: TextIO | None = None
+    clients: int = 100,
+    workers: int = 4,
+    url: str | None = None,
+    *,
+    server: str = "gunicorn",
+    progress: TextIO | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Serve both apps, fire ``clients`` simultaneous requests at each, return the two summaries."""
-    gunicorn_flags = _gunicorn_flags()
+    """Serve both apps, fire ``clients`` simultaneous requests at each, return the two summaries.
+
+    ``server`` is ``"gunicorn"`` (WSGI apps, sync workers) or ``"uvicorn"`` (FastAPI apps, the shared
+    one on an :class:`~sharedstate.AsyncStore`).
+    """
+    if server not in SERVERS:
+        raise DemoError(f"unknown server {server!r}: expected one of {', '.join(SERVERS)}")
+    server_flags = _gunicorn_flags() if server == "gunicorn" else _uvicorn_flags()
     if url is not None and urlsplit(url).scheme.lower() == "memory":
         raise DemoError(
             "memory:// keeps state inside one process, and the demo runs several worker processes: "
@@ -187,6 +209,7 @@ def run_demo(
 
     tmpdir = tempfile.mkdtemp(prefix="sharedstate-demo-")
     lifeline_r, lifeline_w = os.pipe()
+    lifeline_fifo = -1
     store: Store | None = None
     try:
         store_url = url or f"sqlite:///{os.path.join(tmpdir, 'demo.sqlite3')}"
@@ -200,21 +223,32 @@ def run_demo(
         env = _child_env(tmpdir, lifeline_r)
         env[demo_apps.URL_ENV] = store_url
         env[demo_apps.NAMESPACE_ENV] = namespace
-        common = (clients, workers, gunicorn_flags, env, tmpdir, lifeline_r, progress)
+        if server == "uvicorn":
+            # uvicorn's workers are spawned, not forked: they inherit no descriptor, so they find the
+            # lifeline as a FIFO by name. The demo holds it open read-write (it is the only writer).
+            fifo = os.path.join(tmpdir, "lifeline.fifo")
+            os.mkfifo(fifo, 0o600)
+            lifeline_fifo = os.open(fifo, os.O_RDWR)
+            env.pop(demo_apps.LIFELINE_FD_ENV, None)
+            env[demo_apps.LIFELINE_PATH_ENV] = fifo
+        common = (clients, workers, server, server_flags, env, tmpdir, lifeline_r, progress)
         naive = {
             "app": "module-level SomeObj: self.param += 1; return self.param",
             **_serve_and_fire("naive", *common),
         }
-        shared = {
-            "app": f"store.counter('{demo_apps.COUNTER_NAME}').incr()",
-            "store": label,
-            **_serve_and_fire("shared", *common),
-        }
+        shared_app = (
+            f"store.counter('{demo_apps.COUNTER_NAME}').incr()"
+            if server == "gunicorn"
+            else f"await AsyncStore(...).counter('{demo_apps.COUNTER_NAME}').incr()"
+        )
+        shared = {"app": shared_app, "store": label, **_serve_and_fire("shared", *common)}
         return {"naive": naive, "shared": shared}
     finally:
         with _interrupts_deferred():
             os.close(lifeline_w)  # after the servers are stopped: tells any survivor to stop
             os.close(lifeline_r)
+            if lifeline_fifo >= 0:
+                os.close(lifeline_fifo)
             if store is not None:
                 with suppress(Exception):  # best effort: never hide the demo's own error
                     store.delete(demo_apps.COUNTER_NAME)
@@ -237,9 +271,27 @@ def _gunicorn_flags() -> list[str]:
     return ["--no-control-socket"] if "control_socket_disable" in known else []
 
 
+def _uvicorn_flags() -> list[str]:
+    """Check FastAPI and uvicorn are importable here (the servers run on this interpreter)."""
+    from sharedstate._optional import require
+    from sharedstate.tools.demo_asgi import EXTRA
+
+    try:
+        require("fastapi", EXTRA)
+        require("uvicorn", EXTRA)
+    except ImportError as exc:
+        raise DemoError(
+            f"--server uvicorn serves FastAPI apps with uvicorn, which needs more packages. {exc}"
+        ) from None
+    return []
+
+
 def _child_env(tmpdir: str, lifeline_r: int) -> dict[str, str]:
     env = dict(os.environ)
-    env.pop("GUNICORN_CMD_ARGS", None)  # the demo's flags alone decide how gunicorn runs
+    # The demo's flags alone decide how the server runs (uvicorn reads UVICORN_* variables too).
+    env.pop("GUNICORN_CMD_ARGS", None)
+    for name in [name for name in env if name.startswith("UVICORN_")]:
+        del env[name]
     # Make this very copy of sharedstate importable in the workers, also when run from a source tree.
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(demo_apps.__file__)))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
@@ -251,52 +303,41 @@ def _serve_and_fire(
     kind: str,
     clients: int,
     workers: int,
-    gunicorn_flags: list[str],
+    server: str,
+    server_flags: list[str],
     env: dict[str, str],
     tmpdir: str,
     lifeline_r: int,
     progress: TextIO | None,
 ) -> dict[str, Any]:
     if progress is not None:
-        print(f"serving the {kind} app with gunicorn ({workers} workers)...", file=progress)
+        print(f"serving the {kind} app with {server} ({workers} workers)...", file=progress)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     ready_r, ready_w = os.pipe()
     proc: subprocess.Popen[bytes] | None = None
-    log_path = os.path.join(tmpdir, f"gunicorn-{kind}.log")
-    # An empty config file, so a gunicorn.conf.py in the working directory cannot change the setup.
-    config_path = os.path.join(tmpdir, "gunicorn_conf.py")
+    log_path = os.path.join(tmpdir, f"{server}-{kind}.log")
     try:
-        # Bound here and handed over as fd://N: the port is ours from the start, no free-port race.
+        # Bound here and handed over (fd://N, --fd N): the port is ours from the start, no free-port race.
+        if server == "uvicorn":
+            # Accepted connections inherit it (Linux). uvicorn's workers do not set it on a socket
+            # they are handed, and without it each response body waits ~40 ms for a delayed ACK.
+            listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         listener.bind(("127.0.0.1", 0))
         listener.listen(BACKLOG)
         port = listener.getsockname()[1]
-        open(config_path, "w").close()
-        cmd = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--config",
-            config_path,
-            "--bind",
-            f"fd://{listener.fileno()}",
-            "--workers",
-            str(workers),
-            "--worker-class",
-            "sync",
-            "--backlog",
-            str(BACKLOG),
-            "--timeout",
-            "30",
-            "--graceful-timeout",
-            "2",
-            "--worker-tmp-dir",
-            tmpdir,
-            "--log-level",
-            "warning",
-            *gunicorn_flags,
-            f"sharedstate.tools.demo_apps:make_app({kind!r})",
-        ]
-        child_env = {**env, demo_apps.READY_FD_ENV: str(ready_w)}
+        child_env = dict(env)
+        if server == "gunicorn":
+            cmd = _gunicorn_command(kind, workers, listener.fileno(), server_flags, tmpdir)
+            child_env[demo_apps.READY_FD_ENV] = str(ready_w)
+        else:
+            cmd = _uvicorn_command(kind, workers, listener.fileno(), server_flags)
+            # Spawned workers inherit no descriptor: they open the ready pipe as a FIFO by name. The
+            # demo reads it through a read-write descriptor, so it never sees end-of-file meanwhile.
+            fifo = os.path.join(tmpdir, f"ready-{kind}.fifo")
+            os.mkfifo(fifo, 0o600)
+            os.close(ready_r)
+            ready_r = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+            child_env[demo_apps.READY_PATH_ENV] = fifo
         with _interrupts_deferred(), open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 cmd,
@@ -309,8 +350,8 @@ def _serve_and_fire(
             )
         os.close(ready_w)
         ready_w = -1
-        listener.close()  # gunicorn holds its own copy
-        _wait_ready(proc, ready_r, workers, log_path)
+        listener.close()  # the server holds its own copy
+        _wait_ready(proc, ready_r, workers, log_path, server)
         started = time.monotonic()
         replies = fire(port, clients)
         elapsed = time.monotonic() - started
@@ -322,10 +363,70 @@ def _serve_and_fire(
             os.close(ready_r)
             if ready_w >= 0:
                 os.close(ready_w)
-    return {"workers": workers, **summarize(replies, clients), "elapsed_s": round(elapsed, 3)}
+    summary = summarize(replies, clients)
+    return {"server": server, "workers": workers, **summary, "elapsed_s": round(elapsed, 3)}
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], ready_r: int, workers: int, log_path: str) -> None:
+def _gunicorn_command(kind: str, workers: int, fd: int, flags: list[str], tmpdir: str) -> list[str]:
+    # An empty config file, so a gunicorn.conf.py in the working directory cannot change the setup.
+    config_path = os.path.join(tmpdir, "gunicorn_conf.py")
+    open(config_path, "w").close()
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--config",
+        config_path,
+        "--bind",
+        f"fd://{fd}",
+        "--workers",
+        str(workers),
+        "--worker-class",
+        "sync",
+        "--backlog",
+        str(BACKLOG),
+        "--timeout",
+        "30",
+        "--graceful-timeout",
+        "2",
+        "--worker-tmp-dir",
+        tmpdir,
+        "--log-level",
+        "warning",
+        *flags,
+        f"sharedstate.tools.demo_apps:make_app({kind!r})",
+    ]
+
+
+def _uvicorn_command(kind: str, workers: int, fd: int, flags: list[str]) -> list[str]:
+    # --fd: the socket bound by the demo; uvicorn's master hands it on to the workers it spawns.
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--fd",
+        str(fd),
+        "--workers",
+        str(workers),
+        "--backlog",
+        str(BACKLOG),
+        "--lifespan",
+        "on",
+        "--timeout-graceful-shutdown",
+        "2",
+        "--log-level",
+        "warning",
+        "--no-access-log",
+        "--no-use-colors",
+        *flags,
+        "--factory",
+        f"sharedstate.tools.demo_asgi:{kind}_app",
+    ]
+
+
+def _wait_ready(
+    proc: subprocess.Popen[bytes], ready_r: int, workers: int, log_path: str, server: str = "gunicorn"
+) -> None:
     """Wait until every worker has loaded the app (each writes its pid to the ready pipe)."""
     import select
 
@@ -334,17 +435,17 @@ def _wait_ready(proc: subprocess.Popen[bytes], ready_r: int, workers: int, log_p
     pids: set[int] = set()
     while len(pids) < workers:
         if _has_exited(proc):
-            raise DemoError(f"gunicorn stopped before its workers were ready:\n{_tail(log_path)}")
+            raise DemoError(f"{server} stopped before its workers were ready:\n{_tail(log_path)}")
         left = deadline - time.monotonic()
         if left <= 0:
             raise DemoError(
-                f"gunicorn started {len(pids)} of {workers} workers within {BOOT_TIMEOUT:.0f}s:\n"
+                f"{server} started {len(pids)} of {workers} workers within {BOOT_TIMEOUT:.0f}s:\n"
                 f"{_tail(log_path)}"
             )
         readable, _, _ = select.select([ready_r], [], [], min(left, 0.1))
         if readable:
             chunk = os.read(ready_r, 4096)
-            if not chunk:  # every writer is gone: gunicorn died; the check above reports it
+            if not chunk:  # every writer is gone: the server died; the check above reports it
                 time.sleep(0.05)
             buffer += chunk
             *lines, buffer = buffer.split(b"\n")
@@ -352,7 +453,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], ready_r: int, workers: int, log_p
 
 
 def _has_exited(proc: subprocess.Popen[bytes]) -> bool:
-    """Whether gunicorn's master exited, without reaping it where possible.
+    """Whether the server's master exited, without reaping it where possible.
 
     While it is unreaped (a zombie), its pid, and so its process group id, cannot be reused, which
     makes the final ``killpg`` in :func:`_stop` safe.
@@ -368,7 +469,7 @@ def _has_exited(proc: subprocess.Popen[bytes]) -> bool:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop gunicorn's whole process group: SIGTERM, then SIGKILL; reap the master last."""
+    """Stop the server's whole process group: SIGTERM, then SIGKILL; reap the master last."""
     if proc.returncode is None:
         with suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -387,8 +488,8 @@ def _tail(path: str, lines: int = 15) -> str:
         with open(path, encoding="utf-8", errors="replace") as f:
             text = f.read().rstrip().splitlines()[-lines:]
     except OSError:
-        return "(no gunicorn output)"
-    return "\n".join(f"  | {line}" for line in text) or "(no gunicorn output)"
+        return "(no server output)"
+    return "\n".join(f"  | {line}" for line in text) or "(no server output)"
 
 
 # -- the clients -------------------------------------------------------------------------------
@@ -538,10 +639,14 @@ def render(report: dict[str, dict[str, Any]]) -> str:
         ),
     ]
     widths = [max(len(row[c]) for row in rows) + 3 for c in range(2)]
+    plural = "es" if workers != 1 else ""
+    if naive.get("server", "gunicorn") == "uvicorn":
+        served = f"FastAPI app (async def route) served by uvicorn with {workers} worker process{plural}"
+    else:
+        served = f"counter app served by gunicorn with {workers} sync worker process{plural}"
     lines = [
         f"sharedstate demo: {clients} clients send one request each, all at the same moment, to the",
-        f"same counter app served by gunicorn with {workers} sync worker process"
-        f"{'es' if workers != 1 else ''} (127.0.0.1).",
+        f"same {served} (127.0.0.1).",
         "",
     ]
     lines += [f"  {a:<{widths[0]}}{b:<{widths[1]}}{c}".rstrip() for a, b, c in rows]
@@ -564,15 +669,29 @@ def explain(report: dict[str, dict[str, Any]]) -> str:
     """One paragraph: why the global went wrong (or looked right) and why the shared counter did not."""
     naive, shared = report["naive"], report["shared"]
     clients, workers = naive["clients"], naive["workers"]
-    inner = (
-        "Inside one process there is a second bug that sync workers hide, because each handles one "
-        "request at a time: `self.param += 1; return self.param` is a read, an add and a write, so "
-        "under a threaded server (gunicorn --threads, Flask's development server) two requests can "
-        "interleave them, lose an increment and return the same number."
-    )
+    server = naive.get("server", "gunicorn")
+    if server == "uvicorn":
+        inner = (
+            "Inside one process there is a second bug that this async def route hides: `self.param "
+            "+= 1; return self.param` is a read, an add and a write, and the event loop runs them with "
+            "no await in between, so they do not interleave; but in a plain def route (FastAPI runs it "
+            "in a thread pool), or with an await between the read and the write, two requests can "
+            "interleave them, lose an increment and return the same number."
+        )
+        alone = "one worker process whose event loop runs the route's read, add and write in one go"
+        unscheduled = "its event loop accepted the whole burst before the others woke up"
+    else:
+        inner = (
+            "Inside one process there is a second bug that sync workers hide, because each handles one "
+            "request at a time: `self.param += 1; return self.param` is a read, an add and a write, so "
+            "under a threaded server (gunicorn --threads, Flask's development server) two requests can "
+            "interleave them, lose an increment and return the same number."
+        )
+        alone = "one worker process handling one request at a time"
+        unscheduled = "the others were not scheduled"
     if naive["workers_used"] > 1 and not naive["exact"]:
         why = (
-            f"Why: gunicorn ran {workers} worker processes and each one imported the app, so each has "
+            f"Why: {server} ran {workers} worker processes and each one imported the app, so each has "
             "its own global_obj starting at 0 and counts 1, 2, 3... by itself. Clients served by "
             "different processes got the same numbers (the duplicates), and the numbers one shared "
             f"counter would have reached were never handed out (the missing). {inner}"
@@ -584,9 +703,7 @@ def explain(report: dict[str, dict[str, Any]]) -> str:
         )
     else:
         which = (
-            "one worker process handling one request at a time"
-            if workers == 1
-            else f"only one of the {workers} worker processes answering (the others were not scheduled)"
+            alone if workers == 1 else f"only one of the {workers} worker processes answering ({unscheduled})"
         )
         why = (
             f"Why: {which} made the global look right here. It breaks as soon as requests are served "

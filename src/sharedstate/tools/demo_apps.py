@@ -17,6 +17,9 @@ Contract with the demo (all optional, read from the environment of each worker):
 - ``SHAREDSTATE_DEMO_LIFELINE_FD``: a pipe the demo never writes to. When the demo process is gone (even
   by SIGKILL), reading it returns end-of-file and the worker asks its gunicorn master to shut down, so no
   server outlives the demo.
+- ``SHAREDSTATE_DEMO_READY_PATH`` and ``SHAREDSTATE_DEMO_LIFELINE_PATH``: the same two pipes as named
+  FIFOs, for servers whose workers do not inherit the master's file descriptors (uvicorn ``--workers``
+  starts them with multiprocessing's *spawn*, see :mod:`sharedstate.tools.demo_asgi`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ URL_ENV = "SHAREDSTATE_DEMO_URL"
 NAMESPACE_ENV = "SHAREDSTATE_DEMO_NAMESPACE"
 READY_FD_ENV = "SHAREDSTATE_DEMO_READY_FD"
 LIFELINE_FD_ENV = "SHAREDSTATE_DEMO_LIFELINE_FD"
+READY_PATH_ENV = "SHAREDSTATE_DEMO_READY_PATH"
+LIFELINE_PATH_ENV = "SHAREDSTATE_DEMO_LIFELINE_PATH"
 COUNTER_NAME = "hits"
 PID_HEADER = "X-Worker-Pid"
 
@@ -121,27 +126,47 @@ def make_app(kind: str) -> WSGIApp:
 
 
 def _announce_ready() -> None:
+    """Write this worker's pid and a newline to the demo's ready pipe (by fd or FIFO path), if any."""
     fd = os.environ.get(READY_FD_ENV)
-    if fd:
-        # One short write to a pipe is atomic, so lines of concurrent workers never interleave.
-        with suppress(OSError):  # the demo is gone; the lifeline watcher shuts us down
-            os.write(int(fd), f"{os.getpid()}\n".encode())
+    path = os.environ.get(READY_PATH_ENV)
+    line = f"{os.getpid()}\n".encode()
+    # One short write to a pipe is atomic, so lines of concurrent workers never interleave.
+    with suppress(OSError):  # the demo is gone; the lifeline watcher shuts us down
+        if fd:
+            os.write(int(fd), line)
+        elif path:
+            # Non-blocking: with no reader (the demo is gone) this fails at once instead of hanging.
+            out = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            try:
+                os.write(out, line)
+            finally:
+                os.close(out)
 
 
-def _watch_lifeline() -> None:
-    fd = os.environ.get(LIFELINE_FD_ENV)
-    if not fd:
+def _watch_lifeline(master: int | None = None) -> None:
+    """Stop the server (SIGTERM to ``master``, default: our parent) once the demo's lifeline closes."""
+    fd_text = os.environ.get(LIFELINE_FD_ENV)
+    path = os.environ.get(LIFELINE_PATH_ENV)
+    if not fd_text and not path:
         return
-    master = os.getppid()
+    target = os.getppid() if master is None else master
+    parent = os.getppid()
 
     def watch() -> None:
         try:
-            while os.read(int(fd), 1):  # nobody writes: this returns b"" when the demo has exited
+            if fd_text:
+                fd = int(fd_text)
+            else:
+                # Opened non-blocking so it cannot hang when no writer is left (the demo is gone:
+                # the reads below then return end-of-file at once), then switched to blocking reads.
+                fd = os.open(path or "", os.O_RDONLY | os.O_NONBLOCK)
+                os.set_blocking(fd, True)
+            while os.read(fd, 1):  # nobody writes: this returns b"" when the demo has exited
                 pass
         except OSError:
             pass
-        # Only signal the master we were forked from: if it died already, our parent is now init.
-        if os.getppid() == master:
-            os.kill(master, signal.SIGTERM)
+        # Only signal the server we belong to: if our parent died already, it is now someone else.
+        if target == os.getpid() or os.getppid() == parent:
+            os.kill(target, signal.SIGTERM)
 
     threading.Thread(target=watch, name="sharedstate-demo-lifeline", daemon=True).start()

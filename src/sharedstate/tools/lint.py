@@ -72,11 +72,18 @@ ROUTE_DECORATORS = frozenset(
         "template_filter", "app_template_filter", "template_global", "app_template_global",
         "template_test", "app_template_test", "middleware", "user_loader", "request_loader",
         "header_loader", "verify_password", "verify_token",
+        "before_websocket", "after_websocket", "teardown_websocket", "before_app_websocket",
+        "after_app_websocket", "teardown_app_websocket",
     }
 )  # fmt: skip
 # Bare-name decorators (bottle/Litestar-style ``@get("/")``) count only when called with arguments, and
 # not when the name comes from a mocking library (``@patch("x")`` is unittest.mock's).
-BARE_ROUTE_DECORATORS = frozenset({"route", "get", "post", "put", "patch", "delete", "head", "websocket"})
+BARE_ROUTE_DECORATORS = frozenset(
+    {
+        "route", "get", "post", "put", "patch", "delete", "head", "websocket", "websocket_listener",
+        "websocket_stream",
+    }
+)  # fmt: skip
 MOCK_MODULES = frozenset({"unittest", "mock", "pytest_mock", "pytest", "responses", "freezegun"})
 # Event-handler decorators of Socket.IO-style servers: ``@socketio.on("join")``, ``@sio.event``. They
 # count on receivers whose name says socket, since ``.on``/``.event`` are common words elsewhere.
@@ -90,11 +97,15 @@ REGISTER_CALLS = frozenset(
         "add_get", "add_post", "add_put", "add_patch", "add_delete", "add_head", "add_view",
     }
 )  # fmt: skip
+# Calls whose first argument runs per request: FastAPI dependencies (``Depends(f)``, ``Security(f)``,
+# in a signature, an ``Annotated[...]`` or ``dependencies=[...]``), Litestar's ``Provide(f)`` and the
+# handler list of ``Litestar([...])``.
+FIRST_ARGUMENT_CALLS = frozenset({"Depends", "Security", "Provide", "Litestar"})
 # Keyword arguments whose value is a per-request handler or a list of them (Litestar, Starlette, ...).
 HANDLER_KEYWORDS = frozenset(
     {
         "view_func", "endpoint", "handler", "route_handlers", "routes", "before_request", "after_request",
-        "after_response", "before_send", "on_request", "on_response",
+        "after_response", "before_send", "on_request", "on_response", "dependency",
     }
 )  # fmt: skip
 # Class-based views: these bases make the HTTP-verb methods handlers.
@@ -102,12 +113,13 @@ VIEW_BASES = frozenset(
     {
         "View", "MethodView", "Resource", "HTTPEndpoint", "HTTPMethodView", "WebSocketEndpoint",
         "Controller", "RequestHandler", "WebSocketHandler", "Namespace", "AsyncNamespace",
+        "BaseHTTPMiddleware",
     }
 )  # fmt: skip
 VIEW_METHODS = frozenset(
     {
         "get", "post", "put", "patch", "delete", "head", "options", "dispatch_request", "open",
-        "prepare", "on_finish",
+        "prepare", "on_finish", "dispatch",
     }
 )  # fmt: skip
 # ... and every ``on_*`` method of a view class: Socket.IO namespaces' ``on_join``, Tornado's
@@ -795,7 +807,9 @@ def _registered_names(node: ast.Call) -> Iterator[ast.expr]:
     """Expressions naming the views a registration call registers (``view_func=login_required(f)``)."""
     func = node.func
     name = _final_name(func)
-    if name in REGISTER_CALLS:
+    if name in FIRST_ARGUMENT_CALLS:
+        yield from node.args[:1]
+    elif name in REGISTER_CALLS:
         if name in ("add_resource", "on_namespace"):
             yield from node.args[:1]
         else:
@@ -844,7 +858,7 @@ def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
 # Source text that a registration call needs (``add_url_rule(``, ``view_func=``, ``app.route("/")(f)``):
 # a module without any skips the walk over all its expressions.
 _REGISTRATION_HINT = re.compile(
-    r"\b(?:" + "|".join(sorted(REGISTER_CALLS)) + r")\s*\("
+    r"\b(?:" + "|".join(sorted(REGISTER_CALLS | FIRST_ARGUMENT_CALLS)) + r")\s*\("
     r"|\b(?:" + "|".join(sorted(HANDLER_KEYWORDS)) + r")\s*="
     r"|\)\s*\("
     r"|\bweb\.\w+\s*\("
