@@ -194,3 +194,9 @@ def test_has_pending_input() -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_chunks_cut_a_batch_in_order() -> None:
+    assert kit.chunks([], 3) == []
+    assert kit.chunks([1, 2, 3, 4, 5, 6, 7], 3) == [[1, 2, 3], [4, 5, 6], [7]]
+    assert kit.chunks("abc", 5) == ["abc"]

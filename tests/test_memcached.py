@@ -205,6 +205,18 @@ def test_oversize_value_raises_and_keeps_the_old_value(store: Store) -> None:
     with pytest.raises(ValueTooLargeError):
         store.add("new", "x" * (1024 * 1024 - 40))
     assert store.get("new") is None
+    # In a batch, one value too large for memcached refuses the batch before anything is sent.
+    with pytest.raises(ValueTooLargeError):
+        store.set_many({"small": "s", "doc": "x" * (1024 * 1024 - 40)})
+    assert store.get_many(["small", "doc"]) == {"doc": "old"}
+
+
+def test_ttl_is_the_ttl_asked_counted_down_in_whole_seconds(store: Store) -> None:
+    """memcached is sent ceil(ttl) + 1 (never early); ttl() takes the added tick back off."""
+    store.set("k", "v", ttl=30)
+    assert store.ttl("k") in (29.0, 30.0)
+    store.set_many({"a": 1}, ttl=2.5)
+    assert store.ttl("a") in (2.0, 3.0)
 
 
 def test_largest_value_that_fits_is_stored(store: Store) -> None:

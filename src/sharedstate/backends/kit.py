@@ -3,6 +3,7 @@
 A backend module is its operations plus tests; what it shares with the others comes from here:
 
 - **Keys**: :func:`successor`, the end of a prefix scan over an ordered key column.
+- **Batches**: :func:`chunks`, a batch cut to what one statement or command may hold.
 - **Integers**: :data:`INT64_MIN`/:data:`INT64_MAX`, :func:`fits_int64` and the two ``incr``
   errors every backend raises the same way (:func:`not_an_integer`, :func:`overflows`).
 - **Versions**: :func:`random_version`, the token of a backend that stores one per row.
@@ -24,7 +25,7 @@ import os
 import random
 import select
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from sharedstate.backends._failures import unavailable
@@ -34,6 +35,7 @@ __all__ = [
     "INT64_MAX",
     "INT64_MIN",
     "PerProcess",
+    "chunks",
     "fits_int64",
     "has_pending_input",
     "inherit",
@@ -65,6 +67,18 @@ def successor(prefix: str) -> str | None:
             return prefix[:-1] + chr(following)
         prefix = prefix[:-1]
     return None
+
+
+# -- batches ---------------------------------------------------------------------------------
+
+
+def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    """``items`` in consecutive slices of at most ``size`` (none for no items), in order.
+
+    For batches larger than one statement or command should hold (SQLite's bound variables,
+    memcached's key lines, one Redis command that would hold the server for long).
+    """
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 # -- integers --------------------------------------------------------------------------------

@@ -27,6 +27,13 @@ How the contract maps onto memcached (text protocol plus two meta commands, memc
   bytes (``b"42"``), which the codec decodes. A value too large for the server's item size
   (``item_size_max``, 1 MiB by default, less the item header) raises ``ValueTooLargeError``
   before anything is sent: a failed ``set`` of an oversized item makes memcached drop the old one.
+- ``expiry`` (``Store.ttl``) is the meta get ``mg <key> t``: the whole seconds memcached says
+  remain, less the tick added when the ttl was set, so the entry never expires before the answer
+  (and may outlive it by up to two seconds).
+- Batches: ``get_many`` is ``gets k1 k2 ...`` (``GET_MANY_BATCH`` keys per command, one round trip
+  each); ``set_many`` and ``delete_many`` pipeline their ``set``/``delete`` commands
+  (``WRITE_MANY_BATCH`` per write, one round trip each), every size checked before anything is
+  sent. Atomic per key only: a failure part way raises ``BackendUnavailableError(applied=None)``.
 - ``scan`` is impossible (memcached cannot list keys) and raises ``NotSupportedError``. Nothing to
   sweep: the server expires entries itself.
 - Every command waits for the server's reply (``noreply`` is never used), so a method that
@@ -63,6 +70,7 @@ from sharedstate.backends.kit import (
     INT64_MAX,
     INT64_MIN,
     PerProcess,
+    chunks,
     has_pending_input,
     not_an_integer,
     overflows,
@@ -572,8 +580,8 @@ class MemcachedBackend(Backend):
 
         def op(c: Any) -> dict[str, Any]:
             found: dict[str, Any] = {}
-            for i in range(0, len(ordered), GET_MANY_BATCH):
-                found.update(c.gets_many(ordered[i : i + GET_MANY_BATCH]))
+            for chunk in chunks(ordered, GET_MANY_BATCH):
+                found.update(c.gets_many(chunk))
             return found
 
         found = self._call("get_many", op)
@@ -599,8 +607,8 @@ class MemcachedBackend(Backend):
 
         def op(c: Any) -> list[str]:
             failed: list[str] = []
-            for i in range(0, len(pairs), WRITE_MANY_BATCH):
-                failed += c.set_many(dict(pairs[i : i + WRITE_MANY_BATCH]), expire=expire, noreply=False)
+            for chunk in chunks(pairs, WRITE_MANY_BATCH):
+                failed += c.set_many(dict(chunk), expire=expire, noreply=False)
             return failed
 
         failed = self._call("set_many", op, batch=True)
@@ -617,8 +625,8 @@ class MemcachedBackend(Backend):
 
         def op(c: Any) -> int:
             removed = 0
-            for i in range(0, len(commands), WRITE_MANY_BATCH):
-                replies = c._misc_cmd(commands[i : i + WRITE_MANY_BATCH], b"delete", False)
+            for chunk in chunks(commands, WRITE_MANY_BATCH):
+                replies = c._misc_cmd(chunk, b"delete", False)
                 removed += sum(1 for reply in replies if reply == b"DELETED")
             return removed
 

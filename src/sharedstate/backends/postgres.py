@@ -300,7 +300,12 @@ class _Statements:
             " ON CONFLICT (key) DO UPDATE SET value = excluded.value, num = excluded.num,"
             " version = excluded.version, expires_at = excluded.expires_at"
         )
-        self.delete_many = f"DELETE FROM {t} AS t WHERE key = ANY(%(keys)s::text[]) RETURNING {live}"
+        # The subquery locks the rows in key order before the DELETE (which on its own locks them
+        # in the order of its scan: heap order for a bitmap scan) so it cannot deadlock either.
+        self.delete_many = (
+            f"DELETE FROM {t} AS t WHERE key IN (SELECT key FROM {t} WHERE key = ANY(%(keys)s::text[])"
+            f' ORDER BY key COLLATE "C" FOR UPDATE) RETURNING {live}'
+        )
         # SKIP LOCKED: rows a writer (or another sweeper) holds are left for later, nobody waits.
         # The outer condition re-checks expiry on the row as it is when the DELETE locks it.
         self.sweep = (

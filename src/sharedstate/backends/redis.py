@@ -65,6 +65,7 @@ from sharedstate.backends.kit import (
     INT64_MAX,
     INT64_MIN,
     PerProcess,
+    chunks,
     has_pending_input,
     not_an_integer,
     overflows,
@@ -351,7 +352,7 @@ class _RedisShared:
 
     @staticmethod
     def _get_many_commands(keys: Sequence[str]) -> tuple[tuple[Any, ...], ...]:
-        return tuple(("MGET", *keys[i : i + _MANY_BATCH]) for i in range(0, len(keys), _MANY_BATCH))
+        return tuple(("MGET", *chunk) for chunk in chunks(keys, _MANY_BATCH))
 
     def _get_many_result(self, replies: list[Any], keys: Sequence[str]) -> dict[str, Entry]:
         found: dict[str, Entry] = {}
@@ -367,15 +368,14 @@ class _RedisShared:
         pairs = list(items.items())
         if ttl is None:  # MSET also removes any expiry the keys had, as SET does
             return tuple(
-                ("MSET", *(part for pair in pairs[i : i + _MANY_BATCH] for part in pair))
-                for i in range(0, len(pairs), _MANY_BATCH)
+                ("MSET", *(part for pair in chunk for part in pair)) for chunk in chunks(pairs, _MANY_BATCH)
             )
         expiry = _ttl_ms(ttl)
         return tuple(("SET", key, value, "PX", expiry) for key, value in pairs)
 
     @staticmethod
     def _delete_many_commands(keys: Sequence[str]) -> tuple[tuple[Any, ...], ...]:
-        return tuple(("DEL", *keys[i : i + _MANY_BATCH]) for i in range(0, len(keys), _MANY_BATCH))
+        return tuple(("DEL", *chunk) for chunk in chunks(keys, _MANY_BATCH))
 
     def _batch_replies(
         self, replies: list[Any], keys: Sequence[str], what: str, *, applied: bool | None

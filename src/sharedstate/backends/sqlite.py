@@ -47,6 +47,7 @@ from urllib.parse import unquote
 
 from sharedstate.backends.base import AsyncBackend, Backend, CasResult, Entry, RawValue, Version
 from sharedstate.backends.kit import (
+    chunks,
     inherit,
     not_an_integer,
     overflows,
@@ -669,14 +670,14 @@ class SQLiteBackend(Backend):
         snapshot)."""
         now = time.time()
         t = self.table
-        chunks = _chunks(keys)
+        batches = chunks(keys, _MANY_BATCH)
 
         def op(conn: sqlite3.Connection) -> dict[str, Entry]:
             found: dict[str, Entry] = {}
-            several = len(chunks) > 1
+            several = len(batches) > 1
             if several:
                 conn.execute("BEGIN")
-            for chunk in chunks:
+            for chunk in batches:
                 sql = (
                     f"SELECT key, value, version FROM {t} WHERE key IN ({','.join('?' * len(chunk))})"
                     " AND (expires_at IS NULL OR expires_at > ?)"
@@ -713,12 +714,12 @@ class SQLiteBackend(Backend):
         """One ``DELETE ... IN`` per ``_MANY_BATCH`` keys, all in one write transaction."""
         now = time.time()
         t = self.table
-        chunks = _chunks(keys)
+        batches = chunks(keys, _MANY_BATCH)
 
         def op(conn: sqlite3.Connection) -> int:
             self._begin(conn)
             removed = 0
-            for chunk in chunks:
+            for chunk in batches:
                 sql = (
                     f"DELETE FROM {t} WHERE key IN ({','.join('?' * len(chunk))})"
                     " AND (expires_at IS NULL OR expires_at > ?)"
@@ -923,10 +924,6 @@ def _expiry_result(key: str, row: Any, now: float) -> float | None:
     if row is None:
         raise KeyError(key)
     return None if row[0] is None else max(0.0, row[0] - now)
-
-
-def _chunks(keys: Sequence[str]) -> list[Sequence[str]]:
-    return [keys[i : i + _MANY_BATCH] for i in range(0, len(keys), _MANY_BATCH)]
 
 
 def _ping_op(conn: sqlite3.Connection) -> None:
