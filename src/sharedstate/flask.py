@@ -28,9 +28,10 @@ Configuration (read by :meth:`SharedState.init_app`, so set it before):
 
 from __future__ import annotations
 
+import builtins
 import contextvars
 import weakref
-from collections.abc import Callable, ItemsView, Iterator, KeysView, ValuesView
+from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -241,6 +242,26 @@ class SharedState:
     def keys(self, prefix: str = "") -> list[str]:
         """The live keys starting with ``prefix`` (namespace stripped), sorted."""
         return self.store.keys(prefix)
+
+    def ttl(self, key: str) -> float | None:
+        """Seconds until ``key`` expires (``None``: never); ``KeyError`` if absent."""
+        return self.store.ttl(key)
+
+    def get_many(self, keys: Iterable[str]) -> builtins.dict[str, Any]:
+        """The present keys among ``keys`` and their values, in one round trip where possible."""
+        return self.store.get_many(keys)
+
+    def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
+        """Store every item (each atomically; nothing if one item is refused)."""
+        self.store.set_many(mapping, ttl)
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """Remove ``keys``; how many existed."""
+        return self.store.delete_many(keys)
+
+    def ping(self) -> None:
+        """Raise ``BackendUnavailableError`` if the store does not answer."""
+        self.store.ping()
 
     def __repr__(self) -> str:
         return "<SharedState>"

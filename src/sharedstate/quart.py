@@ -29,6 +29,7 @@ those of :mod:`sharedstate.flask`, read by :meth:`SharedState.init_app` (so set 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextvars
 import time
 import weakref
@@ -281,6 +282,26 @@ class SharedState:
     async def keys(self, prefix: str = "") -> list[str]:
         """The live keys starting with ``prefix`` (namespace stripped), sorted."""
         return await self.store.keys(prefix)
+
+    async def ttl(self, key: str) -> float | None:
+        """Seconds until ``key`` expires (``None``: never); ``KeyError`` if absent."""
+        return await self.store.ttl(key)
+
+    async def get_many(self, keys: Iterable[str]) -> builtins.dict[str, Any]:
+        """The present keys among ``keys`` and their values, in one round trip where possible."""
+        return await self.store.get_many(keys)
+
+    async def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
+        """Store every item (each atomically; nothing if one item is refused)."""
+        await self.store.set_many(mapping, ttl)
+
+    async def delete_many(self, keys: Iterable[str]) -> int:
+        """Remove ``keys``; how many existed."""
+        return await self.store.delete_many(keys)
+
+    async def ping(self) -> None:
+        """Raise ``BackendUnavailableError`` if the store does not answer."""
+        await self.store.ping()
 
     def __repr__(self) -> str:
         return "<SharedState (Quart)>"
