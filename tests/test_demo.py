@@ -50,6 +50,10 @@ def _command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "sharedstate"]
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Demo:
     """One ``sharedstate demo`` subprocess with its own TMPDIR, HOME and process marker."""
 
@@ -74,8 +78,15 @@ class Demo:
         return done, time.monotonic() - started
 
     def start(self) -> subprocess.Popen[str]:
+        # A terminal's Ctrl-C reaches the demo with SIGINT at its default; a pytest-xdist worker
+        # ignores SIGINT, and an ignored signal stays ignored in its children: restore it.
         return subprocess.Popen(
-            self.args, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            self.args,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_default_sigint,
         )
 
     def processes(self) -> list[int]:
