@@ -29,20 +29,21 @@ joined by a NUL, which keys could contain) are refused with a message saying to 
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import enum
-import hashlib
-import hmac
-import json
-import pickle
-import uuid
-from decimal import Decimal
-from typing import Any, Protocol
+import sys
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sharedstate.backends.base import RawValue
 from sharedstate.backends.kit import fits_int64 as _native_int  # what backends store as a native integer
 from sharedstate.errors import SerializationError
+
+if TYPE_CHECKING:
+    import json
+
+# json, uuid, decimal, base64, hashlib, hmac and pickle are imported where they are first needed,
+# not with the package (``import sharedstate`` is part of every worker's start; see
+# tests/test_import_cost.py). A value can only be a UUID or a Decimal if its module was imported.
 
 # "!p" cannot start a JSON document. "!p2": HMAC over len(key) + key + payload. "!p1" (refused):
 # HMAC over key + NUL + payload, ambiguous when the signed key held a NUL.
@@ -52,7 +53,7 @@ _OLD_PICKLE_MARK = b"!p1"
 # Every tagged or escaped object is encoded as an object whose first key starts with "$"; inside a
 # JSON string the same characters would read '{\\"$', so their absence proves there is no tag.
 _TAG_MARK = b'{"$'
-_MAC_SIZE = hashlib.sha256().digest_size
+_MAC_SIZE = 32  # HMAC-SHA256
 
 SUPPORTED_TYPES = (
     "dict (str keys), list, str, int, float, bool, None, datetime, date, UUID, Decimal, bytes, "
@@ -137,12 +138,14 @@ def _encode(value: Any) -> Any:
         return {"$datetime": value.isoformat()}
     if kind is dt.date:
         return {"$date": value.isoformat()}
-    if kind is uuid.UUID:
-        return {"$uuid": str(value)}
-    if kind is Decimal:
-        return {"$decimal": str(value)}
     if kind is bytes:
+        import base64
+
         return {"$bytes": base64.b64encode(value).decode("ascii")}
+    if kind is getattr(sys.modules.get("uuid"), "UUID", None):
+        return {"$uuid": str(value)}
+    if kind is getattr(sys.modules.get("decimal"), "Decimal", None):
+        return {"$decimal": str(value)}
     html = getattr(value, "__html__", None)
     if callable(html):  # markupsafe.Markup and friends, as Flask's session serializer keeps them
         return {"$markup": str(html())}
@@ -175,10 +178,16 @@ def _decode_object(obj: dict[str, Any]) -> Any:
     if tag == "$date":
         return dt.date.fromisoformat(payload)
     if tag == "$uuid":
+        import uuid
+
         return uuid.UUID(payload)
     if tag == "$decimal":
+        from decimal import Decimal
+
         return Decimal(payload)
     if tag == "$bytes":
+        import base64
+
         return base64.b64decode(payload, validate=True)  # no silent skipping of bad characters
     if tag == "$markup":
         return _markup(payload)
@@ -219,14 +228,32 @@ def _is_plain(value: Any) -> bool:
     return False
 
 
-# Built once: json.dumps/json.loads with options build a new encoder/decoder on every call.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-_PLAIN_DECODER = json.JSONDecoder()
-_TAGGED_DECODER = json.JSONDecoder(object_hook=_decode_object)
+# Built once, by the first JSONCodec: json.dumps/json.loads with options build a new
+# encoder/decoder on every call.
+_JSON: tuple[json.JSONEncoder, json.JSONDecoder, json.JSONDecoder] | None = None
+
+
+def _json_coders() -> tuple[json.JSONEncoder, json.JSONDecoder, json.JSONDecoder]:
+    global _JSON
+    if _JSON is None:
+        import json
+
+        _JSON = (
+            json.JSONEncoder(ensure_ascii=False, separators=(",", ":")),
+            json.JSONDecoder(),
+            json.JSONDecoder(object_hook=_decode_object),
+        )
+    return _JSON
 
 
 class JSONCodec:
     """Tagged JSON; the default. Stateless and safe to share."""
+
+    def __init__(self) -> None:
+        encoder, plain, tagged = _json_coders()
+        self._encode = encoder.encode
+        self._decode_plain = plain.decode
+        self._decode_tagged = tagged.decode
 
     def dumps(
         self, key: str, value: Any, *, shown_as: str = "value", inside: tuple[str, ...] = ()
@@ -245,7 +272,7 @@ class JSONCodec:
             raise SerializationError(
                 f"cannot store key {key!r}: the value is nested too deeply or contains a cycle"
             ) from None
-        text = _ENCODER.encode(tree)
+        text = self._encode(tree)
         try:
             return text.encode("utf-8")
         except UnicodeEncodeError as exc:
@@ -268,8 +295,8 @@ class JSONCodec:
             # the encoding, which is always UTF-8 here (get latency is a benchmark target).
             text = raw.decode("utf-8")
             if _TAG_MARK not in raw:  # no tagged object inside: skip the per-object hook
-                return _PLAIN_DECODER.decode(text)
-            return _TAGGED_DECODER.decode(text)
+                return self._decode_plain(text)
+            return self._decode_tagged(text)
         except _NeedsMarkupsafe:
             raise SerializationError(
                 f"key {key!r} holds a markupsafe.Markup value, and markupsafe is not installed "
@@ -309,6 +336,9 @@ class SignedPickleCodec:
         # Length-prefixed: with a separator instead, a key holding the separator could be split
         # differently, and a value signed for "a\0<opcodes>" would verify at "a" with the opcodes
         # in front of its payload. "surrogatepass": never fail on a key (stores validate keys).
+        import hashlib
+        import hmac
+
         key_bytes = key.encode("utf-8", "surrogatepass")
         message = len(key_bytes).to_bytes(8, "big") + key_bytes + payload
         return hmac.new(self._secret, message, hashlib.sha256).digest()
@@ -318,6 +348,8 @@ class SignedPickleCodec:
     ) -> RawValue:
         if _native_int(value):
             return int(value)
+        import pickle
+
         try:
             payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
@@ -340,6 +372,9 @@ class SignedPickleCodec:
                 f"key {key!r} holds a pickled value in an unknown format ({raw[:3]!r}); refusing "
                 "to unpickle it"
             )
+        import hmac
+        import pickle
+
         start = len(_PICKLE_MARK)
         mac, payload = raw[start : start + _MAC_SIZE], raw[start + _MAC_SIZE :]
         if not hmac.compare_digest(mac, self._mac(key, payload)):

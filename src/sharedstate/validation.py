@@ -8,8 +8,10 @@ would mangle.
 from __future__ import annotations
 
 import math
-from datetime import timedelta
-from typing import overload
+from typing import TYPE_CHECKING, overload
+
+if TYPE_CHECKING:
+    from datetime import timedelta
 
 #: The shortest lease a lock (or ``edit``, or a session lock) may have. A shorter one would expire
 #: before the round trip that takes it returns, so the holder could never know it held the lock.
@@ -64,8 +66,12 @@ def seconds(
         if optional:
             return None
         raise TypeError(f"{name} must be a number of seconds, got None")
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
+    kind = type(value)
+    if kind is not int and kind is not float:
+        from datetime import timedelta  # imported on first use: `import sharedstate` stays quick
+
+        if isinstance(value, timedelta):
+            value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}: {value!r}")
     if allow_zero and value == 0:
