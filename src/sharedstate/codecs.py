@@ -213,19 +213,29 @@ def _is_plain(value: Any) -> bool:
 
     Most values are; checking without building a copy, then handing the value itself to the C
     encoder, is about three times faster than the tagging walk (set latency is a benchmark target).
+    Scalars inside containers are checked in the loop, without a call each.
     """
     kind = type(value)
-    if kind is str or kind is int or kind is float or kind is bool or value is None:
-        return True
     if kind is dict:
         for k, v in value.items():
-            if type(k) is not str or not _is_plain(v):
+            if type(k) is not str:
+                return False
+            t = type(v)
+            if t is str or t is int or t is float or t is bool or v is None:
+                continue
+            if not _is_plain(v):
                 return False
         # A one-key dict whose key starts with "$" reads like a tag: the walk escapes it.
         return len(value) != 1 or not next(iter(value)).startswith("$")
     if kind is list:
-        return all(_is_plain(v) for v in value)
-    return False
+        for v in value:
+            t = type(v)
+            if t is str or t is int or t is float or t is bool or v is None:
+                continue
+            if not _is_plain(v):
+                return False
+        return True
+    return kind is str or kind is int or kind is float or kind is bool or value is None
 
 
 # Built once, by the first JSONCodec: json.dumps/json.loads with options build a new
@@ -254,6 +264,9 @@ class JSONCodec:
         self._encode = encoder.encode
         self._decode_plain = plain.decode
         self._decode_tagged = tagged.decode
+        # The C scanner alone: decode() also runs two whitespace regexes in Python, for text this
+        # codec writes without any (anything else falls back to decode(), errors included).
+        self._scan_plain: Any = plain.scan_once  # type: ignore[attr-defined]
 
     def dumps(
         self, key: str, value: Any, *, shown_as: str = "value", inside: tuple[str, ...] = ()
@@ -295,6 +308,12 @@ class JSONCodec:
             # the encoding, which is always UTF-8 here (get latency is a benchmark target).
             text = raw.decode("utf-8")
             if _TAG_MARK not in raw:  # no tagged object inside: skip the per-object hook
+                try:
+                    value, end = self._scan_plain(text, 0)
+                    if end == len(text):
+                        return value
+                except StopIteration:  # not JSON here: decode() says why
+                    pass
                 return self._decode_plain(text)
             return self._decode_tagged(text)
         except _NeedsMarkupsafe:

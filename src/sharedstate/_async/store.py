@@ -108,7 +108,7 @@ class AsyncStore:
         ks = self._keyspace
         full = ks.full_key(key)
         ks.guard_write(full, "set()")
-        await ks.backend.set(full, ks.encode(full, value), seconds("ttl", ttl, optional=True))
+        await ks.backend.set(full, ks.encode(full, value), None if ttl is None else seconds("ttl", ttl))
 
     async def add(self, key: str, value: Any, ttl: float | None = None) -> bool:
         """Store ``value`` only if ``key`` is absent; return whether it was stored. Atomic."""
@@ -135,7 +135,7 @@ class AsyncStore:
         ks = self._keyspace
         full = ks.full_key(key)
         ks.guard_write(full, "incr()")
-        return await ks.backend.incr(full, by, seconds("ttl", ttl, optional=True))
+        return await ks.backend.incr(full, by, None if ttl is None else seconds("ttl", ttl))
 
     async def touch(self, key: str, ttl: float | None) -> bool:
         """Give ``key`` a new expiry (``None``: never) without rewriting it; whether it existed."""

@@ -110,7 +110,7 @@ class Store:
         ks = self._keyspace
         full = ks.full_key(key)
         ks.guard_write(full, "set()")
-        ks.backend.set(full, ks.encode(full, value), seconds("ttl", ttl, optional=True))
+        ks.backend.set(full, ks.encode(full, value), None if ttl is None else seconds("ttl", ttl))
 
     def add(self, key: str, value: Any, ttl: float | None = None) -> bool:
         """Store ``value`` only if ``key`` is absent; return whether it was stored. Atomic."""
@@ -137,7 +137,7 @@ class Store:
         ks = self._keyspace
         full = ks.full_key(key)
         ks.guard_write(full, "incr()")
-        return ks.backend.incr(full, by, seconds("ttl", ttl, optional=True))
+        return ks.backend.incr(full, by, None if ttl is None else seconds("ttl", ttl))
 
     def touch(self, key: str, ttl: float | None) -> bool:
         """Give ``key`` a new expiry (``None``: never) without rewriting it; whether it existed."""
