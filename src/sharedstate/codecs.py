@@ -32,6 +32,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sharedstate.backends.base import RawValue
@@ -240,28 +241,51 @@ def _is_plain(value: Any) -> bool:
 
 # Built once, by the first JSONCodec: json.dumps/json.loads with options build a new
 # encoder/decoder on every call.
-_JSON: tuple[json.JSONEncoder, json.JSONDecoder, json.JSONDecoder] | None = None
+_JSON: tuple[Callable[[Any], str], json.JSONDecoder, json.JSONDecoder] | None = None
 
 
-def _json_coders() -> tuple[json.JSONEncoder, json.JSONDecoder, json.JSONDecoder]:
+def _json_coders() -> tuple[Callable[[Any], str], json.JSONDecoder, json.JSONDecoder]:
     global _JSON
     if _JSON is None:
         import json
 
-        _JSON = (
-            json.JSONEncoder(ensure_ascii=False, separators=(",", ":")),
-            json.JSONDecoder(),
-            json.JSONDecoder(object_hook=_decode_object),
-        )
+        encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+        _JSON = (_one_shot_encode(encoder), json.JSONDecoder(), json.JSONDecoder(object_hook=_decode_object))
     return _JSON
+
+
+def _one_shot_encode(encoder: json.JSONEncoder) -> Callable[[Any], str]:
+    """``encoder.encode``, minus the C encoder it builds on every call: built here once.
+
+    Without circular-reference markers: what reaches it went through ``_is_plain`` or ``_encode``
+    first, which fail on a cycle (RecursionError) before. Falls back to ``encoder.encode`` where
+    the C encoder is missing or takes other arguments than CPython 3.10-3.13's.
+    """
+    from json import encoder as module
+
+    make = getattr(module, "c_make_encoder", None)
+    escape = getattr(module, "c_encode_basestring", None)
+    if make is None or escape is None:
+        return encoder.encode
+    try:
+        one_shot = make(None, encoder.default, escape, None, ":", ",", False, False, True)
+        probe = {"a": [1, 2.5, "é\n", None, True, {"b": -0.0}], "c": 10**30}
+        if "".join(one_shot(probe, 0)) != encoder.encode(probe):
+            return encoder.encode
+    except Exception:  # another Python's C encoder: the public way
+        return encoder.encode
+
+    def encode(value: Any) -> str:
+        return "".join(one_shot(value, 0))
+
+    return encode
 
 
 class JSONCodec:
     """Tagged JSON; the default. Stateless and safe to share."""
 
     def __init__(self) -> None:
-        encoder, plain, tagged = _json_coders()
-        self._encode = encoder.encode
+        self._encode, plain, tagged = _json_coders()
         self._decode_plain = plain.decode
         self._decode_tagged = tagged.decode
         # The C scanner alone: decode() also runs two whitespace regexes in Python, for text this
