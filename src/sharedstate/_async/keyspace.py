@@ -162,7 +162,7 @@ class AsyncKeyspace:
     async def _update_loop(self, full: str, fn: Callable[[Any], T], default: Any, ttl: float | None) -> T:
         backend = self.backend
         entry = self.last_written.get(full)
-        step = engine.UpdateStep(guessed=entry is not None)
+        step = engine.UpdateStep(guessed=entry is not None, backoff=backend.update_backoff)
         if entry is None:
             entry = await backend.get(full)
         while True:
