@@ -19,8 +19,8 @@ How it stays correct and fast under contention:
   cannot close file descriptors whose POSIX locks the child's own connections rely on, and opens
   its own.
 - The file is the one at the path: a connection records the identity (device, inode) of the file
-  it opened, and write transactions compare it with the file at the path under the write lock
-  (one ``stat``) at most every ``_CHECK_FILE_EVERY_WRITE`` (1 ms), reads at most every
+  it opened, and writes compare it with the file at the path (one ``stat``; a file that looks
+  replaced is confirmed under the write lock) at most every ``_CHECK_FILE_EVERY_WRITE`` (1 ms), reads at most every
   ``_CHECK_FILE_EVERY`` (0.1 s). A file deleted or replaced (``mv``) under a running process is
   then never written again through the old connection: the write, which has written nothing,
   runs on the file now at the path (created if it was deleted), so processes never go on counting
@@ -283,11 +283,27 @@ class SQLiteBackend(Backend):
         raise _FileReplaced
 
     def _check_due(self) -> bool:
-        """Whether the next write must compare the file with the path (``_begin``). When not, a
-        write is one statement in autocommit (``_write_op``): SQLite runs it in a transaction of its
-        own that takes the write lock as ``BEGIN IMMEDIATE`` would (waiting in the busy handler, or
-        failing "locked" for the retry loop), and holds it for one statement instead of three."""
-        return time.monotonic() - self._local.checked_at >= _CHECK_FILE_EVERY_WRITE
+        """Whether the next write must run in ``BEGIN IMMEDIATE`` to check its file (``_begin``).
+
+        Not when this thread compared the file at the path with its connection's less than
+        ``_CHECK_FILE_EVERY_WRITE`` ago, or does so now (one ``stat``) and finds it unchanged.
+        Then the write is one statement in autocommit (``_write_op``): SQLite runs it in a
+        transaction of its own that takes the write lock as ``BEGIN IMMEDIATE`` would (waiting in
+        the busy handler, or failing "locked" for the retry loop), and holds it for one statement
+        instead of three. A file that looks replaced is confirmed under the write lock by
+        ``_begin``, which moves this thread to the file now at the path.
+
+        Measured (4 processes incrementing one key): taking the write lock for the check, every
+        millisecond, cost a quarter of the increments per second.
+        """
+        local = self._local
+        now = time.monotonic()
+        if now - local.checked_at < _CHECK_FILE_EVERY_WRITE:
+            return False
+        if self._is_our_file():
+            local.checked_at = now
+            return False
+        return True
 
     def _confirm_file(self, conn: sqlite3.Connection) -> None:
         self._local.checked_at = 0.0  # check now, whenever the last check was
@@ -568,10 +584,12 @@ class SQLiteBackend(Backend):
             return 0
 
         def op(conn: sqlite3.Connection) -> int:
-            self._begin(conn)
-            removed = conn.execute(self._sql_sweep, {"now": time.time(), "limit": limit}).rowcount
-            conn.execute("COMMIT")
-            return removed
+            now = time.time()
+            # A read first (the partial index on expires_at): with nothing expired, which is the
+            # common case, no write lock is taken at all.
+            if conn.execute(self._sql_any_expired, (now,)).fetchone() is None:
+                return 0
+            return self._write_op(self._sql_sweep, {"now": now, "limit": limit})(conn)
 
         return (yield from self._run_steps(op))
 
@@ -620,6 +638,7 @@ class SQLiteBackend(Backend):
         self._sql_scan_open = (
             f"SELECT key FROM {t} WHERE key >= :start AND {_LIVE} ORDER BY key LIMIT {_SCAN_BATCH}"
         )
+        self._sql_any_expired = f"SELECT 1 FROM {t} WHERE expires_at <= ? LIMIT 1"
         self._sql_sweep = (
             f"DELETE FROM {t} WHERE rowid IN (SELECT rowid FROM {t} WHERE expires_at <= :now LIMIT :limit)"
         )
