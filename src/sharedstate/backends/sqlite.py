@@ -20,11 +20,11 @@ How it stays correct and fast under contention:
   its own.
 - The file is the one at the path: a connection records the identity (device, inode) of the file
   it opened, and writes compare it with the file at the path (one ``stat``; a file that looks
-  replaced is confirmed under the write lock) at most every ``_CHECK_FILE_EVERY_WRITE`` (1 ms), reads at most every
-  ``_CHECK_FILE_EVERY`` (0.1 s). A file deleted or replaced (``mv``) under a running process is
-  then never written again through the old connection: the write, which has written nothing,
-  runs on the file now at the path (created if it was deleted), so processes never go on counting
-  in two copies. The old file's ``-wal`` and ``-shm`` names are removed first (see
+  replaced is confirmed under the write lock) at most every ``_CHECK_FILE_EVERY_WRITE`` (1 ms),
+  reads at most every ``_CHECK_FILE_EVERY`` (0.1 s). A file deleted or replaced (``mv``) under a
+  running process is then never written again through the old connection: the write, which has
+  written nothing, runs on the file now at the path (created if it was deleted), so processes
+  never go on counting in two copies. The old file's ``-wal`` and ``-shm`` names are removed first (see
   ``_leave_replaced_file``): SQLite finds them by name, and would otherwise apply the old file's
   log to the new file.
 - Expired rows are invisible to every query and swept lazily, in proportion to writes: every
@@ -354,9 +354,11 @@ class SQLiteBackend(Backend):
         if conn is not None:
             conn.close()
 
-    def _run(self, op: Op[T], *, write: bool) -> T:
-        """Run ``op`` (see ``_run_steps``); after a write, sweep when due (see ``_sweep_due``)."""
-        started = time.monotonic()  # the busy handler may have waited in _try_now already
+    def _run(self, op: Op[T], *, write: bool, started: float | None = None) -> T:
+        """Run ``op`` (see ``_run_steps``); after a write, sweep when due (see ``_sweep_due``).
+        ``timeout`` counts from ``started`` (``time.monotonic()``; default: now)."""
+        if started is None:
+            started = time.monotonic()  # the busy handler may have waited in _try_now already
         result = self._try_now(op)
         if isinstance(result, _Later):
             result = _wait_in_thread(self._run_steps(op, started))
@@ -709,6 +711,31 @@ class SQLiteBackend(Backend):
         return self._write(self._sql_delete_if, params) == 1
 
     def incr(self, key: str, by: int = 1, ttl: float | None = None) -> int:
+        # The hot path, inline: a connection of this process whose file was checked less than
+        # _CHECK_FILE_EVERY_WRITE ago runs the one statement; anything else (an error included:
+        # the statement, alone in its transaction, has written nothing) goes through _run.
+        local = self._local
+        conn = local.conn
+        started = time.monotonic()
+        fresh = conn is not None and started - local.checked_at < _CHECK_FILE_EVERY_WRITE
+        if fresh and local.pid == os.getpid():
+            assert conn is not None
+            now = time.time()
+            params = (key, by, random_version(), None if ttl is None else now + ttl, now)
+            try:
+                row = conn.execute(self._sql_incr, params).fetchone()
+            except sqlite3.Error:  # the busy handler may have waited: _run counts from started
+                return _incr_result(key, self._run(self._incr_op(key, by, ttl), write=True, started=started))
+            if row is not None:
+                if self._writes < _SWEEP_EVERY_WRITES - 1:
+                    self._writes += 1  # what _sweep_due counts; it runs at the last of them
+                else:
+                    limit = self._sweep_due(started)
+                    if limit:
+                        _wait_in_thread(self._sweep_after_write_steps(limit))
+                        self._bound_wal()
+                result: int = row[0]
+                return result
         return _incr_result(key, self._run(self._incr_op(key, by, ttl), write=True))
 
     def _incr_op(self, key: str, by: int, ttl: float | None) -> Op[object]:
