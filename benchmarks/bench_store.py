@@ -541,16 +541,6 @@ def build_subjects(tmp: str, manager: Any, redis_url: str, pg_url: str, mc_url: 
             Subject(
                 "redis Lua RMW (one round trip)", RedisLuaClient, redis_url, workloads=("rmw",), latency=False
             ),
-            # One process: successive round trips, the most a read-modify-write whose function runs
-            # in the client can do on one key (each write needs the value the previous one wrote).
-            Subject(
-                "redis Lua RMW, 1 process (chain of round trips)",
-                RedisLuaClient,
-                redis_url,
-                workloads=("rmw",),
-                latency=False,
-                processes=1,
-            ),
         ]
     if importable("sharedstate.backends.postgres") is None and reachable("127.0.0.1", 5432):
         subjects.append(Subject("sharedstate postgresql://", open_sharedstate, (pg_url, "update")))
@@ -723,14 +713,6 @@ def print_ratios(results: dict[str, dict[str, Any]]) -> None:
         (
             "redis:// update vs one-round-trip Lua RMW",
             "sharedstate redis://",
-            "redis Lua RMW (one round trip)",
-            "rmw_ops",
-            0.8,
-            ">=",
-        ),
-        (
-            "floor: Lua RMW from 1 process vs 4 (below 0.8x, no client-side update can reach 0.8x)",
-            "redis Lua RMW, 1 process (chain of round trips)",
             "redis Lua RMW (one round trip)",
             "rmw_ops",
             0.8,
