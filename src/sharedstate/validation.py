@@ -11,7 +11,7 @@ import math
 from typing import TYPE_CHECKING, overload
 
 if TYPE_CHECKING:
-    from datetime import timedelta
+    import datetime
 
 #: The shortest lease a lock (or ``edit``, or a session lock) may have. A shorter one would expire
 #: before the round trip that takes it returns, so the holder could never know it held the lock.
@@ -27,7 +27,7 @@ MAX_SECONDS = 100 * 365.25 * 24 * 3600
 @overload
 def seconds(
     name: str,
-    value: float | timedelta,
+    value: float | datetime.timedelta,
     *,
     minimum: float = ...,
     optional: bool = ...,
@@ -38,7 +38,7 @@ def seconds(
 @overload
 def seconds(
     name: str,
-    value: float | timedelta | None,
+    value: float | datetime.timedelta | None,
     *,
     minimum: float = ...,
     optional: bool = ...,
@@ -48,7 +48,7 @@ def seconds(
 
 def seconds(
     name: str,
-    value: float | timedelta | None,
+    value: float | datetime.timedelta | None,
     *,
     minimum: float = 0.0,
     optional: bool = False,
