@@ -363,11 +363,15 @@ class SQLiteBackend(Backend):
         if isinstance(result, _Later):
             result = _wait_in_thread(self._run_steps(op, started))
         if write:
-            limit = self._sweep_due(started)
-            if limit:
-                _wait_in_thread(self._sweep_after_write_steps(limit))
-                self._bound_wal()
+            self._after_write(started)
         return result
+
+    def _after_write(self, started: float) -> None:
+        """Count a write; sweep when due (see ``_sweep_due``)."""
+        limit = self._sweep_due(started)
+        if limit:
+            _wait_in_thread(self._sweep_after_write_steps(limit))
+            self._bound_wal()
 
     def _try_now(self, op: Op[T]) -> T | _Later:
         """The hot path of ``_run``, shared by both classes, with no generator: ``op`` on a ready
@@ -724,18 +728,19 @@ class SQLiteBackend(Backend):
             params = (key, by, random_version(), None if ttl is None else now + ttl, now)
             try:
                 row = conn.execute(self._sql_incr, params).fetchone()
-            except sqlite3.Error:  # the busy handler may have waited: _run counts from started
-                return _incr_result(key, self._run(self._incr_op(key, by, ttl), write=True, started=started))
+            except sqlite3.Error:
+                # Nothing written. The busy handler may have waited already: straight to the
+                # retries, which count the timeout from started.
+                result = _wait_in_thread(self._run_steps(self._incr_op(key, by, ttl), started))
+                self._after_write(started)
+                return _incr_result(key, result)
             if row is not None:
                 if self._writes < _SWEEP_EVERY_WRITES - 1:
                     self._writes += 1  # what _sweep_due counts; it runs at the last of them
                 else:
-                    limit = self._sweep_due(started)
-                    if limit:
-                        _wait_in_thread(self._sweep_after_write_steps(limit))
-                        self._bound_wal()
-                result: int = row[0]
-                return result
+                    self._after_write(started)
+                value: int = row[0]
+                return value
         return _incr_result(key, self._run(self._incr_op(key, by, ttl), write=True))
 
     def _incr_op(self, key: str, by: int, ttl: float | None) -> Op[object]:
