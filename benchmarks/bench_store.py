@@ -198,10 +198,13 @@ class RawRedisClient(Client):
 
 
 class RawSQLiteClient(Client):
-    """The floor: plain sqlite3, one autocommit upsert/select per call, WAL, synchronous=NORMAL.
+    """The floor: plain sqlite3, WAL, synchronous=NORMAL, SQLite's busy handler waiting for locks.
 
-    The row written carries a write counter, as every real store's rows carry a version or a
-    timestamp.
+    - incr: ``BEGIN IMMEDIATE``, one upsert adding 1, ``COMMIT``: the least a read-then-write
+      that cannot fail half way holds the write lock for.
+    - rmw: ``BEGIN IMMEDIATE``, a select, the JSON change in Python, an update, ``COMMIT``.
+    - set / get: one autocommit upsert / select. The row written carries a write counter, as every
+      real store's rows carry a version or a timestamp.
 
     No namespace, codec, expiry, versions or retry handling: what any SQLite-backed store pays at
     least for one durable write or one read on this machine.
@@ -210,11 +213,36 @@ class RawSQLiteClient(Client):
     def __init__(self, path: str) -> None:
         import sqlite3
 
-        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.conn = sqlite3.connect(path, isolation_level=None, timeout=60)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB, written INTEGER)")
         self.writes = 0
+
+    def incr(self, key: str) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.execute(
+            "INSERT INTO kv (key, value, written) VALUES (?, 1, 0)"
+            " ON CONFLICT (key) DO UPDATE SET value = value + 1",
+            (key,),
+        )
+        self.conn.execute("COMMIT")
+
+    def rmw(self, key: str) -> None:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        row = conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        obj = json.loads(row[0]) if row else OBJECT
+        conn.execute(
+            "INSERT INTO kv (key, value, written) VALUES (?, ?, 0)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, json.dumps({**obj, "n": obj["n"] + 1}).encode()),
+        )
+        conn.execute("COMMIT")
+
+    def count(self, key: str) -> int:
+        row = self.conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return int(row[0]) if row else 0
 
     def get(self, key: str) -> Any:
         row = self.conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
@@ -274,6 +302,101 @@ class RawLMDBClient(Client):
         return int.from_bytes(raw, "little", signed=True) if raw else 0
 
 
+class FlockClient(Client):
+    """The file floor: one file per key, ``flock`` around ``pread``/``pwrite`` (no fsync, like
+    ``synchronous=NORMAL`` and lmdb's ``sync=False``). An incr reads and writes 8 bytes; the rest
+    JSON. No index, expiry, versions or crash recovery: what any one-host store pays at least for a
+    cross-process atomic read-modify-write here.
+    """
+
+    def __init__(self, directory: str) -> None:
+        os.makedirs(directory, exist_ok=True)
+        self.directory = directory
+        self.fds: dict[str, int] = {}
+
+    def _fd(self, key: str) -> int:
+        fd = self.fds.get(key)
+        if fd is None:
+            fd = self.fds[key] = os.open(os.path.join(self.directory, key), os.O_RDWR | os.O_CREAT, 0o600)
+        return fd
+
+    def incr(self, key: str) -> None:
+        import fcntl
+
+        fd = self._fd(key)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            raw = os.pread(fd, 8, 0)
+            value = int.from_bytes(raw, "little", signed=True) + 1 if raw else 1
+            os.pwrite(fd, value.to_bytes(8, "little", signed=True), 0)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def rmw(self, key: str) -> None:
+        import fcntl
+
+        fd = self._fd(key)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            raw = os.pread(fd, 65536, 0)
+            obj = json.loads(raw) if raw else OBJECT
+            data = json.dumps({**obj, "n": obj["n"] + 1}).encode()
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def get(self, key: str) -> Any:
+        import fcntl
+
+        fd = self._fd(key)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        try:
+            raw = os.pread(fd, 65536, 0)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        return json.loads(raw) if raw else None
+
+    def set(self, key: str, value: Any) -> None:
+        import fcntl
+
+        fd = self._fd(key)
+        data = json.dumps(value).encode()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def count(self, key: str) -> int:
+        raw = os.pread(self._fd(key), 8, 0)
+        return int.from_bytes(raw, "little", signed=True) if raw else 0
+
+
+# One round trip: read, n += 1 on the JSON object, write, all in the server.
+_LUA_RMW = """
+local raw = redis.call('GET', KEYS[1])
+local obj = raw and cjson.decode(raw) or cjson.decode(ARGV[1])
+obj['n'] = obj['n'] + 1
+redis.call('SET', KEYS[1], cjson.encode(obj))
+return 1
+"""
+
+
+class RedisLuaClient(RawRedisClient):
+    """The redis RMW limit: one EVALSHA per read-modify-write (the change runs in the server)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.prefix = f"luabench{RUN}:"
+        self.script = self.r.register_script(_LUA_RMW)
+        self.default = json.dumps(OBJECT)
+
+    def rmw(self, key: str) -> None:
+        self.script(keys=[self.prefix + key], args=[self.default])
+
+
 @dataclass
 class Subject:
     name: str
@@ -281,6 +404,9 @@ class Subject:
     config: Any
     multiprocess: bool = True
     note: str = ""
+    workloads: tuple[str, ...] = ("incr", "rmw")  # the multi-process ones it runs
+    latency: bool = True  # whether it runs the get / set cell
+    processes: int | None = None  # writer processes, if not --processes
 
 
 def open_sharedstate(config: tuple[str, str]) -> Client:
@@ -397,9 +523,8 @@ def build_subjects(tmp: str, manager: Any, redis_url: str, pg_url: str, mc_url: 
         Subject("sharedstate sqlite://", open_sharedstate, (f"sqlite:///{tmp}/ss.sqlite3", "update")),
         Subject("sharedstate sqlite:// (edit)", open_sharedstate, (f"sqlite:///{tmp}/ss.sqlite3", "edit")),
         Subject("sharedstate memory://", open_sharedstate, ("memory://", "update"), multiprocess=False),
-        Subject(
-            "raw sqlite3 (floor, latency only)", RawSQLiteClient, f"{tmp}/raw.sqlite3", multiprocess=False
-        ),
+        Subject("raw sqlite3 (floor)", RawSQLiteClient, f"{tmp}/raw.sqlite3"),
+        Subject("raw flock+pwrite (floor)", FlockClient, f"{tmp}/flock"),
         Subject("diskcache", DiskcacheClient, f"{tmp}/diskcache"),
         Subject("multiprocessing.Manager", ManagerClient, (manager.dict(), manager.Lock())),
         Subject("cachelib FileSystemCache", CachelibClient, f"{tmp}/cachelib"),
@@ -413,6 +538,9 @@ def build_subjects(tmp: str, manager: Any, redis_url: str, pg_url: str, mc_url: 
         subjects += [
             Subject("sharedstate redis://", open_sharedstate, (redis_url, "update")),
             Subject("redis-py (INCR, WATCH/MULTI)", RawRedisClient, redis_url),
+            Subject(
+                "redis Lua RMW (one round trip)", RedisLuaClient, redis_url, workloads=("rmw",), latency=False
+            ),
         ]
     if importable("sharedstate.backends.postgres") is None and reachable("127.0.0.1", 5432):
         subjects.append(Subject("sharedstate postgresql://", open_sharedstate, (pg_url, "update")))
@@ -457,12 +585,17 @@ def main(argv: list[str] | None = None) -> int:
                 cells = runs[subject.name]
                 if subject.multiprocess:
                     for workload, ops in (("incr", incr_ops), ("rmw", rmw_ops)):
-                        rate, lost = multiprocess_cell(subject, workload, ops, args.processes)
+                        if workload not in subject.workloads:
+                            continue
+                        processes = subject.processes or args.processes
+                        total = ops * args.processes  # the same work, however many processes
+                        rate, lost = multiprocess_cell(subject, workload, total // processes, processes)
                         cells[f"{workload}_ops"].append(rate)
                         cells[f"{workload}_lost"].append(lost)
-                get_us, set_us = latency_cell(subject, lat_ops)
-                cells["get_us"].append(get_us)
-                cells["set_us"].append(set_us)
+                if subject.latency:
+                    get_us, set_us = latency_cell(subject, lat_ops)
+                    cells["get_us"].append(get_us)
+                    cells["set_us"].append(set_us)
         for name, cells in runs.items():
             # Medians of speeds; the worst round of losses (any loss at all is a bug).
             results[name] = {
@@ -516,7 +649,7 @@ def print_table(results: dict[str, dict[str, Any]], incr_ops: int, rmw_ops: int,
         print(
             f"| {name} | {fmt(row.get('incr_ops'), 'ops')} | {fmt(row.get('incr_lost'), 'lost')} "
             f"| {fmt(row.get('rmw_ops'), 'ops')} | {fmt(row.get('rmw_lost'), 'lost')} "
-            f"| {fmt(row['get_us'], 'us')} | {fmt(row['set_us'], 'us')} |"
+            f"| {fmt(row.get('get_us'), 'us')} | {fmt(row.get('set_us'), 'us')} |"
         )
 
 
@@ -524,6 +657,30 @@ def print_ratios(results: dict[str, dict[str, Any]]) -> None:
     checks: list[tuple[str, str, str, str, float, str]] = [
         # (label, ours, peer, metric, target, direction)
         ("sqlite:// increments vs diskcache", "sharedstate sqlite://", "diskcache", "incr_ops", 1.5, ">="),
+        (
+            "sqlite:// increments vs raw BEGIN IMMEDIATE/upsert/COMMIT",
+            "sharedstate sqlite://",
+            "raw sqlite3 (floor)",
+            "incr_ops",
+            0.9,
+            ">=",
+        ),
+        (
+            "sqlite:// set latency vs raw upsert",
+            "sharedstate sqlite://",
+            "raw sqlite3 (floor)",
+            "set_us",
+            1.2,
+            "<=",
+        ),
+        (
+            "sqlite:// get latency vs raw select",
+            "sharedstate sqlite://",
+            "raw sqlite3 (floor)",
+            "get_us",
+            1.2,
+            "<=",
+        ),
         ("sqlite:// set latency vs diskcache", "sharedstate sqlite://", "diskcache", "set_us", 0.25, "<="),
         ("sqlite:// get latency vs diskcache", "sharedstate sqlite://", "diskcache", "get_us", 1.0, "<="),
         ("lmdb:// increments vs diskcache", "sharedstate lmdb://", "diskcache", "incr_ops", 5.0, ">="),
@@ -553,8 +710,16 @@ def print_ratios(results: dict[str, dict[str, Any]]) -> None:
             4.0,
             ">=",
         ),
+        (
+            "redis:// update vs one-round-trip Lua RMW",
+            "sharedstate redis://",
+            "redis Lua RMW (one round trip)",
+            "rmw_ops",
+            0.8,
+            ">=",
+        ),
     ]
-    floor = results.get("raw sqlite3 (floor, latency only)")
+    floor = results.get("raw sqlite3 (floor)")
     if floor and "diskcache" in results:
         print()
         print(
@@ -566,7 +731,7 @@ def print_ratios(results: dict[str, dict[str, Any]]) -> None:
     print()
     print("Ratios measured in this run (ours / peer):")
     for label, ours, peer, metric, target, direction in checks:
-        if ours not in results or peer not in results:
+        if metric not in results.get(ours, {}) or metric not in results.get(peer, {}):
             print(f"  {label}: not measured in this run")
             continue
         ratio = results[ours][metric] / results[peer][metric]

@@ -48,3 +48,14 @@ def test_acquire_step_gives_up_after_lapsed_leases_in_a_row() -> None:
     assert step.lease_lapsed() is False
     step.lease_lapsed()
     assert step.lease_lapsed() is True
+
+
+def test_update_step_follows_the_backends_backoff() -> None:
+    from sharedstate.backends.base import Backend
+    from sharedstate.backends.redis import RedisBackend
+
+    assert Backend.update_backoff == (engine.UPDATE_FIRST_DELAY, engine.UPDATE_MAX_DELAY)
+    first, cap = RedisBackend.update_backoff  # a round trip per attempt: losers step aside longer
+    step = engine.UpdateStep(guessed=False, backoff=(first, cap))
+    assert first / 2 <= step.refused() <= first
+    assert all(0 < step.refused() <= cap for _ in range(20))

@@ -198,6 +198,34 @@ def test_timeout_is_validated() -> None:
             SQLiteBackend.from_url(f"sqlite:///x.db?timeout={bad}")
 
 
+@pytest.mark.parametrize("op", ["incr", "set", "update"])
+def test_write_lock_held_elsewhere_waits_timeout_once_then_fails_unapplied(tmp_path: Path, op: str) -> None:
+    """The sync backend waits in SQLite's busy handler: no retry may wait a whole timeout again."""
+    path = tmp_path / "locked.db"
+    store = Store(f"sqlite:///{path}?timeout=0.5")
+    store.incr("n")  # connected, file checked: the next write takes the hot path
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        began = time.monotonic()
+        with pytest.raises(BackendUnavailableError) as raised:
+            if op == "incr":
+                store.incr("n")
+            elif op == "set":
+                store.set("n", 5)
+            else:
+                store.update("n", lambda n: n + 1)
+        elapsed = time.monotonic() - began
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert raised.value.applied is False
+    assert "locked" in str(raised.value)
+    assert 0.4 < elapsed < 0.95, f"waited {elapsed:.2f}s for a timeout of 0.5s"
+    assert store.get("n") == 1  # nothing applied, and the store works again
+    assert store.incr("n") == 2
+
+
 # -- expired rows under a load of new keys with short TTLs ---------------------------------------
 
 

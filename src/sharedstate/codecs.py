@@ -29,20 +29,22 @@ joined by a NUL, which keys could contain) are refused with a message saying to 
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import enum
-import hashlib
-import hmac
-import json
-import pickle
-import uuid
-from decimal import Decimal
-from typing import Any, Protocol
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sharedstate.backends.base import RawValue
 from sharedstate.backends.kit import fits_int64 as _native_int  # what backends store as a native integer
 from sharedstate.errors import SerializationError
+
+if TYPE_CHECKING:
+    import json
+
+# json, uuid, decimal, base64, hashlib, hmac and pickle are imported where they are first needed,
+# not with the package (``import sharedstate`` is part of every worker's start; see
+# tests/test_import_cost.py). A value can only be a UUID or a Decimal if its module was imported.
 
 # "!p" cannot start a JSON document. "!p2": HMAC over len(key) + key + payload. "!p1" (refused):
 # HMAC over key + NUL + payload, ambiguous when the signed key held a NUL.
@@ -52,7 +54,7 @@ _OLD_PICKLE_MARK = b"!p1"
 # Every tagged or escaped object is encoded as an object whose first key starts with "$"; inside a
 # JSON string the same characters would read '{\\"$', so their absence proves there is no tag.
 _TAG_MARK = b'{"$'
-_MAC_SIZE = hashlib.sha256().digest_size
+_MAC_SIZE = 32  # HMAC-SHA256
 
 SUPPORTED_TYPES = (
     "dict (str keys), list, str, int, float, bool, None, datetime, date, UUID, Decimal, bytes, "
@@ -137,12 +139,14 @@ def _encode(value: Any) -> Any:
         return {"$datetime": value.isoformat()}
     if kind is dt.date:
         return {"$date": value.isoformat()}
-    if kind is uuid.UUID:
-        return {"$uuid": str(value)}
-    if kind is Decimal:
-        return {"$decimal": str(value)}
     if kind is bytes:
+        import base64
+
         return {"$bytes": base64.b64encode(value).decode("ascii")}
+    if kind is getattr(sys.modules.get("uuid"), "UUID", None):
+        return {"$uuid": str(value)}
+    if kind is getattr(sys.modules.get("decimal"), "Decimal", None):
+        return {"$decimal": str(value)}
     html = getattr(value, "__html__", None)
     if callable(html):  # markupsafe.Markup and friends, as Flask's session serializer keeps them
         return {"$markup": str(html())}
@@ -175,10 +179,16 @@ def _decode_object(obj: dict[str, Any]) -> Any:
     if tag == "$date":
         return dt.date.fromisoformat(payload)
     if tag == "$uuid":
+        import uuid
+
         return uuid.UUID(payload)
     if tag == "$decimal":
+        from decimal import Decimal
+
         return Decimal(payload)
     if tag == "$bytes":
+        import base64
+
         return base64.b64decode(payload, validate=True)  # no silent skipping of bad characters
     if tag == "$markup":
         return _markup(payload)
@@ -204,29 +214,83 @@ def _is_plain(value: Any) -> bool:
 
     Most values are; checking without building a copy, then handing the value itself to the C
     encoder, is about three times faster than the tagging walk (set latency is a benchmark target).
+    Scalars inside containers are checked in the loop, without a call each.
     """
     kind = type(value)
-    if kind is str or kind is int or kind is float or kind is bool or value is None:
-        return True
     if kind is dict:
         for k, v in value.items():
-            if type(k) is not str or not _is_plain(v):
+            if type(k) is not str:
+                return False
+            t = type(v)
+            if t is str or t is int or t is float or t is bool or v is None:
+                continue
+            if not _is_plain(v):
                 return False
         # A one-key dict whose key starts with "$" reads like a tag: the walk escapes it.
         return len(value) != 1 or not next(iter(value)).startswith("$")
     if kind is list:
-        return all(_is_plain(v) for v in value)
-    return False
+        for v in value:
+            t = type(v)
+            if t is str or t is int or t is float or t is bool or v is None:
+                continue
+            if not _is_plain(v):
+                return False
+        return True
+    return kind is str or kind is int or kind is float or kind is bool or value is None
 
 
-# Built once: json.dumps/json.loads with options build a new encoder/decoder on every call.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-_PLAIN_DECODER = json.JSONDecoder()
-_TAGGED_DECODER = json.JSONDecoder(object_hook=_decode_object)
+# Built once, by the first JSONCodec: json.dumps/json.loads with options build a new
+# encoder/decoder on every call.
+_JSON: tuple[Callable[[Any], str], json.JSONDecoder, json.JSONDecoder] | None = None
+
+
+def _json_coders() -> tuple[Callable[[Any], str], json.JSONDecoder, json.JSONDecoder]:
+    global _JSON
+    if _JSON is None:
+        import json
+
+        encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+        _JSON = (_one_shot_encode(encoder), json.JSONDecoder(), json.JSONDecoder(object_hook=_decode_object))
+    return _JSON
+
+
+def _one_shot_encode(encoder: json.JSONEncoder) -> Callable[[Any], str]:
+    """``encoder.encode``, minus the C encoder it builds on every call: built here once.
+
+    Without circular-reference markers: what reaches it went through ``_is_plain`` or ``_encode``
+    first, which fail on a cycle (RecursionError) before. Falls back to ``encoder.encode`` where
+    the C encoder is missing or takes other arguments than CPython 3.10-3.13's.
+    """
+    from json import encoder as module
+
+    make = getattr(module, "c_make_encoder", None)
+    escape = getattr(module, "c_encode_basestring", None)
+    if make is None or escape is None:
+        return encoder.encode
+    try:
+        one_shot = make(None, encoder.default, escape, None, ":", ",", False, False, True)
+        probe = {"a": [1, 2.5, "é\n", None, True, {"b": -0.0}], "c": 10**30}
+        if "".join(one_shot(probe, 0)) != encoder.encode(probe):
+            return encoder.encode
+    except Exception:  # another Python's C encoder: the public way
+        return encoder.encode
+
+    def encode(value: Any) -> str:
+        return "".join(one_shot(value, 0))
+
+    return encode
 
 
 class JSONCodec:
     """Tagged JSON; the default. Stateless and safe to share."""
+
+    def __init__(self) -> None:
+        self._encode, plain, tagged = _json_coders()
+        self._decode_plain = plain.decode
+        self._decode_tagged = tagged.decode
+        # The C scanner alone: decode() also runs two whitespace regexes in Python, for text this
+        # codec writes without any (anything else falls back to decode(), errors included).
+        self._scan_plain: Any = plain.scan_once  # type: ignore[attr-defined]
 
     def dumps(
         self, key: str, value: Any, *, shown_as: str = "value", inside: tuple[str, ...] = ()
@@ -245,7 +309,7 @@ class JSONCodec:
             raise SerializationError(
                 f"cannot store key {key!r}: the value is nested too deeply or contains a cycle"
             ) from None
-        text = _ENCODER.encode(tree)
+        text = self._encode(tree)
         try:
             return text.encode("utf-8")
         except UnicodeEncodeError as exc:
@@ -268,8 +332,14 @@ class JSONCodec:
             # the encoding, which is always UTF-8 here (get latency is a benchmark target).
             text = raw.decode("utf-8")
             if _TAG_MARK not in raw:  # no tagged object inside: skip the per-object hook
-                return _PLAIN_DECODER.decode(text)
-            return _TAGGED_DECODER.decode(text)
+                try:
+                    value, end = self._scan_plain(text, 0)
+                    if end == len(text):
+                        return value
+                except StopIteration:  # not JSON here: decode() says why
+                    pass
+                return self._decode_plain(text)
+            return self._decode_tagged(text)
         except _NeedsMarkupsafe:
             raise SerializationError(
                 f"key {key!r} holds a markupsafe.Markup value, and markupsafe is not installed "
@@ -309,6 +379,9 @@ class SignedPickleCodec:
         # Length-prefixed: with a separator instead, a key holding the separator could be split
         # differently, and a value signed for "a\0<opcodes>" would verify at "a" with the opcodes
         # in front of its payload. "surrogatepass": never fail on a key (stores validate keys).
+        import hashlib
+        import hmac
+
         key_bytes = key.encode("utf-8", "surrogatepass")
         message = len(key_bytes).to_bytes(8, "big") + key_bytes + payload
         return hmac.new(self._secret, message, hashlib.sha256).digest()
@@ -318,6 +391,8 @@ class SignedPickleCodec:
     ) -> RawValue:
         if _native_int(value):
             return int(value)
+        import pickle
+
         try:
             payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
@@ -340,6 +415,9 @@ class SignedPickleCodec:
                 f"key {key!r} holds a pickled value in an unknown format ({raw[:3]!r}); refusing "
                 "to unpickle it"
             )
+        import hmac
+        import pickle
+
         start = len(_PICKLE_MARK)
         mac, payload = raw[start : start + _MAC_SIZE], raw[start + _MAC_SIZE :]
         if not hmac.compare_digest(mac, self._mac(key, payload)):

@@ -23,9 +23,9 @@ from sharedstate.backends.base import Entry
 RESERVED_PREFIX = "_ss:"
 
 # update() backs off after each collision (a refused compare-and-set of a value it had just read):
-# from about one round trip (0.1 ms) up to 10 ms. Losers step aside, and the writer that got in
-# keeps writing at one round trip per update instead of every writer failing in turn (see
-# benchmarks/README.md).
+# by default from about one round trip (0.1 ms) up to 10 ms. Losers step aside, and the writer that
+# got in keeps writing at one round trip per update instead of every writer failing in turn (see
+# benchmarks/README.md). A backend may ask for another schedule (``Backend.update_backoff``).
 UPDATE_FIRST_DELAY = 0.0001
 UPDATE_MAX_DELAY = 0.01
 # Lock waits: from 1 ms up to 50 ms between attempts.
@@ -62,10 +62,13 @@ class UpdateStep:
     writes instead of all of them failing in turn.
     """
 
-    __slots__ = ("_delays", "guessed")
+    __slots__ = ("_backoff", "_delays", "guessed")
 
-    def __init__(self, guessed: bool) -> None:
+    def __init__(
+        self, guessed: bool, backoff: tuple[float, float] = (UPDATE_FIRST_DELAY, UPDATE_MAX_DELAY)
+    ) -> None:
         self.guessed = guessed
+        self._backoff = backoff  # (first, cap) of the waits after collisions, in seconds
         self._delays: Iterator[float] | None = None
 
     def compute_failed(self) -> bool:
@@ -83,7 +86,7 @@ class UpdateStep:
             self.guessed = False
             return 0.0
         if self._delays is None:
-            self._delays = backoff_delays(first=UPDATE_FIRST_DELAY, cap=UPDATE_MAX_DELAY)
+            self._delays = backoff_delays(*self._backoff)
         return next(self._delays)
 
 

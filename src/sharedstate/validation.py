@@ -8,8 +8,10 @@ would mangle.
 from __future__ import annotations
 
 import math
-from datetime import timedelta
-from typing import overload
+from typing import TYPE_CHECKING, overload
+
+if TYPE_CHECKING:
+    import datetime
 
 #: The shortest lease a lock (or ``edit``, or a session lock) may have. A shorter one would expire
 #: before the round trip that takes it returns, so the holder could never know it held the lock.
@@ -25,7 +27,7 @@ MAX_SECONDS = 100 * 365.25 * 24 * 3600
 @overload
 def seconds(
     name: str,
-    value: float | timedelta,
+    value: float | datetime.timedelta,
     *,
     minimum: float = ...,
     optional: bool = ...,
@@ -36,7 +38,7 @@ def seconds(
 @overload
 def seconds(
     name: str,
-    value: float | timedelta | None,
+    value: float | datetime.timedelta | None,
     *,
     minimum: float = ...,
     optional: bool = ...,
@@ -46,7 +48,7 @@ def seconds(
 
 def seconds(
     name: str,
-    value: float | timedelta | None,
+    value: float | datetime.timedelta | None,
     *,
     minimum: float = 0.0,
     optional: bool = False,
@@ -64,8 +66,12 @@ def seconds(
         if optional:
             return None
         raise TypeError(f"{name} must be a number of seconds, got None")
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
+    kind = type(value)
+    if kind is not int and kind is not float:
+        from datetime import timedelta  # imported on first use: `import sharedstate` stays quick
+
+        if isinstance(value, timedelta):
+            value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}: {value!r}")
     if allow_zero and value == 0:

@@ -22,7 +22,7 @@ cached ``None`` is told apart from a miss.
 from __future__ import annotations
 
 import functools
-import secrets
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast
@@ -217,7 +217,7 @@ class AsyncCachedFunction(Generic[P, R]):
                 await keyspace.backend.delete_if_version(flight, entry.version)
 
     async def _take_flight(self, keyspace: AsyncKeyspace, flight: str) -> bytes | None:
-        token = b"flight:" + secrets.token_hex(16).encode()
+        token = b"flight:" + os.urandom(16).hex().encode()  # secrets.token_hex(16)
         return token if await keyspace.backend.add(flight, token, self.lease) else None
 
     async def _read(self, keyspace: AsyncKeyspace, full: str) -> tuple[Any, bool]:

@@ -8,9 +8,8 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager, suppress
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from sharedstate._async.cache import AsyncCachedFunction, cached
 from sharedstate._async.keyspace import (
     DEFAULT_MAX_VALUE_SIZE,
     RESERVED_PREFIX,
@@ -23,6 +22,9 @@ from sharedstate.backends.base import AsyncBackend
 from sharedstate.codecs import make_codec
 from sharedstate.errors import ConflictError, LockNotOwnedError
 from sharedstate.validation import MIN_LEASE, key_text, seconds
+
+if TYPE_CHECKING:
+    from sharedstate._async.cache import AsyncCachedFunction
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -106,7 +108,7 @@ class AsyncStore:
         ks = self._keyspace
         full = ks.full_key(key)
         ks.guard_write(full, "set()")
-        await ks.backend.set(full, ks.encode(full, value), seconds("ttl", ttl, optional=True))
+        await ks.backend.set(full, ks.encode(full, value), None if ttl is None else seconds("ttl", ttl))
 
     async def add(self, key: str, value: Any, ttl: float | None = None) -> bool:
         """Store ``value`` only if ``key`` is absent; return whether it was stored. Atomic."""
@@ -133,7 +135,7 @@ class AsyncStore:
         ks = self._keyspace
         full = ks.full_key(key)
         ks.guard_write(full, "incr()")
-        return await ks.backend.incr(full, by, seconds("ttl", ttl, optional=True))
+        return await ks.backend.incr(full, by, None if ttl is None else seconds("ttl", ttl))
 
     async def touch(self, key: str, ttl: float | None) -> bool:
         """Give ``key`` a new expiry (``None``: never) without rewriting it; whether it existed."""
@@ -369,6 +371,9 @@ class AsyncStore:
         wait for it; with ``stale_ttl``, callers get the stale value for ``stale_ttl`` more seconds
         while exactly one recomputes. See :func:`sharedstate.cache.cached` for the full contract.
         """
+        # Imported on first use: the cache's key encoding pulls in inspect, hashlib, json.
+        from sharedstate._async.cache import cached
+
         return cached(self, ttl, stale_ttl=stale_ttl, lease=lease, name=name)
 
     # -- lifecycle ---------------------------------------------------------------------------

@@ -72,6 +72,10 @@ class Keyspace:
         Refused: non-``str``, empty, NUL or lone surrogates (:func:`~sharedstate.validation.key_text`)
         and, unless ``internal``, the reserved prefix. ``what`` names it in messages (``"lock name"``).
         """
+        # The common key, checked inline (the same checks as key_text's, and the ones below).
+        plain = type(key) is str and key.isascii() and "\0" not in key
+        if plain and key and not key.startswith(RESERVED_PREFIX):
+            return self.prefix + key
         key_text(key, what)
         if not key:
             raise ValueError(f"{what} must not be empty")
@@ -160,7 +164,7 @@ class Keyspace:
     def _update_loop(self, full: str, fn: Callable[[Any], T], default: Any, ttl: float | None) -> T:
         backend = self.backend
         entry = self.last_written.get(full)
-        step = engine.UpdateStep(guessed=entry is not None)
+        step = engine.UpdateStep(guessed=entry is not None, backoff=backend.update_backoff)
         if entry is None:
             entry = backend.get(full)
         while True:

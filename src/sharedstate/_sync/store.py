@@ -10,9 +10,8 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from sharedstate._sync.cache import CachedFunction, cached
 from sharedstate._sync.keyspace import (
     DEFAULT_MAX_VALUE_SIZE,
     RESERVED_PREFIX,
@@ -25,6 +24,9 @@ from sharedstate.backends.base import Backend
 from sharedstate.codecs import make_codec
 from sharedstate.errors import ConflictError, LockNotOwnedError
 from sharedstate.validation import MIN_LEASE, key_text, seconds
+
+if TYPE_CHECKING:
+    from sharedstate._sync.cache import CachedFunction
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -108,7 +110,7 @@ class Store:
         ks = self._keyspace
         full = ks.full_key(key)
         ks.guard_write(full, "set()")
-        ks.backend.set(full, ks.encode(full, value), seconds("ttl", ttl, optional=True))
+        ks.backend.set(full, ks.encode(full, value), None if ttl is None else seconds("ttl", ttl))
 
     def add(self, key: str, value: Any, ttl: float | None = None) -> bool:
         """Store ``value`` only if ``key`` is absent; return whether it was stored. Atomic."""
@@ -135,7 +137,7 @@ class Store:
         ks = self._keyspace
         full = ks.full_key(key)
         ks.guard_write(full, "incr()")
-        return ks.backend.incr(full, by, seconds("ttl", ttl, optional=True))
+        return ks.backend.incr(full, by, None if ttl is None else seconds("ttl", ttl))
 
     def touch(self, key: str, ttl: float | None) -> bool:
         """Give ``key`` a new expiry (``None``: never) without rewriting it; whether it existed."""
@@ -371,6 +373,9 @@ class Store:
         wait for it; with ``stale_ttl``, callers get the stale value for ``stale_ttl`` more seconds
         while exactly one recomputes. See :func:`sharedstate.cache.cached` for the full contract.
         """
+        # Imported on first use: the cache's key encoding pulls in inspect, hashlib, json.
+        from sharedstate._sync.cache import cached
+
         return cached(self, ttl, stale_ttl=stale_ttl, lease=lease, name=name)
 
     # -- lifecycle ---------------------------------------------------------------------------

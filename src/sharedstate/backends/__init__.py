@@ -12,12 +12,13 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sharedstate.backends.base import AsyncBackend, Backend, CasResult, Entry, RawValue, Version
 from sharedstate.errors import NotSupportedError
-from sharedstate.urls import mask_url, split_url
+
+# sharedstate.urls (urllib.parse) is imported when a URL is opened, not with the package: see
+# _scheme, and tests/test_import_cost.py.
 
 BackendFactory = Callable[[str], Backend]
 AsyncBackendFactory = Callable[[str], AsyncBackend]
@@ -35,8 +36,7 @@ _BUILTIN: tuple[tuple[str, str, str], ...] = (
 )
 
 
-@dataclass(frozen=True)
-class _Registration:
+class _Registration(NamedTuple):
     """What serves one scheme: a sync factory and an async one (``None``: no async backend)."""
 
     sync: str | BackendFactory  # "module:Class" or a callable taking the URL
@@ -147,7 +147,7 @@ def async_backend_from_url(url: str) -> AsyncBackend:
     """
     registration = _registration(url)
     factory = registration.async_
-    scheme = split_url(url).scheme.lower()
+    scheme = _scheme(url)
     if factory is None:
         raise NotSupportedError(
             f"the backend registered for {scheme}:// ({registration.origin}) has no async backend: "
@@ -159,11 +159,19 @@ def async_backend_from_url(url: str) -> AsyncBackend:
     return factory(url)
 
 
+def _scheme(url: str) -> str:
+    from sharedstate.urls import split_url
+
+    return split_url(url).scheme.lower()
+
+
 def _registration(url: str) -> _Registration:
-    scheme = split_url(url).scheme.lower()
+    scheme = _scheme(url)
     registration = _REGISTRY.lookup(scheme)
     if registration is not None:
         return registration
+    from sharedstate.urls import mask_url
+
     known = ", ".join(s + "://" for s in known_schemes())
     failures = _REGISTRY.failures()
     if failures:  # most likely the backend for it, whose driver is not installed
@@ -181,7 +189,7 @@ def _resolve(target: str, url: str, *, asynchronous: bool = False) -> Any:
     module = importlib.import_module(module_name)
     found = getattr(module, class_name, None)
     if found is None:
-        scheme = split_url(url).scheme.lower()
+        scheme = _scheme(url)
         kind = "async backend" if asynchronous else "backend"
         raise NotSupportedError(
             f"{scheme}:// has no {kind} in this version of sharedstate ({module_name} defines no "

@@ -9,7 +9,8 @@ caller chains the driver's exception: ``raise unavailable(url, what, applied=...
 from __future__ import annotations
 
 from sharedstate.errors import BackendUnavailableError
-from sharedstate.urls import mask_url, scrub, secrets_of
+
+# sharedstate.urls (urllib.parse) is imported when an error is built, not with the package.
 
 _PRODUCTS = {
     "redis": "Redis",
@@ -28,6 +29,8 @@ _OUTCOMES = {
 
 def describe_server(url: str) -> str:
     """``"Redis at redis://:***@host/0"``: the product and the masked URL (libpq strings too)."""
+    from sharedstate.urls import mask_url
+
     scheme = url.partition("://")[0].lower() if "://" in url else "postgresql"
     product = _PRODUCTS.get(scheme, scheme)
     return f"{product} at {mask_url(url)}"
@@ -35,6 +38,8 @@ def describe_server(url: str) -> str:
 
 def driver_text(url: str, cause: BaseException) -> str:
     """``"TypeName: message"`` of a driver's exception, on one line, with ``url``'s secrets scrubbed."""
+    from sharedstate.urls import scrub, secrets_of
+
     text = " ".join(str(cause).split())
     name = type(cause).__name__
     return scrub(f"{name}: {text}" if text else name, secrets_of(url))
@@ -50,6 +55,8 @@ def unavailable(
     ``applied``: False (nothing was sent), None (sent, no reply: unknown) or True (applied,
     something after failed). ``cause``: the driver's exception, quoted with secrets scrubbed.
     """
+    from sharedstate.urls import scrub, secrets_of
+
     message = f"{describe_server(url)} is unavailable: {scrub(what, secrets_of(url))} ({_OUTCOMES[applied]})"
     if cause is not None:
         message += f": {driver_text(url, cause)}"

@@ -79,6 +79,12 @@ class Backend(abc.ABC):
     #: warns once when state that is not a cache is kept on such a backend.
     may_evict: bool = False
 
+    #: How ``update`` backs off after a collision (its compare-and-set of a value it had just read
+    #: was refused): (first, cap) in seconds of jittered, doubling waits. The default suits a
+    #: compare-and-set that costs microseconds; a server backend may wait longer, so the writer that
+    #: got in keeps the server to itself (measured: ``benchmarks/README.md``).
+    update_backoff: tuple[float, float] = (0.0001, 0.01)
+
     @classmethod
     @abc.abstractmethod
     def from_url(cls, url: str) -> Backend:
@@ -215,6 +221,7 @@ class AsyncBackend(abc.ABC):
 
     schemes: tuple[str, ...] = ()
     may_evict: bool = False
+    update_backoff: tuple[float, float] = (0.0001, 0.01)  # see Backend.update_backoff
 
     @classmethod
     @abc.abstractmethod

@@ -43,6 +43,7 @@ class WrappedBackend(AsyncBackend):
     def __init__(self, backend: Backend) -> None:
         self.sync = backend
         self.may_evict = backend.may_evict
+        self.update_backoff = backend.update_backoff
 
     @classmethod
     def from_url(cls, url: str) -> WrappedBackend:
