@@ -814,7 +814,7 @@ class SQLiteBackend(Backend):
 
     def _set_many_op(self, items: Mapping[str, RawValue], ttl: float | None) -> Op[None]:
         """Every item in one write transaction (``executemany`` of the upsert): all or nothing."""
-        rows = [_row(key, value, ttl) for key, value in items.items()]
+        rows = [_set_params(key, value, ttl) for key, value in items.items()]
         sql = self._sql_set
 
         def op(conn: sqlite3.Connection) -> None:
