@@ -32,7 +32,7 @@ demo: install
 # the CPU), then the tests that assert wall-clock bounds run alone, so other tests' load cannot
 # make them fail. Each run fails on its own if it collects no test.
 test: install memcached
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow and not timing"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow and not timing"
 	$(BIN)/python -m pytest -m "timing and not slow"
 	$(MAKE) --no-print-directory check
 	$(MAKE) --no-print-directory docs

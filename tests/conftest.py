@@ -83,6 +83,15 @@ def shared_store(shared_url: str, namespace: str) -> Iterator[Store]:
     yield from _open(shared_url, namespace)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # PostgreSQL serves 100 connections; one multi-process test alone can hold 30-80 (8 processes,
+    # each with a pool). Under pytest-xdist (`--dist loadgroup`) every PostgreSQL test runs on one
+    # worker, one at a time, so parallel workers never exhaust the server between them.
+    for item in items:
+        if "postgres" in item.nodeid:
+            item.add_marker(pytest.mark.xdist_group("postgresql"))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     servers.MEMCACHED.stop()
     _drop_postgres_test_table()
