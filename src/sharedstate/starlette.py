@@ -50,7 +50,7 @@ while streaming the body) raises ``RuntimeError``, since the change could not be
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import ItemsView, Iterable, Iterator, Mapping, ValuesView
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, SupportsIndex
 
@@ -107,7 +107,9 @@ class Session(dict[str, Any]):
         closed: str | None = None,
     ) -> Session:
         session = cls()
-        session._state = AsyncSessionState(store._keyspace, settings, sid, issued_at, data=session)
+        session._state = AsyncSessionState(
+            store._keyspace, settings, sid, issued_at, data=session, tracked=True
+        )
         session._closed = closed
         return session
 
@@ -151,29 +153,78 @@ class Session(dict[str, Any]):
         """Whether no stored session backs this one (yet)."""
         return not self._s.existed
 
-    # -- the dict: every mutating method is tracked --------------------------------------------
+    # -- the dict: every mutating method is tracked ---------------------------------------------
+    # Every method that hands out, replaces or removes a value first tells the engine (touch), so
+    # the save compares only those keys: a value never handed out cannot have changed in place.
+
+    def _touch(self, key: str) -> None:
+        state = self._state
+        if state is not None:
+            state.touch(key)
+
+    def _touch_all(self) -> None:
+        state = self._state
+        if state is not None:
+            state.touch_all()
+
+    def __getitem__(self, key: str) -> Any:
+        self._touch(key)
+        return dict.__getitem__(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._touch(key)
+        return dict.get(self, key, default)
+
+    def __iter__(self) -> Iterator[str]:
+        # Overridden so that dict(session), {**session} and dict.update(session) go through
+        # keys() and __getitem__ (CPython copies a dict subclass's storage directly otherwise).
+        return dict.__iter__(self)
+
+    def values(self) -> ValuesView[Any]:  # type: ignore[override]
+        self._touch_all()
+        return dict.values(self)
+
+    def items(self) -> ItemsView[str, Any]:  # type: ignore[override]
+        self._touch_all()
+        return dict.items(self)
 
     def __setitem__(self, key: str, value: Any) -> None:
         check_key(key)
         self._change()
+        self._touch(key)
         dict.__setitem__(self, key, value)
 
     def __delitem__(self, key: str) -> None:
         if self._closed is not None:
             raise RuntimeError(self._closed)
+        self._touch(key)
         dict.__delitem__(self, key)
         self._change()
 
-    def __ior__(self, other: Any) -> Session:  # type: ignore[override,misc]
+    def __or__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        self._touch_all()
+        return {**dict.copy(self), **other}
+
+    def __ror__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        self._touch_all()
+        return {**other, **dict.copy(self)}
+
+    def __ior__(self, other: Any) -> Session:  # type: ignore[override]
         self.update(other)
         return self
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
         # copy.copy, copy.deepcopy and pickle give a plain dict: the store side belongs to the request.
+        self._touch_all()
         return (dict, (dict.copy(self),))
 
     def copy(self) -> dict[str, Any]:
         """A shallow copy, as a plain ``dict``."""
+        self._touch_all()
         return dict.copy(self)
 
     @classmethod
@@ -183,6 +234,7 @@ class Session(dict[str, Any]):
 
     def setdefault(self, key: str, default: Any = None) -> Any:
         if dict.__contains__(self, key):
+            self._touch(key)
             return dict.__getitem__(self, key)
         self[key] = default
         return default
@@ -192,11 +244,13 @@ class Session(dict[str, Any]):
             raise TypeError(f"pop expected at most 2 arguments, got {1 + len(default)}")
         if dict.__contains__(self, key):
             self._change()
+            self._touch(key)
         return dict.pop(self, key, *default)
 
     def popitem(self) -> tuple[str, Any]:
         if self._closed is not None:
             raise RuntimeError(self._closed)
+        self._touch_all()
         item = dict.popitem(self)  # KeyError if empty: nothing changed
         self._change()
         return item
@@ -208,11 +262,14 @@ class Session(dict[str, Any]):
         for key in new:
             check_key(key)
         self._change()
+        for key in new:
+            self._touch(key)
         dict.update(self, new)
 
     def clear(self) -> None:
         """Delete every key this request sees (keys added meanwhile by other requests stay)."""
         self._change()
+        self._touch_all()
         dict.clear(self)
 
     def __repr__(self) -> str:
