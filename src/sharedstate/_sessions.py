@@ -11,6 +11,7 @@ The state machine that reads and writes the store is ``AsyncSessionState`` / ``S
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import re
@@ -39,6 +40,8 @@ IMMUTABLE_TYPES = frozenset({str, int, float, bool, type(None), bytes})
 
 
 class _Keyspace(Protocol):
+    prefix: str
+
     def full_key(self, key: str, *, internal: bool = False, what: str = "key") -> str: ...
 
     def encode(
@@ -144,7 +147,8 @@ def sid_digest(sid: str) -> str:
 
 def entry_key(keyspace: _Keyspace, sid: str) -> str:
     """The full store key of session ``sid``: a SHA-256 of the id, so the store holds no tokens."""
-    return keyspace.full_key(SESSION_PREFIX + sid_digest(sid), internal=True)
+    # As keyspace.full_key(..., internal=True), without checking text that is valid by construction.
+    return keyspace.prefix + SESSION_PREFIX + sid_digest(sid)
 
 
 def check_key(key: object) -> None:
@@ -180,6 +184,8 @@ def parse(keyspace: _Keyspace, key: str, raw: bytes | int) -> tuple[float, dict[
     return float(created), data
 
 
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
 # -- the cookie ------------------------------------------------------------------------------------
 
 
@@ -195,8 +201,12 @@ class CookieSigner:
     The cookies are itsdangerous' own, byte for byte. Signing, and checking a cookie signed with
     the current key in its canonical form (all this signer makes), are done here with one HMAC
     from a prepared key; anything else (an older key, a malformed or tampered cookie) is left to
-    itsdangerous, so what is accepted is exactly what itsdangerous accepts.
+    itsdangerous, so what is accepted is exactly what itsdangerous accepts. The last
+    ``VERIFIED_CACHE`` cookies found valid are remembered (a browser sends the same cookie until
+    it is issued again), so a repeated cookie costs a dict lookup; forged ones are never kept.
     """
+
+    VERIFIED_CACHE = 4096
 
     def __init__(self, secret_keys: Iterable[str | bytes], salt: str = DEFAULT_SALT) -> None:
         keys = [k.encode() if isinstance(k, str) else k for k in secret_keys]
@@ -223,6 +233,7 @@ class CookieSigner:
         self._signer = _Signer(keys, salt)
         # HMAC-SHA256 keyed with the derived current key, copied per use (no key set-up per call).
         self._mac = hmac.new(self._signer.derive_key(), digestmod=hashlib.sha256)
+        self._verified: dict[str | bytes, tuple[str, float]] = {}
 
     def _signature(self, signed: bytes) -> bytes:
         mac = self._mac.copy()
@@ -244,9 +255,18 @@ class CookieSigner:
 
     def unsign(self, cookie: str | bytes) -> tuple[str, float] | None:
         """``(sid, issued_at)`` of a cookie this signer (or an older key) made; else ``None``."""
-        fast = self._unsign_current(cookie)
-        if fast is not None:
-            return fast
+        verified = self._verified.get(cookie)
+        if verified is not None:
+            return verified
+        verified = self._unsign_current(cookie) or self._unsign(cookie)
+        if verified is not None:
+            if len(self._verified) >= self.VERIFIED_CACHE:
+                self._verified.clear()  # (a lost race of threads: an entry is dropped, or kept twice)
+            self._verified[cookie] = verified
+        return verified
+
+    def _unsign(self, cookie: str | bytes) -> tuple[str, float] | None:
+        """Any cookie, by itsdangerous (every key, every encoding it accepts)."""
         try:
             value, stamp = self._signer.unsign(cookie, return_timestamp=True)
             text = value.decode("ascii")
@@ -268,7 +288,8 @@ class CookieSigner:
             text = value.decode("ascii")
             if len(stamp) > 11 or not ID_RE.fullmatch(text):  # 11: 8 bytes in base64
                 return None
-            issued = int.from_bytes(base64.urlsafe_b64decode(stamp + b"=" * (-len(stamp) % 4)), "big")
+            stamp = stamp.translate(_FROM_URLSAFE) + b"=" * (-len(stamp) % 4)
+            issued = int.from_bytes(binascii.a2b_base64(stamp), "big")
         except (TypeError, ValueError):  # UnicodeError and binascii.Error are ValueErrors
             return None
         return text, float(issued)

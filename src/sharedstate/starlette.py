@@ -59,7 +59,7 @@ from sharedstate._optional import require
 require("starlette", "starlette")
 
 from starlette.datastructures import MutableHeaders  # noqa: E402
-from starlette.requests import HTTPConnection  # noqa: E402
+from starlette.requests import HTTPConnection, cookie_parser  # noqa: E402
 
 from sharedstate._async.sessions import AsyncSessionState  # noqa: E402
 from sharedstate._async.store import AsyncStore  # noqa: E402
@@ -401,7 +401,7 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
         sid = issued = None
-        cookie = HTTPConnection(scope).cookies.get(self.session_cookie)
+        cookie = _cookies(scope).get(self.session_cookie)
         if cookie:
             verified = self.signer.unsign(cookie)
             if verified is not None and (self.max_age is None or time.time() - verified[1] <= self.max_age):
@@ -434,7 +434,8 @@ class SessionMiddleware:
 
             await self.app(scope, receive, send_with_cookie)
         finally:
-            await state.release_lock()
+            if state.lock is not None:
+                await state.release_lock()
 
     async def _save(self, session: Session, state: AsyncSessionState, message: Message) -> None:
         session._closed = (
@@ -446,10 +447,12 @@ class SessionMiddleware:
             failed = message["status"] >= 500
             action: SaveAction = state.unsaved() if failed else await state.save(time.time())
         finally:
-            await state.release_lock()
+            if state.lock is not None:
+                await state.release_lock()
+        if not session.accessed and action.kind == "keep":
+            return  # no header to add
         headers = MutableHeaders(scope=message)
-        if session.accessed or action.kind != "keep":
-            headers.add_vary_header("Cookie")
+        headers.add_vary_header("Cookie")
         if action.kind == "set":
             assert action.sid is not None
             max_age = f"Max-Age={self.max_age}; " if self.max_age is not None else ""
@@ -464,6 +467,15 @@ class SessionMiddleware:
                 f"{self.session_cookie}=null; path={self.path}; "
                 f"expires=Thu, 01 Jan 1970 00:00:00 GMT; {self.security_flags}",
             )
+
+
+def _cookies(scope: Scope) -> dict[str, str]:
+    """``HTTPConnection(scope).cookies``, without building the connection and its headers."""
+    cookies: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        if name == b"cookie":
+            cookies.update(cookie_parser(value.decode("latin-1")))
+    return cookies
 
 
 def get_session(conn: HTTPConnection) -> Session:

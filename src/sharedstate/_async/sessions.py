@@ -152,7 +152,8 @@ class AsyncSessionState:
         if self.sid is not None and self.settings.lock:
             await self._acquire_lock(self.sid)
         self.loaded = True
-        self._set_data({})
+        if dict.__len__(self.data):
+            dict.clear(self.data)
         if self.sid is None:
             return
         full = self.full_key()
@@ -165,7 +166,7 @@ class AsyncSessionState:
         self.existed = True
         self.base_version = entry.version
         self.created, data = stored
-        self._set_data(data)
+        dict.update(self.data, data)
         if self.tracked:
             self.untouched = set(data)
         else:
@@ -177,7 +178,7 @@ class AsyncSessionState:
         assert sid is not None
         if sid is not self._key_of:
             self._digest = sid_digest(sid)
-            self._full = self.keyspace.full_key(SESSION_PREFIX + self._digest, internal=True)
+            self._full = self.keyspace.prefix + SESSION_PREFIX + self._digest  # as entry_key()
             self._key_of = sid
         return self._full
 
