@@ -168,11 +168,15 @@ class Session(dict[str, Any]):
             state.touch_all()
 
     def __getitem__(self, key: str) -> Any:
-        self._touch(key)
+        state = self._state
+        if state is not None and key in state.untouched:  # (touch's own test, saving a call)
+            state.touch(key)
         return dict.__getitem__(self, key)
 
     def get(self, key: str, default: Any = None) -> Any:
-        self._touch(key)
+        state = self._state
+        if state is not None and key in state.untouched:
+            state.touch(key)
         return dict.get(self, key, default)
 
     def __iter__(self) -> Iterator[str]:
