@@ -295,3 +295,62 @@ def test_expired_rows_stay_bounded_under_new_keys(backend: str, namespace: str, 
     assert rows <= processes * 300 + 50
     # The WAL was emptied now and then, instead of growing by a page or three with every write.
     assert largest_wal <= 40 * 1024 * 1024, f"the WAL grew to {largest_wal / 1e6:.0f} MB"
+
+
+def _in_thread(fn: Any) -> Any:
+    import threading
+
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(fn()))
+    thread.start()
+    thread.join()
+    return out[0]
+
+
+def test_a_thread_per_request_reuses_the_connection_of_ended_threads(tmp_path: Path) -> None:
+    """werkzeug's threaded server starts a thread per request: each used to open a connection."""
+    with Store(f"sqlite:///{tmp_path}/state.sqlite3") as store:
+        backend = store.backend
+        assert isinstance(backend, SQLiteBackend)
+
+        def request(i: int) -> int:
+            store.set(f"k{i}", i)
+            assert store.get(f"k{i}") == i
+            return id(backend._local.conn)
+
+        assert len({_in_thread(lambda i=i: request(i)) for i in range(20)}) == 1
+        assert len(backend._spares) == 1
+    assert backend._spares == []  # closed with the store
+
+
+def test_a_reused_connection_follows_a_replaced_file(tmp_path: Path) -> None:
+    db, replacement = tmp_path / "state.sqlite3", tmp_path / "new.sqlite3"
+    with Store(f"sqlite:///{db}") as store, Store(f"sqlite:///{replacement}") as other:
+        store.set("k", "old")
+        assert _in_thread(lambda: store.get("k")) == "old"  # leaves its connection to a new thread
+        other.set("k", "new")
+        other.close()
+        os.replace(replacement, db)
+        assert _in_thread(lambda: store.get("k")) == "new"  # checked at once, not after 0.1 s
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_never_takes_the_parents_spare_connection(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/state.sqlite3"
+    with Store(url) as store:
+        store.set("k", 1)
+        spare = _in_thread(lambda: (store.get("k"), id(store.backend._local.conn))[1])
+        assert [id(s[0]) for s in store.backend._spares] == [spare]
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+
+        def child() -> None:
+            value = store.get("k")  # the inherited store, in the child
+            queue.put((value, id(store.backend._local.conn) != spare))
+
+        proc = ctx.Process(target=child)
+        proc.start()
+        assert queue.get(timeout=30) == (1, True)
+        proc.join(30)
+        assert proc.exitcode == 0
+        assert store.get("k") == 1 and [id(s[0]) for s in store.backend._spares] == [spare]

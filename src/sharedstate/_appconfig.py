@@ -9,6 +9,7 @@ and its import name, which Flask and Quart apps both have. :mod:`sharedstate.fla
 
 from __future__ import annotations
 
+import operator
 import os
 import sys
 from collections.abc import Callable, Mapping, MutableMapping
@@ -165,7 +166,8 @@ def read_session_settings(
     ``PERMANENT_SESSION_LIFETIME``), ``SHAREDSTATE_SESSION_ABSOLUTE_TIMEOUT``,
     ``SESSION_REFRESH_EACH_REQUEST``, ``SHAREDSTATE_SESSION_REFRESH_FRACTION``,
     ``SHAREDSTATE_SESSION_LOCK``, ``SHAREDSTATE_SESSION_LOCK_LEASE``,
-    ``SHAREDSTATE_SESSION_LOCK_TIMEOUT`` and ``SESSION_PERMANENT``.
+    ``SHAREDSTATE_SESSION_LOCK_TIMEOUT`` and ``SESSION_PERMANENT``. :class:`SessionSettingsCache`
+    does this once per set of values.
     """
     if config.get("SHAREDSTATE_SESSION_IDLE_TIMEOUT") is not None:
         idle, idle_name = config["SHAREDSTATE_SESSION_IDLE_TIMEOUT"], "SHAREDSTATE_SESSION_IDLE_TIMEOUT"
@@ -184,6 +186,43 @@ def read_session_settings(
     )
 
 
+#: Every config key the session settings are made from (:func:`read_session_settings`).
+SESSION_CONFIG_KEYS = (
+    "PERMANENT_SESSION_LIFETIME",
+    "SHAREDSTATE_SESSION_IDLE_TIMEOUT",
+    "SESSION_REFRESH_EACH_REQUEST",
+    "SHAREDSTATE_SESSION_LOCK",
+    *SESSION_SETTING_NAMES.values(),
+)
+
+SettingsT = TypeVar("SettingsT", bound=SessionSettings)
+
+
+class SessionSettingsCache(Generic[SettingsT]):
+    """The session settings of each app, checked and built once, not on every request.
+
+    ``get(config, make)`` still reads the config on every request (one lookup per setting), so a
+    change of the config applies at once: the settings are made again (``make()``, reading that
+    config) whenever any setting's value is not the very object it was last time (compared with
+    ``is``: config values are replaced, not changed in place). Thread and task safe (each app's
+    entry is one tuple, replaced whole; a lost race builds the settings twice).
+    """
+
+    def __init__(self) -> None:
+        self._by_config: dict[int, tuple[tuple[Any, ...], SettingsT]] = {}
+
+    def get(self, config: Mapping[str, Any], make: Callable[[], SettingsT]) -> SettingsT:
+        values = tuple(map(config.get, SESSION_CONFIG_KEYS))
+        last = self._by_config.get(id(config))
+        if last is not None and all(map(operator.is_, values, last[0])):
+            return last[1]
+        settings = make()  # raises for a bad value: nothing cached
+        if len(self._by_config) > 64:  # many short-lived apps (tests): start over
+            self._by_config.clear()
+        self._by_config[id(config)] = (values, settings)
+        return settings
+
+
 class CookieSigners:
     """The cookie signer of each set of secret keys, made once (deriving keys costs an HMAC).
 
@@ -194,8 +233,13 @@ class CookieSigners:
     def __init__(self, salt: str) -> None:
         self.salt = salt
         self._signers: dict[tuple[bytes, ...], CookieSigner] = {}
+        self._last: tuple[str | bytes | None, tuple[Any, ...], CookieSigner] | None = None
 
     def for_app(self, config: Mapping[str, Any], secret_key: str | bytes | None) -> CookieSigner:
+        fallbacks = tuple(config.get("SECRET_KEY_FALLBACKS") or ())
+        last = self._last  # the common case: the same keys as last time, nothing to encode or hash
+        if last is not None and last[0] == secret_key and last[1] == fallbacks and secret_key:
+            return last[2]
         keys = tuple(
             k.encode() if isinstance(k, str) else k
             for k in [*(config.get("SECRET_KEY_FALLBACKS") or ()), secret_key]
@@ -207,4 +251,5 @@ class CookieSigners:
             # itsdangerous signs with the last key and accepts any of them.
             signer = CookieSigner(keys, self.salt)
             self._signers[keys] = signer
+        self._last = (secret_key, fallbacks, signer)
         return signer

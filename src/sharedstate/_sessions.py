@@ -10,9 +10,13 @@ The state machine that reads and writes the store is ``AsyncSessionState`` / ``S
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import hmac
 import re
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -30,9 +34,14 @@ ID_BYTES = 32  # 256 bits
 ID_RE = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 FORMAT = 1
 DEFAULT_SALT = "sharedstate.session"
+#: Types whose values cannot change in place: a session value of one of these that was read and
+#: not replaced needs no encoding to tell that it did not change.
+IMMUTABLE_TYPES = frozenset({str, int, float, bool, type(None), bytes})
 
 
 class _Keyspace(Protocol):
+    prefix: str
+
     def full_key(self, key: str, *, internal: bool = False, what: str = "key") -> str: ...
 
     def encode(
@@ -138,7 +147,8 @@ def sid_digest(sid: str) -> str:
 
 def entry_key(keyspace: _Keyspace, sid: str) -> str:
     """The full store key of session ``sid``: a SHA-256 of the id, so the store holds no tokens."""
-    return keyspace.full_key(SESSION_PREFIX + sid_digest(sid), internal=True)
+    # As keyspace.full_key(..., internal=True), without checking text that is valid by construction.
+    return keyspace.prefix + SESSION_PREFIX + sid_digest(sid)
 
 
 def check_key(key: object) -> None:
@@ -174,6 +184,8 @@ def parse(keyspace: _Keyspace, key: str, raw: bytes | int) -> tuple[float, dict[
     return float(created), data
 
 
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
 # -- the cookie ------------------------------------------------------------------------------------
 
 
@@ -185,7 +197,16 @@ class CookieSigner:
     reading (put the old keys first to rotate). :meth:`unsign` returns ``(sid, issued_at)`` or
     ``None`` for anything tampered, forged, malformed or not a session id: the caller then starts
     a fresh session, never adopting the id. Thread and task safe.
+
+    The cookies are itsdangerous' own, byte for byte. Signing, and checking a cookie signed with
+    the current key in its canonical form (all this signer makes), are done here with one HMAC
+    from a prepared key; anything else (an older key, a malformed or tampered cookie) is left to
+    itsdangerous, so what is accepted is exactly what itsdangerous accepts. The last
+    ``VERIFIED_CACHE`` cookies found valid are remembered (a browser sends the same cookie until
+    it is issued again), so a repeated cookie costs a dict lookup; forged ones are never kept.
     """
+
+    VERIFIED_CACHE = 4096
 
     def __init__(self, secret_keys: Iterable[str | bytes], salt: str = DEFAULT_SALT) -> None:
         keys = [k.encode() if isinstance(k, str) else k for k in secret_keys]
@@ -210,6 +231,14 @@ class CookieSigner:
                 return key
 
         self._signer = _Signer(keys, salt)
+        # HMAC-SHA256 keyed with the derived current key, copied per use (no key set-up per call).
+        self._mac = hmac.new(self._signer.derive_key(), digestmod=hashlib.sha256)
+        self._verified: dict[str | bytes, tuple[str, float]] = {}
+
+    def _signature(self, signed: bytes) -> bytes:
+        mac = self._mac.copy()
+        mac.update(signed)
+        return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=")
 
     @property
     def timestamp_signer(self) -> Any:
@@ -218,10 +247,26 @@ class CookieSigner:
 
     def sign(self, sid: str) -> str:
         """The cookie value for session id ``sid``."""
-        return self._signer.sign(sid).decode("ascii")  # type: ignore[no-any-return]
+        # As itsdangerous' TimestampSigner.sign: value.timestamp.signature, URL-safe base64.
+        stamp = int(time.time())
+        encoded = base64.urlsafe_b64encode(stamp.to_bytes((stamp.bit_length() + 7) // 8 or 1, "big"))
+        signed = sid.encode("ascii") + b"." + encoded.rstrip(b"=")
+        return (signed + b"." + self._signature(signed)).decode("ascii")
 
     def unsign(self, cookie: str | bytes) -> tuple[str, float] | None:
         """``(sid, issued_at)`` of a cookie this signer (or an older key) made; else ``None``."""
+        verified = self._verified.get(cookie)
+        if verified is not None:
+            return verified
+        verified = self._unsign_current(cookie) or self._unsign(cookie)
+        if verified is not None:
+            if len(self._verified) >= self.VERIFIED_CACHE:
+                self._verified.clear()  # (a lost race of threads: an entry is dropped, or kept twice)
+            self._verified[cookie] = verified
+        return verified
+
+    def _unsign(self, cookie: str | bytes) -> tuple[str, float] | None:
+        """Any cookie, by itsdangerous (every key, every encoding it accepts)."""
         try:
             value, stamp = self._signer.unsign(cookie, return_timestamp=True)
             text = value.decode("ascii")
@@ -230,3 +275,21 @@ class CookieSigner:
         if not ID_RE.fullmatch(text):
             return None
         return text, float(stamp.timestamp())
+
+    def _unsign_current(self, cookie: str | bytes) -> tuple[str, float] | None:
+        """The common case, checked in a few C calls: a session id and a timestamp signed with the
+        current key, canonically encoded. ``None``: not that case (not necessarily invalid)."""
+        try:
+            raw = cookie.encode("ascii") if isinstance(cookie, str) else cookie
+            signed, _, signature = raw.rpartition(b".")
+            if not hmac.compare_digest(signature, self._signature(signed)):
+                return None
+            value, _, stamp = signed.rpartition(b".")
+            text = value.decode("ascii")
+            if len(stamp) > 11 or not ID_RE.fullmatch(text):  # 11: 8 bytes in base64
+                return None
+            stamp = stamp.translate(_FROM_URLSAFE) + b"=" * (-len(stamp) % 4)
+            issued = int.from_bytes(binascii.a2b_base64(stamp), "big")
+        except (TypeError, ValueError):  # UnicodeError and binascii.Error are ValueErrors
+            return None
+        return text, float(issued)

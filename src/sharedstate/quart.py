@@ -49,6 +49,7 @@ from sharedstate._appconfig import (
     STORE_KEY,
     CookieSigners,
     PerStore,
+    SessionSettingsCache,
     StoreConfig,
     check_name,
     read_session_settings,
@@ -589,7 +590,7 @@ class QuartSession(dict[str, Any], SessionMixin):
     ):
         super().__init__()
         self._settings = settings
-        self._state = AsyncSessionState(store._keyspace, settings, sid, issued_at, data=self)
+        self._state = AsyncSessionState(store._keyspace, settings, sid, issued_at, data=self, tracked=True)
         self.accessed = False
 
     def _read(self) -> None:
@@ -606,16 +607,22 @@ class QuartSession(dict[str, Any], SessionMixin):
 
     # -- the dict: every read is noted (Vary: Cookie), every change tracked ----------------------
 
+    # Every method that hands out, replaces or removes a value also tells the engine first
+    # (touch), so the save compares only those keys: a value never handed out cannot have changed.
+
     def __getitem__(self, key: str) -> Any:
         self._read()
+        self._state.touch(key)
         return dict.__getitem__(self, key)
 
     def __setitem__(self, key: str, value: Any) -> None:
         check_key(key)
         self._changed()
+        self._state.touch(key)
         dict.__setitem__(self, key, value)
 
     def __delitem__(self, key: str) -> None:
+        self._state.touch(key)
         dict.__delitem__(self, key)
         self._changed()
 
@@ -645,12 +652,14 @@ class QuartSession(dict[str, Any], SessionMixin):
         if not isinstance(other, Mapping):
             return NotImplemented
         self._read()
+        self._state.touch_all()
         return {**dict.copy(self), **other}
 
     def __ror__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
         if not isinstance(other, Mapping):
             return NotImplemented
         self._read()
+        self._state.touch_all()
         return {**other, **dict.copy(self)}
 
     def __ior__(self, other: Any) -> QuartSession:  # type: ignore[override]
@@ -659,6 +668,7 @@ class QuartSession(dict[str, Any], SessionMixin):
 
     def get(self, key: str, default: Any = None) -> Any:
         self._read()
+        self._state.touch(key)
         return dict.get(self, key, default)
 
     def keys(self) -> KeysView[str]:  # type: ignore[override]
@@ -667,15 +677,18 @@ class QuartSession(dict[str, Any], SessionMixin):
 
     def values(self) -> ValuesView[Any]:  # type: ignore[override]
         self._read()
+        self._state.touch_all()
         return dict.values(self)
 
     def items(self) -> ItemsView[str, Any]:  # type: ignore[override]
         self._read()
+        self._state.touch_all()
         return dict.items(self)
 
     def copy(self) -> dict[str, Any]:
         """A shallow copy, as a plain ``dict``."""
         self._read()
+        self._state.touch_all()
         return dict.copy(self)
 
     @classmethod
@@ -686,6 +699,7 @@ class QuartSession(dict[str, Any], SessionMixin):
     def setdefault(self, key: str, default: Any = None) -> Any:
         self._read()
         if dict.__contains__(self, key):
+            self._state.touch(key)
             return dict.__getitem__(self, key)
         self[key] = default
         return default
@@ -696,10 +710,12 @@ class QuartSession(dict[str, Any], SessionMixin):
             raise TypeError(f"pop expected at most 2 arguments, got {1 + len(default)}")
         if dict.__contains__(self, key):
             self._changed()
+            self._state.touch(key)
         return dict.pop(self, key, *default)
 
     def popitem(self) -> tuple[str, Any]:
         self._read()
+        self._state.touch_all()
         item = dict.popitem(self)  # KeyError if empty: nothing changed
         self._changed()
         return item
@@ -711,16 +727,20 @@ class QuartSession(dict[str, Any], SessionMixin):
         for key in new:
             check_key(key)
         self._changed()
+        for key in new:
+            self._state.touch(key)
         dict.update(self, new)
 
     def clear(self) -> None:
         """Delete every key this request sees (keys added meanwhile by other requests stay)."""
         self._changed()
+        self._state.touch_all()
         dict.clear(self)
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
         # copy.copy, copy.deepcopy and pickle give a plain dict: the store, lock and request
         # state of a session belong to its request.
+        self._state.touch_all()
         return (dict, (dict.copy(self),))
 
     def __repr__(self) -> str:
@@ -806,6 +826,7 @@ class QuartSessionInterface(SessionInterface):
     def __init__(self, store: AsyncStore) -> None:
         self.store = store
         self._signers = CookieSigners(self.salt)
+        self._settings: SessionSettingsCache[SessionSettings] = SessionSettingsCache()
         store._keyspace.warn_if_evictable("Quart sessions")
         # Idempotent: blinker keeps one connection per receiver.
         request_tearing_down.connect(_release_at_teardown, weak=False)
@@ -822,7 +843,9 @@ class QuartSessionInterface(SessionInterface):
         null session, which says so when written)."""
         if not app.secret_key:
             return None
-        settings = read_session_settings(app.config, app.permanent_session_lifetime)
+        settings = self._settings.get(
+            app.config, lambda: read_session_settings(app.config, app.permanent_session_lifetime)
+        )
         sid = issued = None
         cookie = request.cookies.get(self.get_cookie_name(app))
         if cookie:

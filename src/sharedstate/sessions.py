@@ -44,7 +44,8 @@ Concurrency contract (several requests of one user at once, on any threads, proc
   ``Expires``; the server-side lifetimes apply either way. A session holding only the
   ``_permanent`` flag is empty: never stored.
 
-Settings are read from ``app.config`` on every request, so one interface object can serve any app.
+Settings are read from ``app.config`` on every request, so one interface object can serve any app and
+a config change applies at once (they are checked and built again only when a value changed).
 Timeouts are seconds or :class:`datetime.timedelta`. ``SHAREDSTATE_SESSION_LOCK_LEASE`` (default 30 s)
 and ``SHAREDSTATE_SESSION_LOCK_TIMEOUT`` (default 30 s, then ``LockTimeout``) tune the lock.
 
@@ -64,7 +65,7 @@ from flask import Flask, request_tearing_down
 from flask.sessions import SessionInterface, SessionMixin
 
 from sharedstate import _sessions
-from sharedstate._appconfig import CookieSigners, read_session_settings
+from sharedstate._appconfig import CookieSigners, SessionSettingsCache, read_session_settings
 from sharedstate._sessions import (
     LOCK_PREFIX,
     SESSION_PREFIX,
@@ -100,7 +101,7 @@ _HELD: contextvars.ContextVar[SharedStateSession | None] = contextvars.ContextVa
 
 
 class SessionSettings(_sessions.SessionSettings):
-    """The session settings of one app, read from its config for each request."""
+    """The session settings of one app, from its config (made again when the config changes)."""
 
     @classmethod
     def from_app(cls, app: Flask) -> SessionSettings:
@@ -143,7 +144,7 @@ class SharedStateSession(dict[str, Any], SessionMixin):
         dict.__setitem__(self, _UNLOADED, None)  # type: ignore[misc]
         self._store = store
         self._settings = settings
-        self._state = SessionState(store._keyspace, settings, sid, issued_at, data=self)
+        self._state = SessionState(store._keyspace, settings, sid, issued_at, data=self, tracked=True)
         self.accessed = False
 
     # -- loading -----------------------------------------------------------------------------
@@ -176,18 +177,23 @@ class SharedStateSession(dict[str, Any], SessionMixin):
             _HELD.set(None)
 
     # -- the dict: every method loads first; every mutating one is tracked ---------------------
+    # Every method that hands out, replaces or removes a value also tells the engine first
+    # (touch), so the save compares only those keys: a value never handed out cannot have changed.
     def __getitem__(self, key: str) -> Any:
         self._load()
+        self._state.touch(key)
         return dict.__getitem__(self, key)
 
     def __setitem__(self, key: str, value: Any) -> None:
         check_key(key)
         self._load()
         self._changed()
+        self._state.touch(key)
         dict.__setitem__(self, key, value)
 
     def __delitem__(self, key: str) -> None:
         self._load()
+        self._state.touch(key)
         dict.__delitem__(self, key)
         self._changed()
 
@@ -223,12 +229,14 @@ class SharedStateSession(dict[str, Any], SessionMixin):
         if not isinstance(other, Mapping):
             return NotImplemented
         self._load()
+        self._state.touch_all()
         return {**self._data(), **other}
 
     def __ror__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
         if not isinstance(other, Mapping):
             return NotImplemented
         self._load()
+        self._state.touch_all()
         return {**other, **self._data()}
 
     def __ior__(self, other: Any) -> SharedStateSession:  # type: ignore[override]
@@ -237,6 +245,7 @@ class SharedStateSession(dict[str, Any], SessionMixin):
 
     def get(self, key: str, default: Any = None) -> Any:
         self._load()
+        self._state.touch(key)
         return dict.get(self, key, default)
 
     def keys(self) -> KeysView[str]:  # type: ignore[override]
@@ -245,15 +254,18 @@ class SharedStateSession(dict[str, Any], SessionMixin):
 
     def values(self) -> ValuesView[Any]:  # type: ignore[override]
         self._load()
+        self._state.touch_all()
         return dict.values(self)
 
     def items(self) -> ItemsView[str, Any]:  # type: ignore[override]
         self._load()
+        self._state.touch_all()
         return dict.items(self)
 
     def copy(self) -> dict[str, Any]:
         """A shallow copy, as a plain ``dict`` (like ``dict.copy`` of Flask's session)."""
         self._load()
+        self._state.touch_all()
         return self._data()
 
     @classmethod
@@ -264,6 +276,7 @@ class SharedStateSession(dict[str, Any], SessionMixin):
     def setdefault(self, key: str, default: Any = None) -> Any:
         self._load()
         if dict.__contains__(self, key):
+            self._state.touch(key)
             return dict.__getitem__(self, key)
         self[key] = default
         return default
@@ -274,10 +287,12 @@ class SharedStateSession(dict[str, Any], SessionMixin):
             raise TypeError(f"pop expected at most 2 arguments, got {1 + len(default)}")
         if dict.__contains__(self, key):
             self._changed()
+            self._state.touch(key)
         return dict.pop(self, key, *default)
 
     def popitem(self) -> tuple[str, Any]:
         self._load()
+        self._state.touch_all()
         item = dict.popitem(self)  # KeyError if empty: nothing changed
         self._changed()
         return item
@@ -290,18 +305,22 @@ class SharedStateSession(dict[str, Any], SessionMixin):
             check_key(key)
         self._load()
         self._changed()
+        for key in new:
+            self._state.touch(key)
         dict.update(self, new)
 
     def clear(self) -> None:
         """Delete every key this request sees (keys added meanwhile by other requests stay)."""
         self._load()
         self._changed()
+        self._state.touch_all()
         dict.clear(self)
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
         # copy.copy, copy.deepcopy and pickle give a plain dict: the store, lock and request
         # state of a session belong to its request.
         self._load()
+        self._state.touch_all()
         return (dict, (self._data(),))
 
     def __repr__(self) -> str:
@@ -388,7 +407,8 @@ class SharedStateSessionInterface(SessionInterface):
     """Flask session interface keeping sessions in a :class:`~sharedstate.store.Store`.
 
     ``SharedStateSessionInterface(store)``; construct it once, with or without an app: every setting
-    is read from ``app.config`` per request. See :mod:`sharedstate.sessions` for the contract.
+    is read from ``app.config`` per request (checked and built again only when one changed). See
+    :mod:`sharedstate.sessions` for the contract.
     """
 
     session_class = SharedStateSession
@@ -397,6 +417,7 @@ class SharedStateSessionInterface(SessionInterface):
     def __init__(self, store: Store) -> None:
         self.store = store
         self._signers = CookieSigners(self.salt)
+        self._settings: SessionSettingsCache[SessionSettings] = SessionSettingsCache()
         store._keyspace.warn_if_evictable("Flask sessions")
         request_tearing_down.connect(_release_at_teardown, weak=False)  # idempotent
 
@@ -414,7 +435,7 @@ class SharedStateSessionInterface(SessionInterface):
         """Check the cookie's signature only; the store is read when the session is first used."""
         if not app.secret_key:
             return None  # Flask's null session explains that SECRET_KEY is missing
-        settings = SessionSettings.from_app(app)
+        settings = self._settings.get(app.config, lambda: SessionSettings.from_app(app))
         sid = issued = None
         cookie = request.cookies.get(self.get_cookie_name(app))
         if cookie:

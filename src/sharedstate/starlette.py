@@ -50,7 +50,7 @@ while streaming the body) raises ``RuntimeError``, since the change could not be
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import ItemsView, Iterable, Iterator, Mapping, ValuesView
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, SupportsIndex
 
@@ -59,7 +59,7 @@ from sharedstate._optional import require
 require("starlette", "starlette")
 
 from starlette.datastructures import MutableHeaders  # noqa: E402
-from starlette.requests import HTTPConnection  # noqa: E402
+from starlette.requests import HTTPConnection, cookie_parser  # noqa: E402
 
 from sharedstate._async.sessions import AsyncSessionState  # noqa: E402
 from sharedstate._async.store import AsyncStore  # noqa: E402
@@ -107,7 +107,9 @@ class Session(dict[str, Any]):
         closed: str | None = None,
     ) -> Session:
         session = cls()
-        session._state = AsyncSessionState(store._keyspace, settings, sid, issued_at, data=session)
+        session._state = AsyncSessionState(
+            store._keyspace, settings, sid, issued_at, data=session, tracked=True
+        )
         session._closed = closed
         return session
 
@@ -151,29 +153,82 @@ class Session(dict[str, Any]):
         """Whether no stored session backs this one (yet)."""
         return not self._s.existed
 
-    # -- the dict: every mutating method is tracked --------------------------------------------
+    # -- the dict: every mutating method is tracked ---------------------------------------------
+    # Every method that hands out, replaces or removes a value first tells the engine (touch), so
+    # the save compares only those keys: a value never handed out cannot have changed in place.
+
+    def _touch(self, key: str) -> None:
+        state = self._state
+        if state is not None:
+            state.touch(key)
+
+    def _touch_all(self) -> None:
+        state = self._state
+        if state is not None:
+            state.touch_all()
+
+    def __getitem__(self, key: str) -> Any:
+        state = self._state
+        if state is not None and key in state.untouched:  # (touch's own test, saving a call)
+            state.touch(key)
+        return dict.__getitem__(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        state = self._state
+        if state is not None and key in state.untouched:
+            state.touch(key)
+        return dict.get(self, key, default)
+
+    def __iter__(self) -> Iterator[str]:
+        # Overridden so that dict(session), {**session} and dict.update(session) go through
+        # keys() and __getitem__ (CPython copies a dict subclass's storage directly otherwise).
+        return dict.__iter__(self)
+
+    def values(self) -> ValuesView[Any]:  # type: ignore[override]
+        self._touch_all()
+        return dict.values(self)
+
+    def items(self) -> ItemsView[str, Any]:  # type: ignore[override]
+        self._touch_all()
+        return dict.items(self)
 
     def __setitem__(self, key: str, value: Any) -> None:
         check_key(key)
         self._change()
+        self._touch(key)
         dict.__setitem__(self, key, value)
 
     def __delitem__(self, key: str) -> None:
         if self._closed is not None:
             raise RuntimeError(self._closed)
+        self._touch(key)
         dict.__delitem__(self, key)
         self._change()
 
-    def __ior__(self, other: Any) -> Session:  # type: ignore[override,misc]
+    def __or__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        self._touch_all()
+        return {**dict.copy(self), **other}
+
+    def __ror__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        self._touch_all()
+        return {**other, **dict.copy(self)}
+
+    def __ior__(self, other: Any) -> Session:  # type: ignore[override]
         self.update(other)
         return self
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
         # copy.copy, copy.deepcopy and pickle give a plain dict: the store side belongs to the request.
+        self._touch_all()
         return (dict, (dict.copy(self),))
 
     def copy(self) -> dict[str, Any]:
         """A shallow copy, as a plain ``dict``."""
+        self._touch_all()
         return dict.copy(self)
 
     @classmethod
@@ -183,6 +238,7 @@ class Session(dict[str, Any]):
 
     def setdefault(self, key: str, default: Any = None) -> Any:
         if dict.__contains__(self, key):
+            self._touch(key)
             return dict.__getitem__(self, key)
         self[key] = default
         return default
@@ -192,11 +248,13 @@ class Session(dict[str, Any]):
             raise TypeError(f"pop expected at most 2 arguments, got {1 + len(default)}")
         if dict.__contains__(self, key):
             self._change()
+            self._touch(key)
         return dict.pop(self, key, *default)
 
     def popitem(self) -> tuple[str, Any]:
         if self._closed is not None:
             raise RuntimeError(self._closed)
+        self._touch_all()
         item = dict.popitem(self)  # KeyError if empty: nothing changed
         self._change()
         return item
@@ -208,11 +266,14 @@ class Session(dict[str, Any]):
         for key in new:
             check_key(key)
         self._change()
+        for key in new:
+            self._touch(key)
         dict.update(self, new)
 
     def clear(self) -> None:
         """Delete every key this request sees (keys added meanwhile by other requests stay)."""
         self._change()
+        self._touch_all()
         dict.clear(self)
 
     def __repr__(self) -> str:
@@ -344,7 +405,7 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
         sid = issued = None
-        cookie = HTTPConnection(scope).cookies.get(self.session_cookie)
+        cookie = _cookies(scope).get(self.session_cookie)
         if cookie:
             verified = self.signer.unsign(cookie)
             if verified is not None and (self.max_age is None or time.time() - verified[1] <= self.max_age):
@@ -377,7 +438,8 @@ class SessionMiddleware:
 
             await self.app(scope, receive, send_with_cookie)
         finally:
-            await state.release_lock()
+            if state.lock is not None:
+                await state.release_lock()
 
     async def _save(self, session: Session, state: AsyncSessionState, message: Message) -> None:
         session._closed = (
@@ -389,10 +451,12 @@ class SessionMiddleware:
             failed = message["status"] >= 500
             action: SaveAction = state.unsaved() if failed else await state.save(time.time())
         finally:
-            await state.release_lock()
+            if state.lock is not None:
+                await state.release_lock()
+        if not session.accessed and action.kind == "keep":
+            return  # no header to add
         headers = MutableHeaders(scope=message)
-        if session.accessed or action.kind != "keep":
-            headers.add_vary_header("Cookie")
+        headers.add_vary_header("Cookie")
         if action.kind == "set":
             assert action.sid is not None
             max_age = f"Max-Age={self.max_age}; " if self.max_age is not None else ""
@@ -407,6 +471,15 @@ class SessionMiddleware:
                 f"{self.session_cookie}=null; path={self.path}; "
                 f"expires=Thu, 01 Jan 1970 00:00:00 GMT; {self.security_flags}",
             )
+
+
+def _cookies(scope: Scope) -> dict[str, str]:
+    """``HTTPConnection(scope).cookies``, without building the connection and its headers."""
+    cookies: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        if name == b"cookie":
+            cookies.update(cookie_parser(value.decode("latin-1")))
+    return cookies
 
 
 def get_session(conn: HTTPConnection) -> Session:

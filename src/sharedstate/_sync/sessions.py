@@ -36,7 +36,11 @@ An adapter, per request (``sharedstate.starlette`` is one, ``sharedstate.session
 2. ``state = SessionState(store._keyspace, settings, sid, issued_at, data=...)``, then
    ``state.load()`` before the first read or write of ``data`` (no I/O without an id).
 3. Mutate ``data`` and call ``state.changed()``; ``state.incr(k)``, ``state.regenerate()``,
-   ``state.destroy()``; ``state.discard = True`` to skip saving the changes.
+   ``state.destroy()``; ``state.discard = True`` to skip saving the changes. An adapter
+   made with ``tracked=True`` also calls ``state.touch(key)`` before it hands out, replaces or
+   removes ``data[key]`` (``state.touch_all()`` before handing out every value: ``items()``,
+   copies): the save then compares only those keys, and a read-only request encodes nothing
+   (keys never touched cannot have changed). Untracked, the save compares every key.
 4. When the response starts: ``action = state.unsaved()`` for a 5xx, else
    ``state.save(time.time())``; then always ``state.release_lock()`` (also when the
    app raised). ``action.kind`` ``"set"``: send ``signer.sign(action.sid)`` (``action.ttl``
@@ -52,8 +56,10 @@ from typing import Any
 from sharedstate import engine
 from sharedstate._sessions import (
     DELETE,
+    IMMUTABLE_TYPES,
     KEEP,
     LOCK_PREFIX,
+    SESSION_PREFIX,
     SaveAction,
     SessionSettings,
     check_key,
@@ -72,6 +78,17 @@ from sharedstate.errors import LockNotOwnedError, LockTimeout
 
 __all__ = ["SessionState"]
 
+_MISSING: Any = object()
+
+
+class _Encoded:
+    """The encoding of a mutable value as read (told apart from a kept immutable value)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: bytes | int) -> None:
+        self.raw = raw
+
 
 class SessionState:
     """The store side of one request's session: load, changes, merge-save, incr, lock, moves.
@@ -80,7 +97,9 @@ class SessionState:
     ``issued_at`` come from a verified cookie (:meth:`sharedstate._sessions.CookieSigner.unsign`)
     or are ``None`` (no session yet: nothing is read). ``data`` is the dict that holds the
     session's keys (a new one if not given); the adapter's readers and writers use it directly
-    after :meth:`load` and call :meth:`changed` on every mutation.
+    after :meth:`load` and call :meth:`changed` on every mutation. ``tracked=True``: the adapter
+    calls :meth:`touch` / :meth:`touch_all` before handing out, replacing or removing a value, so
+    only those keys are compared at save (see the module doc).
     """
 
     def __init__(
@@ -90,8 +109,11 @@ class SessionState:
         sid: str | None,
         issued_at: float | None,
         data: dict[str, Any] | None = None,
+        *,
+        tracked: bool = False,
     ) -> None:
         self.keyspace = keyspace
+        self.tracked = tracked
         self.settings = settings
         self.sid = sid  # the id from the cookie until loaded; None: none yet (a fresh one at save)
         self.issued_at = issued_at  # when the cookie was signed
@@ -99,10 +121,18 @@ class SessionState:
         self.loaded = False
         self.existed = False  # an entry was found (or created by incr)
         self.base_version: Version | None = None  # version matching the data read, if known
-        # For change detection: the entry's encoding as read (a read-only request re-encodes once
-        # and compares), and, computed only when something changed, each key's encoding as read.
+        # Change detection, tracked: the stored keys not touched yet (unchanged by construction),
+        # and for each touched stored key its value as read (immutable types) or its encoding as
+        # read (_Encoded: a mutable value may be changed in place after it was handed out).
+        self.untouched: set[str] = set()
+        self.seen: dict[str, Any] = {}
+        self.dirty = False  # changed() was called: keys may have been added or removed
+        # Untracked: the entry's encoding as read (a read-only request re-encodes once and
+        # compares), and, computed only when something changed, each key's encoding as read.
         self.raw: bytes | int | None = None
         self.snapshot: dict[str, bytes | int] | None = {}
+        self._key_of: str | None = None  # the sid whose store key and digest are cached below
+        self._digest = self._full = ""
         self.created = time.time()
         self.regenerating = False
         self.destroyed = False
@@ -124,10 +154,11 @@ class SessionState:
         if self.sid is not None and self.settings.lock:
             self._acquire_lock(self.sid)
         self.loaded = True
-        self._set_data({})
+        if dict.__len__(self.data):
+            dict.clear(self.data)
         if self.sid is None:
             return
-        full = entry_key(self.keyspace, self.sid)
+        full = self.full_key()
         entry = self.keyspace.backend.get(full)
         stored = None if entry is None else parse(self.keyspace, full, entry.value)
         if entry is None or stored is None or self.settings.ttl(stored[0], time.time()) is None:
@@ -137,8 +168,27 @@ class SessionState:
         self.existed = True
         self.base_version = entry.version
         self.created, data = stored
-        self._set_data(data)
-        self.raw, self.snapshot = entry.value, None
+        dict.update(self.data, data)
+        if self.tracked:
+            self.untouched = set(data)
+        else:
+            self.raw, self.snapshot = entry.value, None
+
+    def full_key(self) -> str:
+        """The store key of the current ``sid`` (computed once per id)."""
+        sid = self.sid
+        assert sid is not None
+        if sid is not self._key_of:
+            self._digest = sid_digest(sid)
+            self._full = self.keyspace.prefix + SESSION_PREFIX + self._digest  # as entry_key()
+            self._key_of = sid
+        return self._full
+
+    def _sid_digest(self, sid: str) -> str:
+        if sid is not self.sid:
+            return sid_digest(sid)
+        self.full_key()
+        return self._digest
 
     def _set_data(self, data: dict[str, Any]) -> None:
         """Replace the data's storage (through ``dict.``: no adapter hook runs)."""
@@ -152,7 +202,27 @@ class SessionState:
     def changed(self) -> None:
         """The adapter changed ``data``: save it (undoes an earlier ``discard``)."""
         self.mutated = True
+        self.dirty = True
         self.discard = False
+
+    def touch(self, key: str) -> None:
+        """``data[key]`` is about to be handed out, replaced or removed (tracked adapters): note
+        it as read, so the save compares it. Cheap when called again for the same key."""
+        if key in self.untouched:
+            value = dict.get(self.data, key, _MISSING)
+            if value is _MISSING:
+                return  # removed behind the adapter's back: the save sees it gone
+            self.untouched.discard(key)
+            # A value of an immutable type cannot change in place: keep the object itself and
+            # encode only if it was replaced. Anything else: its encoding now, before any change.
+            self.seen[key] = (
+                value if type(value) in IMMUTABLE_TYPES else _Encoded(self.encode_value(key, value))
+            )
+
+    def touch_all(self) -> None:
+        """Every value is about to be handed out (``items()``, ``values()``, copies)."""
+        for key in list(self.untouched):
+            self.touch(key)
 
     def encode_value(self, item: str, value: Any) -> bytes | int:
         # Encoded for change detection only; the label, not a stored key, names it in errors.
@@ -165,6 +235,7 @@ class SessionState:
         self.base_version = None
         self._set_data({})
         self.raw, self.snapshot = None, {}
+        self.untouched, self.seen = set(), {}
         self.created = time.time()
         self.regenerating = False
         self.issue_cookie = False
@@ -175,7 +246,7 @@ class SessionState:
         # No fencing token: saves are compare-and-set merges, safe even after the lease ran out.
         settings = self.settings
         lock = internal_lock(
-            self.keyspace, LOCK_PREFIX + sid_digest(sid), settings.lock_lease, settings.lock_timeout
+            self.keyspace, LOCK_PREFIX + self._sid_digest(sid), settings.lock_lease, settings.lock_timeout
         )
         try:
             lock.acquire()
@@ -223,8 +294,7 @@ class SessionState:
                     new = by
                     break
                 continue  # a 256-bit id collision: draw another
-            assert self.sid is not None
-            full = entry_key(self.keyspace, self.sid)
+            full = self.full_key()
             if read:
                 entry = backend.get(full)
             stored = None if entry is None else parse(self.keyspace, full, entry.value)
@@ -245,10 +315,14 @@ class SessionState:
                 break
             read = False  # the refusal carried the entry stored now
             _io.sleep(step.refused())
-        snapshot = self._snap()
-        self.raw = None  # no longer what is stored
+        if self.tracked:
+            self.untouched.discard(key)
+            self.seen[key] = new  # what is stored now
+        else:
+            snapshot = self._snap()
+            self.raw = None  # no longer what is stored
+            snapshot[key] = self.encode_value(key, new)
         dict.__setitem__(self.data, key, new)
-        snapshot[key] = self.encode_value(key, new)
         return new
 
     def regenerate(self) -> None:
@@ -266,7 +340,7 @@ class SessionState:
         a new session under a new id.
         """
         if self.sid is not None:
-            self.keyspace.backend.delete(entry_key(self.keyspace, self.sid))
+            self.keyspace.backend.delete(self.full_key())
         self.loaded = True
         self._reset_fresh()
         self.changed()
@@ -276,9 +350,11 @@ class SessionState:
 
     def changes(self) -> tuple[dict[str, Any], set[str]]:
         """``(changed keys with their values, deleted keys)`` against the data as read."""
+        if self.tracked:
+            return self._tracked_changes()
         data = self.copy_data()
         if self.raw is not None and self.sid is not None:
-            full = entry_key(self.keyspace, self.sid)
+            full = self.full_key()
             if encoded_entry(self.keyspace, full, self.created, data) == self.raw:
                 return {}, set()  # the common read-only request: one encode, no per-key work
         snapshot = self._snap()
@@ -288,12 +364,44 @@ class SessionState:
         deleted = {k for k in snapshot if k not in data}
         return changed, deleted
 
+    def _tracked_changes(self) -> tuple[dict[str, Any], set[str]]:
+        """:meth:`changes` for a tracked adapter: only touched and new keys can differ."""
+        data, seen = self.data, self.seen
+        changed: dict[str, Any] = {}
+        deleted: set[str] = set()
+        if self.dirty:  # keys may have been added or removed: look at each (no encoding if untouched)
+            untouched = self.untouched
+            for k, v in dict.items(data):
+                if k in untouched:
+                    continue
+                if k not in seen or self._differs(k, v, seen[k]):
+                    changed[k] = v
+            deleted = {k for k in seen if not dict.__contains__(data, k)}
+            deleted.update(k for k in untouched if not dict.__contains__(data, k))
+        else:  # only values changed in place, or replaced through dict. methods: the touched ones
+            for k, old in seen.items():
+                v = dict.get(data, k, _MISSING)
+                if v is _MISSING:
+                    deleted.add(k)
+                elif self._differs(k, v, old):
+                    changed[k] = v
+        return changed, deleted
+
+    def _differs(self, key: str, value: Any, old: Any) -> bool:
+        # Encodings keep types (a tuple is not a list, Markup is not str), so a value replaced by
+        # an equal one of another type counts as changed.
+        if type(old) is _Encoded:
+            return self.encode_value(key, value) != old.raw
+        if value is old:
+            return False  # an immutable value, still the one read
+        return self.encode_value(key, value) != self.encode_value(key, old)
+
     def _snap(self) -> dict[str, bytes | int]:
         """Each key's encoding as read (decoded again from the raw entry, so nested values the
         request mutated in place do not leak in)."""
         if self.snapshot is None:
             assert self.raw is not None and self.sid is not None
-            parsed = parse(self.keyspace, entry_key(self.keyspace, self.sid), self.raw)
+            parsed = parse(self.keyspace, self.full_key(), self.raw)
             assert parsed is not None
             self.snapshot = {k: self.encode_value(k, v) for k, v in parsed[1].items()}
         return self.snapshot
@@ -322,18 +430,16 @@ class SessionState:
             return KEEP
         if self.discard:  # the app said "do not save": as if only read
             if self.existed:
-                assert self.sid is not None
-                return self._refresh(entry_key(self.keyspace, self.sid), now)
+                return self._refresh(self.full_key(), now)
             return DELETE if self.destroyed else KEEP
-        changed, deleted = self.changes()
         if not self.existed:
             if not has_content(self.copy_data()):
                 return DELETE if self.destroyed else KEEP
             return self._save_new(now)
-        assert self.sid is not None
+        changed, deleted = self.changes()
         if self.regenerating:
             return self._move(now, changed, deleted)
-        full = entry_key(self.keyspace, self.sid)
+        full = self.full_key()
         if not changed and not deleted:
             return self._refresh(full, now)
         backend = self.keyspace.backend
@@ -392,9 +498,8 @@ class SessionState:
         return KEEP
 
     def _move(self, now: float, changed: dict[str, Any], deleted: set[str]) -> SaveAction:
-        assert self.sid is not None
         backend = self.keyspace.backend
-        old = entry_key(self.keyspace, self.sid)
+        old = self.full_key()
         new_sid = new_session_id()
         new = entry_key(self.keyspace, new_sid)
         written = False
