@@ -347,6 +347,14 @@ def print_generator_share(samples: Samples, args: argparse.Namespace) -> None:
         f"{med(samples, 'hello', 'server_cpu') * 100:.0f} % (of {os.cpu_count()} cores, shared with "
         "other work)."
     )
+    rps = [s["rps"] for s in samples["hello"]]
+    if len(rps) > 1 and min(rps):
+        print(
+            f"  noise: hello's req/s ranged {min(rps):,.0f}..{max(rps):,.0f} between rounds "
+            f"({max(rps) / min(rps):.1f}x), its server CPU µs/req "
+            f"{min(s['server_us'] for s in samples['hello']):.0f}.."
+            f"{max(s['server_us'] for s in samples['hello']):.0f}."
+        )
     with suppress(OSError), open("/proc/loadavg") as f:
         print(f"  load average now (1, 5, 15 min): {' '.join(f.read().split()[:3])}")
 
