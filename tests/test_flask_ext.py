@@ -311,6 +311,9 @@ def test_objects_made_before_any_app_follow_the_app_in_use(tmp_path: Path, closi
         with job:
             assert job.fencing_token == 1  # b's own lock and fencing counter
     with a.app_context():
+        with b.app_context():  # nested: the innermost app is the one in use, then a again
+            assert hits.get() == 1 and state.store is store_for(b)
+        assert state.store is store_for(a)
         assert hits.get() == 2
         assert dict(settings) == {"theme": "dark", "lang": "en"}
         assert job.acquire() == 2

@@ -51,6 +51,13 @@ from sharedstate.validation import MIN_LEASE, seconds
 if TYPE_CHECKING:
     from sharedstate.cache import CachedFunction
 
+try:  # The app context's own variable (Flask >= 2.2): read directly, the app in use costs ~0.1 µs
+    # instead of ~0.8 µs through has_app_context() and the current_app proxy, on every call of
+    # every method below. The public path stays as the fallback.
+    from flask.globals import _cv_app
+except ImportError:  # pragma: no cover - a Flask without it
+    _cv_app = None  # type: ignore[assignment,unused-ignore]
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -142,10 +149,18 @@ class SharedState:
 
     def _app_store(self) -> Store | None:
         """The store of the app in use, or ``None`` if there is none (see the class doc)."""
-        if has_app_context():
-            return store_for(current_app)
-        app = None if self._default_app is None else self._default_app()
-        return None if app is None else store_for(app)
+        app: Flask | None
+        if _cv_app is not None:
+            ctx = _cv_app.get(None)
+            app = None if ctx is None else ctx.app
+        else:  # pragma: no cover - a Flask without _cv_app
+            app = current_app._get_current_object() if has_app_context() else None
+        if app is None:
+            app = None if self._default_app is None else self._default_app()
+            if app is None:
+                return None
+        store = app.extensions.get(STORE_KEY)
+        return store if isinstance(store, Store) else store_for(app)
 
     @property
     def store(self) -> Store:
