@@ -778,6 +778,11 @@ class AsyncSQLiteBackend(AsyncBackend):
     thread (``SQLiteBackend._bound_wal``). Measured (``benchmarks/bench_async.py``) against running
     each call in a thread, which was slower by far (4 processes, one key: 0.26x to 0.47x of the
     sync backend's incr, against 0.83x to 1.07x here).
+
+    ``incr`` that finds the write lock taken is a group commit: the increments of the same key
+    and ``ttl`` that come in this loop while it waits are written with it in one transaction, each
+    caller getting its own value and error as if the calls had run one after another (see
+    :mod:`sharedstate.backends.coalesce`; the SQL is ``_incr_group_op``).
     """
 
     schemes = SQLiteBackend.schemes
