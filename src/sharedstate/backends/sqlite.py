@@ -872,17 +872,21 @@ class AsyncSQLiteBackend(AsyncBackend):
             if not fits_int64(by):  # refused by SQLite as alone: never part of a group
                 return _incr_result(key, await self._run(op, write=True))
             return _incr_result(key, await coalescer.start(key, by, ttl))
-        await self._after_writes(1)
+        limit = sync._sweep_due()  # as _run does after a write
+        if limit:
+            await self._sweep_after_writes(limit)
         return _incr_result(key, result)
 
     async def _after_writes(self, count: int) -> None:
-        """What ``_run`` does after a write: sweep when due (``count`` writes were made)."""
-        sync = self.sync
-        sync._count_writes(count)
-        limit = sync._sweep_due()
+        """What ``_run`` does after a write, for ``count`` writes: sweep when due."""
+        self.sync._count_writes(count)
+        limit = self.sync._sweep_due()
         if limit:
-            await _wait_in_loop(sync._sweep_after_write_steps(limit))
-            await _in_thread(sync._bound_wal)
+            await self._sweep_after_writes(limit)
+
+    async def _sweep_after_writes(self, limit: int) -> None:
+        await _wait_in_loop(self.sync._sweep_after_write_steps(limit))
+        await _in_thread(self.sync._bound_wal)  # checkpoints copy pages and sync the file: not on the loop
 
     async def _apply_incr_group(self, group: IncrGroup) -> list[object]:
         return await _wait_in_loop(self.sync._run_steps(self._incr_group_op(group)))
