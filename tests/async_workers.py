@@ -38,6 +38,37 @@ def count(url: str, namespace: str, tasks: int, per_task: int, out: str) -> None
     write_result(out, asyncio.run(main()))
 
 
+def count_sqlite_changes(
+    url: str, namespace: str, tasks: int, per_task: int, start_at: float, out: str
+) -> None:
+    """``count`` on ``sqlite://`` from ``start_at`` (unix time, so the processes contend), also
+    reporting how many rows this process's connection wrote (``total_changes``): fewer than its
+    increments when some were written together."""
+
+    async def main() -> dict[str, Any]:
+        values: list[int] = []
+        errors: list[str] = []
+        async with AsyncStore(url, namespace=namespace) as store:
+            counter = store.counter("n")
+            await store.get("warm")  # open the connection before counting its changes
+            conn = store.backend.sync._local.conn  # type: ignore[attr-defined]
+            before = conn.total_changes
+            await asyncio.sleep(max(0.0, start_at - time.time()))
+
+            async def task() -> None:
+                for _ in range(per_task):
+                    try:
+                        values.append(await counter.incr())
+                    except Exception:
+                        errors.append(traceback.format_exc())
+
+            await asyncio.gather(*(task() for _ in range(tasks)))
+            changes = conn.total_changes - before
+        return {"values": values, "errors": errors, "changes": changes}
+
+    write_result(out, asyncio.run(main()))
+
+
 def hold_and_hang(url: str, namespace: str, what: str, name: str, lease: float, marker: str) -> None:
     """``tests.workers.hold_and_hang`` in an event loop: take ``async with store.lock(name)`` (or
     enter ``async with store.edit(name)``), record when, then hang (awaiting) until killed."""

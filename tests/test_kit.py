@@ -200,3 +200,33 @@ def test_chunks_cut_a_batch_in_order() -> None:
     assert kit.chunks([], 3) == []
     assert kit.chunks([1, 2, 3, 4, 5, 6, 7], 3) == [[1, 2, 3], [4, 5, 6], [7]]
     assert kit.chunks("abc", 5) == ["abc"]
+
+
+# -- increments applied as one -------------------------------------------------------------
+
+
+def _one_by_one(start: int, bys: list[int]) -> list[int] | None:
+    """The values of increments by ``bys`` from ``start``, one after another; None if one overflows."""
+    values = []
+    for by in bys:
+        start += by
+        if not kit.fits_int64(start):
+            return None
+        values.append(start)
+    return values
+
+
+def test_partial_sum_bounds_and_results_as_alone() -> None:
+    rng = random.Random(7)
+    edges = [kit.INT64_MIN, kit.INT64_MIN + 1, -1, 0, 1, kit.INT64_MAX - 1, kit.INT64_MAX]
+    for _ in range(2000):
+        bys = [rng.choice([rng.randint(-5, 5), rng.choice(edges)]) for _ in range(rng.randint(1, 6))]
+        low, high = kit.partial_sum_bounds(bys)
+        for start in [*edges, low, high, low - 1, high + 1, rng.randint(-100, 100)]:
+            if not kit.fits_int64(start):
+                continue
+            alone = _one_by_one(start, bys)
+            assert (alone is not None) == (low <= start <= high), (start, bys)
+            if alone is not None:
+                assert kit.results_as_alone(start + sum(bys), bys) == alone
+    assert kit.partial_sum_bounds([]) == (kit.INT64_MIN, kit.INT64_MAX)

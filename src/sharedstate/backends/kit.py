@@ -5,7 +5,9 @@ A backend module is its operations plus tests; what it shares with the others co
 - **Keys**: :func:`successor`, the end of a prefix scan over an ordered key column.
 - **Batches**: :func:`chunks`, a batch cut to what one statement or command may hold.
 - **Integers**: :data:`INT64_MIN`/:data:`INT64_MAX`, :func:`fits_int64` and the two ``incr``
-  errors every backend raises the same way (:func:`not_an_integer`, :func:`overflows`).
+  errors every backend raises the same way (:func:`not_an_integer`, :func:`overflows`); for a
+  group of increments applied as one (:mod:`sharedstate.backends.coalesce`),
+  :func:`partial_sum_bounds` and :func:`results_as_alone`.
 - **Versions**: :func:`random_version`, the token of a backend that stores one per row.
 - **Fork safety**: :class:`PerProcess` (a value made on first use in each process) and
   :func:`inherit` (where the parent's connections go in a forked child: referenced, unused, never
@@ -41,8 +43,10 @@ __all__ = [
     "inherit",
     "not_an_integer",
     "overflows",
+    "partial_sum_bounds",
     "proportional_sweep_limit",
     "random_version",
+    "results_as_alone",
     "successor",
     "unavailable",
 ]
@@ -100,6 +104,28 @@ def not_an_integer(key: str) -> TypeError:
 def overflows(key: str) -> OverflowError:
     """The error of ``incr`` whose result would leave the signed 64-bit range (the caller raises it)."""
     return OverflowError(f"incr of key {key!r} overflows a signed 64-bit integer")
+
+
+def partial_sum_bounds(bys: list[int]) -> tuple[int, int]:
+    """The integers to which every partial sum of ``bys`` (the values of increments by ``bys``
+    run one after another) can be added within the signed 64-bit range: ``low <= v <= high``;
+    none if ``low > high``."""
+    total = smallest = largest = 0
+    for by in bys:
+        total += by
+        smallest, largest = min(smallest, total), max(largest, total)
+    return INT64_MIN - smallest, INT64_MAX - largest
+
+
+def results_as_alone(result: int, bys: list[int]) -> list[int]:
+    """Each increment's value when increments by ``bys`` were applied as one, ``result`` being the
+    value after all: ``result`` minus the ``by`` of every later one (its value had they run one
+    after another in this order)."""
+    results = [0] * len(bys)
+    for i in range(len(bys) - 1, -1, -1):
+        results[i] = result
+        result -= bys[i]
+    return results
 
 
 # -- versions --------------------------------------------------------------------------------
