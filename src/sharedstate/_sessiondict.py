@@ -31,20 +31,6 @@ class TrackedDict(dict[str, Any]):
 
     _state: Any  # the engine's session state (touch, touch_all, changed); adapters narrow it
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        # Each adapter's class holds the dict methods itself (``vars(Session)`` lists them), as
-        # when each adapter wrote its own: a check that every value-handing dict method is
-        # overridden looks at the class, and a method the adapter defines is left alone.
-        super().__init_subclass__(**kwargs)
-        if cls.__module__ == __name__:
-            return  # AccessedDict, made before _DICT_METHODS
-        for name in _DICT_METHODS:
-            for klass in cls.__mro__:
-                if name in vars(klass):
-                    if klass in (TrackedDict, AccessedDict):
-                        setattr(cls, name, vars(klass)[name])
-                    break
-
     # -- hooks (see the module doc) ---------------------------------------------------------------
 
     def _access(self) -> None:
@@ -212,11 +198,3 @@ class AccessedDict(TrackedDict):
     def keys(self) -> KeysView[str]:  # type: ignore[override]
         self._access()
         return dict.keys(self)
-
-
-_DICT_METHODS = tuple(  # the dict (and object) methods defined above, not the hooks
-    name
-    for klass in (TrackedDict, AccessedDict)
-    for name in vars(klass)
-    if (name in vars(dict) or name in vars(object)) and name not in ("__doc__", "__init_subclass__")
-)
