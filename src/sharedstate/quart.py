@@ -33,12 +33,12 @@ import builtins
 import contextvars
 import time
 import weakref
-from collections.abc import Awaitable, Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, SupportsIndex, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import click
 
@@ -60,7 +60,8 @@ from sharedstate._async.objects import AsyncCounter, AsyncLock
 from sharedstate._async.sessions import AsyncSessionState
 from sharedstate._async.store import AsyncStore
 from sharedstate._optional import require
-from sharedstate._sessions import DEFAULT_SALT, CookieSigner, SessionSettings, check_key
+from sharedstate._sessiondict import AccessedDict
+from sharedstate._sessions import DEFAULT_SALT, CookieSigner, SessionSettings
 from sharedstate._statecli import STATE_HELP, add_state_commands
 from sharedstate.errors import LockNotOwnedError
 from sharedstate.store import Store
@@ -567,7 +568,7 @@ _HELD: contextvars.ContextVar[QuartSession | None] = contextvars.ContextVar(
 )
 
 
-class QuartSession(dict[str, Any], SessionMixin):
+class QuartSession(AccessedDict, SessionMixin):
     """The ``session`` of one Quart request: a ``dict`` of str keys, loaded when the request starts.
 
     The Quart face of the framework-free session engine
@@ -584,6 +585,8 @@ class QuartSession(dict[str, Any], SessionMixin):
     (login: a new id at save), ``new``, ``permanent`` and ``modified`` (set it to ``False`` to skip
     saving this request's changes). A session object belongs to one request and is not task safe.
     """
+
+    _state: AsyncSessionState
 
     def __init__(
         self, store: AsyncStore, settings: SessionSettings, sid: str | None, issued_at: float | None
@@ -605,143 +608,10 @@ class QuartSession(dict[str, Any], SessionMixin):
         if _HELD.get() is self:
             _HELD.set(None)
 
-    # -- the dict: every read is noted (Vary: Cookie), every change tracked ----------------------
+    # -- the dict (sharedstate._sessiondict): every read is noted (Vary: Cookie), every change
+    # tracked.
 
-    # Every method that hands out, replaces or removes a value also tells the engine first
-    # (touch), so the save compares only those keys: a value never handed out cannot have changed.
-
-    def __getitem__(self, key: str) -> Any:
-        self._read()
-        self._state.touch(key)
-        return dict.__getitem__(self, key)
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        check_key(key)
-        self._changed()
-        self._state.touch(key)
-        dict.__setitem__(self, key, value)
-
-    def __delitem__(self, key: str) -> None:
-        self._state.touch(key)
-        dict.__delitem__(self, key)
-        self._changed()
-
-    def __iter__(self) -> Iterator[str]:
-        self._read()
-        return iter(list(dict.keys(self)))  # a snapshot: deleting keys while iterating is fine
-
-    def __len__(self) -> int:
-        self._read()
-        return dict.__len__(self)
-
-    def __contains__(self, key: object) -> bool:
-        self._read()
-        return dict.__contains__(self, key)
-
-    def __eq__(self, other: object) -> bool:
-        self._read()
-        return dict.__eq__(self, other)
-
-    def __ne__(self, other: object) -> bool:
-        equal = self.__eq__(other)
-        return equal if equal is NotImplemented else not equal
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, like dict
-
-    def __or__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
-        if not isinstance(other, Mapping):
-            return NotImplemented
-        self._read()
-        self._state.touch_all()
-        return {**dict.copy(self), **other}
-
-    def __ror__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
-        if not isinstance(other, Mapping):
-            return NotImplemented
-        self._read()
-        self._state.touch_all()
-        return {**other, **dict.copy(self)}
-
-    def __ior__(self, other: Any) -> QuartSession:  # type: ignore[override]
-        self.update(other)
-        return self
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self._read()
-        self._state.touch(key)
-        return dict.get(self, key, default)
-
-    def keys(self) -> KeysView[str]:  # type: ignore[override]
-        self._read()
-        return dict.keys(self)
-
-    def values(self) -> ValuesView[Any]:  # type: ignore[override]
-        self._read()
-        self._state.touch_all()
-        return dict.values(self)
-
-    def items(self) -> ItemsView[str, Any]:  # type: ignore[override]
-        self._read()
-        self._state.touch_all()
-        return dict.items(self)
-
-    def copy(self) -> dict[str, Any]:
-        """A shallow copy, as a plain ``dict``."""
-        self._read()
-        self._state.touch_all()
-        return dict.copy(self)
-
-    @classmethod
-    def fromkeys(cls, iterable: Iterable[str], value: Any = None) -> dict[str, Any]:  # type: ignore[override]
-        """A plain ``dict``: a session only comes from the session interface."""
-        return dict.fromkeys(iterable, value)
-
-    def setdefault(self, key: str, default: Any = None) -> Any:
-        self._read()
-        if dict.__contains__(self, key):
-            self._state.touch(key)
-            return dict.__getitem__(self, key)
-        self[key] = default
-        return default
-
-    def pop(self, key: str, *default: Any) -> Any:
-        self._read()
-        if len(default) > 1:
-            raise TypeError(f"pop expected at most 2 arguments, got {1 + len(default)}")
-        if dict.__contains__(self, key):
-            self._changed()
-            self._state.touch(key)
-        return dict.pop(self, key, *default)
-
-    def popitem(self) -> tuple[str, Any]:
-        self._read()
-        self._state.touch_all()
-        item = dict.popitem(self)  # KeyError if empty: nothing changed
-        self._changed()
-        return item
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        if len(args) > 1:
-            raise TypeError(f"update expected at most 1 positional argument, got {len(args)}")
-        new = dict(*args, **kwargs)
-        for key in new:
-            check_key(key)
-        self._changed()
-        for key in new:
-            self._state.touch(key)
-        dict.update(self, new)
-
-    def clear(self) -> None:
-        """Delete every key this request sees (keys added meanwhile by other requests stay)."""
-        self._changed()
-        self._state.touch_all()
-        dict.clear(self)
-
-    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
-        # copy.copy, copy.deepcopy and pickle give a plain dict: the store, lock and request
-        # state of a session belong to its request.
-        self._state.touch_all()
-        return (dict, (dict.copy(self),))
+    _access = _read
 
     def __repr__(self) -> str:
         kind = "new" if not self._state.existed else "stored"

@@ -57,15 +57,16 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, SupportsIndex
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, request_tearing_down
 from flask.sessions import SessionInterface, SessionMixin
 
 from sharedstate import _sessions
 from sharedstate._appconfig import CookieSigners, SessionSettingsCache, read_session_settings
+from sharedstate._sessiondict import AccessedDict
 from sharedstate._sessions import (
     LOCK_PREFIX,
     SESSION_PREFIX,
@@ -115,7 +116,7 @@ def entry_key(store: Store, sid: str) -> str:
     return _sessions.entry_key(store._keyspace, sid)
 
 
-class SharedStateSession(dict[str, Any], SessionMixin):
+class SharedStateSession(AccessedDict, SessionMixin):
     """The ``session`` of one request: a ``dict`` of str keys, loaded on first use. See the module doc.
 
     A real ``dict`` subclass, as Flask's and Flask-Session's sessions are: ``isinstance(session,
@@ -134,6 +135,8 @@ class SharedStateSession(dict[str, Any], SessionMixin):
     The store side (load, merge-save, incr, lock, moves) is the framework-free engine,
     ``sharedstate._sync.sessions.SessionState``; this class is the Flask-facing dict.
     """
+
+    _state: SessionState
 
     def __init__(self, store: Store, settings: SessionSettings, sid: str | None, issued_at: float | None):
         super().__init__()
@@ -164,9 +167,6 @@ class SharedStateSession(dict[str, Any], SessionMixin):
         """The data as a plain dict (a shallow copy; no load: callers load first)."""
         return dict.copy(self)
 
-    def _changed(self) -> None:
-        self._state.changed()
-
     @property
     def _destroyed(self) -> bool:
         return self._state.destroyed
@@ -176,152 +176,14 @@ class SharedStateSession(dict[str, Any], SessionMixin):
         if _HELD.get() is self:
             _HELD.set(None)
 
-    # -- the dict: every method loads first; every mutating one is tracked ---------------------
-    # Every method that hands out, replaces or removes a value also tells the engine first
-    # (touch), so the save compares only those keys: a value never handed out cannot have changed.
-    def __getitem__(self, key: str) -> Any:
-        self._load()
-        self._state.touch(key)
-        return dict.__getitem__(self, key)
+    # -- the dict (sharedstate._sessiondict): every method loads first; every mutating one is
+    # tracked. Only what differs from Quart's and Starlette's sessions is here.
 
-    def __setitem__(self, key: str, value: Any) -> None:
-        check_key(key)
-        self._load()
-        self._changed()
-        self._state.touch(key)
-        dict.__setitem__(self, key, value)
-
-    def __delitem__(self, key: str) -> None:
-        self._load()
-        self._state.touch(key)
-        dict.__delitem__(self, key)
-        self._changed()
-
-    def __iter__(self) -> Iterator[str]:
-        self._load()
-        return iter(list(dict.keys(self)))  # a snapshot: deleting keys while iterating is fine
+    _access = _load
 
     def __reversed__(self) -> Iterator[str]:
         self._load()
         return iter(list(dict.keys(self))[::-1])
-
-    def __len__(self) -> int:
-        self._load()
-        return dict.__len__(self)
-
-    def __contains__(self, key: object) -> bool:
-        self._load()
-        return dict.__contains__(self, key)
-
-    def __eq__(self, other: object) -> bool:
-        self._load()
-        if isinstance(other, SharedStateSession):
-            other._load()
-        return dict.__eq__(self, other)
-
-    def __ne__(self, other: object) -> bool:
-        equal = self.__eq__(other)
-        return equal if equal is NotImplemented else not equal
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, like dict
-
-    def __or__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
-        if not isinstance(other, Mapping):
-            return NotImplemented
-        self._load()
-        self._state.touch_all()
-        return {**self._data(), **other}
-
-    def __ror__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
-        if not isinstance(other, Mapping):
-            return NotImplemented
-        self._load()
-        self._state.touch_all()
-        return {**other, **self._data()}
-
-    def __ior__(self, other: Any) -> SharedStateSession:  # type: ignore[override]
-        self.update(other)
-        return self
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self._load()
-        self._state.touch(key)
-        return dict.get(self, key, default)
-
-    def keys(self) -> KeysView[str]:  # type: ignore[override]
-        self._load()
-        return dict.keys(self)
-
-    def values(self) -> ValuesView[Any]:  # type: ignore[override]
-        self._load()
-        self._state.touch_all()
-        return dict.values(self)
-
-    def items(self) -> ItemsView[str, Any]:  # type: ignore[override]
-        self._load()
-        self._state.touch_all()
-        return dict.items(self)
-
-    def copy(self) -> dict[str, Any]:
-        """A shallow copy, as a plain ``dict`` (like ``dict.copy`` of Flask's session)."""
-        self._load()
-        self._state.touch_all()
-        return self._data()
-
-    @classmethod
-    def fromkeys(cls, iterable: Iterable[str], value: Any = None) -> dict[str, Any]:  # type: ignore[override]
-        """A plain ``dict``: a session only comes from the session interface."""
-        return dict.fromkeys(iterable, value)
-
-    def setdefault(self, key: str, default: Any = None) -> Any:
-        self._load()
-        if dict.__contains__(self, key):
-            self._state.touch(key)
-            return dict.__getitem__(self, key)
-        self[key] = default
-        return default
-
-    def pop(self, key: str, *default: Any) -> Any:
-        self._load()
-        if len(default) > 1:
-            raise TypeError(f"pop expected at most 2 arguments, got {1 + len(default)}")
-        if dict.__contains__(self, key):
-            self._changed()
-            self._state.touch(key)
-        return dict.pop(self, key, *default)
-
-    def popitem(self) -> tuple[str, Any]:
-        self._load()
-        self._state.touch_all()
-        item = dict.popitem(self)  # KeyError if empty: nothing changed
-        self._changed()
-        return item
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        if len(args) > 1:
-            raise TypeError(f"update expected at most 1 positional argument, got {len(args)}")
-        new = dict(*args, **kwargs)
-        for key in new:
-            check_key(key)
-        self._load()
-        self._changed()
-        for key in new:
-            self._state.touch(key)
-        dict.update(self, new)
-
-    def clear(self) -> None:
-        """Delete every key this request sees (keys added meanwhile by other requests stay)."""
-        self._load()
-        self._changed()
-        self._state.touch_all()
-        dict.clear(self)
-
-    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
-        # copy.copy, copy.deepcopy and pickle give a plain dict: the store, lock and request
-        # state of a session belong to its request.
-        self._load()
-        self._state.touch_all()
-        return (dict, (self._data(),))
 
     def __repr__(self) -> str:
         st = self._state

@@ -50,9 +50,9 @@ while streaming the body) raises ``RuntimeError``, since the change could not be
 from __future__ import annotations
 
 import time
-from collections.abc import ItemsView, Iterable, Iterator, Mapping, ValuesView
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Literal, SupportsIndex
+from typing import TYPE_CHECKING, Any, Literal
 
 from sharedstate._optional import require
 
@@ -63,7 +63,8 @@ from starlette.requests import HTTPConnection, cookie_parser  # noqa: E402
 
 from sharedstate._async.sessions import AsyncSessionState  # noqa: E402
 from sharedstate._async.store import AsyncStore  # noqa: E402
-from sharedstate._sessions import CookieSigner, SaveAction, SessionSettings, check_key  # noqa: E402
+from sharedstate._sessiondict import TrackedDict  # noqa: E402
+from sharedstate._sessions import CookieSigner, SaveAction, SessionSettings  # noqa: E402
 from sharedstate.validation import seconds  # noqa: E402
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ DEFAULT_MAX_AGE = 14 * 24 * 60 * 60  # 14 days, in seconds, as Starlette's
 _SALT = "sharedstate.starlette.session"
 
 
-class Session(dict[str, Any]):
+class Session(TrackedDict):
     """``request.session``: a ``dict`` of str keys, loaded before the app runs, changes tracked.
 
     Every dict method works, with no I/O (``json.dumps(request.session)``, ``dict(...)``,
@@ -120,7 +121,7 @@ class Session(dict[str, Any]):
             raise RuntimeError("this Session was not made by sharedstate.starlette.SessionMiddleware")
         return state
 
-    def _change(self) -> None:
+    def _changed(self) -> None:
         if self._closed is not None:
             raise RuntimeError(self._closed)
         self.accessed = True
@@ -132,7 +133,7 @@ class Session(dict[str, Any]):
         self.accessed = True
 
     def mark_modified(self) -> None:
-        self._change()
+        self._changed()
 
     @property
     def modified(self) -> bool:
@@ -143,7 +144,7 @@ class Session(dict[str, Any]):
     @modified.setter
     def modified(self, value: bool) -> None:
         if value:
-            self._change()
+            self._changed()
         else:
             self._s.mutated = False
             self._s.discard = True
@@ -153,9 +154,12 @@ class Session(dict[str, Any]):
         """Whether no stored session backs this one (yet)."""
         return not self._s.existed
 
-    # -- the dict: every mutating method is tracked ---------------------------------------------
-    # Every method that hands out, replaces or removes a value first tells the engine (touch), so
-    # the save compares only those keys: a value never handed out cannot have changed in place.
+    # -- the dict (sharedstate._sessiondict): every mutating method is tracked; the hooks are here.
+    # Reading keys (len, in, keys, ==) is the plain dict's: the data is loaded before the app runs.
+
+    def _check_open(self) -> None:
+        if self._closed is not None:
+            raise RuntimeError(self._closed)
 
     def _touch(self, key: str) -> None:
         state = self._state
@@ -167,114 +171,10 @@ class Session(dict[str, Any]):
         if state is not None:
             state.touch_all()
 
-    def __getitem__(self, key: str) -> Any:
-        state = self._state
-        if state is not None and key in state.untouched:  # (touch's own test, saving a call)
-            state.touch(key)
-        return dict.__getitem__(self, key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        state = self._state
-        if state is not None and key in state.untouched:
-            state.touch(key)
-        return dict.get(self, key, default)
-
     def __iter__(self) -> Iterator[str]:
         # Overridden so that dict(session), {**session} and dict.update(session) go through
         # keys() and __getitem__ (CPython copies a dict subclass's storage directly otherwise).
         return dict.__iter__(self)
-
-    def values(self) -> ValuesView[Any]:  # type: ignore[override]
-        self._touch_all()
-        return dict.values(self)
-
-    def items(self) -> ItemsView[str, Any]:  # type: ignore[override]
-        self._touch_all()
-        return dict.items(self)
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        check_key(key)
-        self._change()
-        self._touch(key)
-        dict.__setitem__(self, key, value)
-
-    def __delitem__(self, key: str) -> None:
-        if self._closed is not None:
-            raise RuntimeError(self._closed)
-        self._touch(key)
-        dict.__delitem__(self, key)
-        self._change()
-
-    def __or__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
-        if not isinstance(other, Mapping):
-            return NotImplemented
-        self._touch_all()
-        return {**dict.copy(self), **other}
-
-    def __ror__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
-        if not isinstance(other, Mapping):
-            return NotImplemented
-        self._touch_all()
-        return {**other, **dict.copy(self)}
-
-    def __ior__(self, other: Any) -> Session:  # type: ignore[override]
-        self.update(other)
-        return self
-
-    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
-        # copy.copy, copy.deepcopy and pickle give a plain dict: the store side belongs to the request.
-        self._touch_all()
-        return (dict, (dict.copy(self),))
-
-    def copy(self) -> dict[str, Any]:
-        """A shallow copy, as a plain ``dict``."""
-        self._touch_all()
-        return dict.copy(self)
-
-    @classmethod
-    def fromkeys(cls, iterable: Iterable[str], value: Any = None) -> dict[str, Any]:  # type: ignore[override]
-        """A plain ``dict``: a session only comes from the middleware."""
-        return dict.fromkeys(iterable, value)
-
-    def setdefault(self, key: str, default: Any = None) -> Any:
-        if dict.__contains__(self, key):
-            self._touch(key)
-            return dict.__getitem__(self, key)
-        self[key] = default
-        return default
-
-    def pop(self, key: str, *default: Any) -> Any:
-        if len(default) > 1:
-            raise TypeError(f"pop expected at most 2 arguments, got {1 + len(default)}")
-        if dict.__contains__(self, key):
-            self._change()
-            self._touch(key)
-        return dict.pop(self, key, *default)
-
-    def popitem(self) -> tuple[str, Any]:
-        if self._closed is not None:
-            raise RuntimeError(self._closed)
-        self._touch_all()
-        item = dict.popitem(self)  # KeyError if empty: nothing changed
-        self._change()
-        return item
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        if len(args) > 1:
-            raise TypeError(f"update expected at most 1 positional argument, got {len(args)}")
-        new = dict(*args, **kwargs)
-        for key in new:
-            check_key(key)
-        self._change()
-        for key in new:
-            self._touch(key)
-        dict.update(self, new)
-
-    def clear(self) -> None:
-        """Delete every key this request sees (keys added meanwhile by other requests stay)."""
-        self._change()
-        self._touch_all()
-        dict.clear(self)
 
     def __repr__(self) -> str:
         state = "new" if self._state is None or not self._state.existed else "stored"
@@ -289,7 +189,7 @@ class Session(dict[str, Any]):
         never lost; it stays applied if the request fails later. A new session is stored (under a
         fresh id) right away. ``TypeError`` if ``key`` holds something other than an int.
         """
-        self._change()
+        self._changed()
         return await self._s.incr(key, by)
 
     async def regenerate(self) -> None:
@@ -297,7 +197,7 @@ class Session(dict[str, Any]):
 
         Any write to the old id made meanwhile is carried over; nothing moves on a 5xx.
         """
-        self._change()
+        self._changed()
         self._s.regenerate()
 
     async def destroy(self) -> None:
@@ -306,7 +206,7 @@ class Session(dict[str, Any]):
         A request still in flight with this session can never write it back. Keys set afterwards
         start a new session under a new id.
         """
-        self._change()
+        self._changed()
         await self._s.destroy()
 
 
