@@ -41,6 +41,10 @@ from sharedstate.errors import SerializationError
 
 if TYPE_CHECKING:
     import json
+    import pickle
+
+    class UnpicklableValueError(SerializationError, pickle.PickleError):
+        """A value the pickle serializer cannot pickle; nothing was written."""
 
 # json, uuid, decimal, base64, hashlib, hmac and pickle are imported where they are first needed,
 # not with the package (``import sharedstate`` is part of every worker's start; see
@@ -396,7 +400,7 @@ class SignedPickleCodec:
         try:
             payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
-            raise SerializationError(
+            raise _unpicklable_value_error()(
                 f"cannot store key {key!r}: {type(value).__name__} cannot be pickled: {exc}"
             ) from None
         return _PICKLE_MARK + self._mac(key, payload) + payload
@@ -440,3 +444,28 @@ def make_codec(serializer: str, secret_key: str | bytes | None) -> Codec:
             )
         return SignedPickleCodec(secret_key)
     raise ValueError(f"unknown serializer {serializer!r}; use 'json' (default) or 'pickle'")
+
+
+def _unpicklable_value_error() -> type[SerializationError]:
+    """:class:`UnpicklableValueError`, made on first use: pickle is not imported with the package."""
+    found = globals().get("UnpicklableValueError")
+    if found is None:
+        import pickle
+
+        class UnpicklableValueError(SerializationError, pickle.PickleError):
+            """A value the pickle serializer cannot pickle; nothing was written.
+
+            Both a :class:`~sharedstate.errors.SerializationError` and a :class:`pickle.PickleError`
+            (what Django's own cache backends raise), so code catching either keeps working.
+            """
+
+        UnpicklableValueError.__module__ = __name__
+        UnpicklableValueError.__qualname__ = "UnpicklableValueError"
+        globals()["UnpicklableValueError"] = found = UnpicklableValueError
+    return found
+
+
+def __getattr__(name: str) -> Any:
+    if name == "UnpicklableValueError":
+        return _unpicklable_value_error()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

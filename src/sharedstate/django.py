@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import pickle
 import threading
 import weakref
 from collections.abc import Iterable, Mapping
@@ -75,6 +74,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.crypto import salted_hmac
 
 from sharedstate._async.store import AsyncStore, default_url
+from sharedstate.codecs import UnpicklableValueError
 from sharedstate.errors import SerializationError
 from sharedstate.store import RESERVED_PREFIX, Store
 from sharedstate.validation import MAX_SECONDS, key_text, seconds
@@ -88,14 +88,6 @@ DEFAULT_NAMESPACE = "django-cache"
 
 _SALT = "sharedstate.django.SharedStateCache"
 _OPTIONS = ("serializer", "secret_key", "namespace", "max_value_size")
-
-
-class UnpicklableValueError(SerializationError, pickle.PickleError):
-    """A value the pickle serializer cannot pickle; nothing was written.
-
-    Also a :class:`pickle.PickleError`, which is what Django's own backends raise, so code that
-    catches that keeps working.
-    """
 
 
 class _Expired:
