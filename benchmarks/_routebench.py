@@ -22,6 +22,8 @@ import asyncio
 import http.client
 import json
 import os
+import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -160,6 +162,71 @@ class Row:
     name: str
     path: str
     cookie_from: str | None = None  # a login path whose Set-Cookie every request sends
+
+
+class Server:
+    """A multi-process server (``name``) in its own session on a loopback socket bound here.
+
+    The socket has ``TCP_NODELAY`` set before the server inherits it (Linux copies it to every
+    accepted connection), as gunicorn sets it on its own listeners. ``command(fd)`` is the server's
+    command line given the socket's file descriptor; the server is up once its log holds ``ready``
+    ``workers`` times.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        command: Callable[[int], list[str]],
+        ready: str,
+        workers: int,
+        env: dict[str, str],
+        tmp: str,
+    ) -> None:
+        self.name = name
+        self.log_path = os.path.join(tmp, f"{name}.log")
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(2048)
+        self.port = listener.getsockname()[1]
+        try:
+            with open(self.log_path, "wb") as log:
+                self.proc = subprocess.Popen(
+                    command(listener.fileno()),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    pass_fds=(listener.fileno(),),
+                    start_new_session=True,
+                )
+        finally:
+            listener.close()
+        self._wait(ready, workers)
+
+    def _wait(self, ready: str, workers: int) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with open(self.log_path, errors="replace") as f:
+                text = f.read()
+            if text.count(ready) >= workers:
+                return
+            if self.proc.poll() is not None or "Traceback" in text:
+                break
+            time.sleep(0.1)
+        self.stop()
+        with open(self.log_path, errors="replace") as f:
+            raise SystemExit(f"{self.name} did not start:\n{f.read()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            with suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
+            with suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
 
 
 def proc_cpu(pgid: int) -> float:

@@ -42,12 +42,8 @@ import importlib.util
 import os
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -56,6 +52,7 @@ from _routebench import (
     WARMUP_S,
     Row,
     Samples,
+    Server,
     add_load_arguments,
     check_rows,
     cpu_ratio,
@@ -147,8 +144,8 @@ def make_app() -> Any:
 # -- the driver ------------------------------------------------------------------------------------
 
 
-class Server:
-    """``uvicorn --workers N --fd FD`` on a loopback socket bound here with ``TCP_NODELAY`` set.
+def start_server(workers: int, env: dict[str, str], tmp: str) -> Server:
+    """``uvicorn --workers N --fd FD``, the socket bound by :class:`_routebench.Server`.
 
     Why not ``--port``: uvicorn's master binds that socket with protocol 0 and hands it to the
     workers, and asyncio sets ``TCP_NODELAY`` only on sockets whose protocol is ``IPPROTO_TCP``. So
@@ -158,59 +155,17 @@ class Server:
     Linux copies ``TCP_NODELAY`` from a listening socket to the connections it accepts, which is what
     gunicorn does too (``-k uvicorn.workers.UvicornWorker``).
     """
+    here = os.path.dirname(os.path.abspath(__file__))
 
-    def __init__(self, workers: int, env: dict[str, str], tmp: str) -> None:
-        self.log_path = os.path.join(tmp, "uvicorn.log")
-        here = os.path.dirname(os.path.abspath(__file__))
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(2048)
-        self.port = listener.getsockname()[1]
-        cmd = [
-            sys.executable, "-m", "uvicorn", "--fd", str(listener.fileno()),
+    def command(fd: int) -> list[str]:
+        return [
+            sys.executable, "-m", "uvicorn", "--fd", str(fd),
             "--workers", str(workers), "--backlog", "2048", "--no-access-log", "--no-use-colors",
             "--log-level", "info", "--timeout-graceful-shutdown", "2",
             "--app-dir", here, "--factory", "bench_asgi_routes:make_app",
         ]  # fmt: skip
-        try:
-            with open(self.log_path, "wb") as log:
-                self.proc = subprocess.Popen(
-                    cmd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    pass_fds=(listener.fileno(),),
-                    start_new_session=True,
-                )
-        finally:
-            listener.close()
-        self._wait(workers)
 
-    def _wait(self, workers: int) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with open(self.log_path, errors="replace") as f:
-                text = f.read()
-            if text.count("Application startup complete") >= workers:
-                return
-            if self.proc.poll() is not None or "Traceback" in text:
-                break
-            time.sleep(0.1)
-        self.stop()
-        with open(self.log_path, errors="replace") as f:
-            raise SystemExit(f"uvicorn did not start:\n{f.read()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            with suppress(subprocess.TimeoutExpired):
-                self.proc.wait(10)
-            with suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
+    return Server("uvicorn", command, "Application startup complete", workers, env, tmp)
 
 
 def _available_backends() -> tuple[list[str], list[str]]:
@@ -278,7 +233,7 @@ def main() -> None:
         f"(+{WARMUP_S:g} s warm-up); {os.cpu_count()} CPUs",
         flush=True,
     )
-    server = Server(args.workers, env, tmp)
+    server = start_server(args.workers, env, tmp)
     try:
 
         def check(row: Row, body: str) -> None:

@@ -55,10 +55,7 @@ import importlib.util
 import os
 import secrets
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -69,6 +66,7 @@ from _routebench import (
     WARMUP_S,
     Row,
     Samples,
+    Server,
     add_load_arguments,
     check_rows,
     cpu_ratio,
@@ -184,61 +182,19 @@ def make_app() -> Any:
 # -- the server ------------------------------------------------------------------------------------
 
 
-class Server:
-    """``gunicorn -w N --bind fd://FD`` on a loopback socket bound here with ``TCP_NODELAY`` set."""
+def start_server(workers: int, env: dict[str, str], tmp: str) -> Server:
+    """``gunicorn -w N --bind fd://FD`` (sync workers), the socket bound by :class:`_routebench.Server`."""
+    here = os.path.dirname(os.path.abspath(__file__))
 
-    def __init__(self, workers: int, env: dict[str, str], tmp: str) -> None:
-        self.log_path = os.path.join(tmp, "gunicorn.log")
-        here = os.path.dirname(os.path.abspath(__file__))
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(2048)
-        self.port = listener.getsockname()[1]
-        cmd = [
-            sys.executable, "-m", "gunicorn", "--bind", f"fd://{listener.fileno()}",
+    def command(fd: int) -> list[str]:
+        return [
+            sys.executable, "-m", "gunicorn", "--bind", f"fd://{fd}",
             "--workers", str(workers), "--worker-class", "sync", "--backlog", "2048",
             "--graceful-timeout", "2", "--log-level", "info", "--chdir", here,
             "bench_wsgi_routes:make_app()",
         ]  # fmt: skip
-        try:
-            with open(self.log_path, "wb") as log:
-                self.proc = subprocess.Popen(
-                    cmd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    pass_fds=(listener.fileno(),),
-                    start_new_session=True,
-                )
-        finally:
-            listener.close()
-        self._wait(workers)
 
-    def _wait(self, workers: int) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with open(self.log_path, errors="replace") as f:
-                text = f.read()
-            if text.count(READY) >= workers:
-                return
-            if self.proc.poll() is not None or "Traceback" in text:
-                break
-            time.sleep(0.1)
-        self.stop()
-        with open(self.log_path, errors="replace") as f:
-            raise SystemExit(f"gunicorn did not start:\n{f.read()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            with suppress(subprocess.TimeoutExpired):
-                self.proc.wait(10)
-            with suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
+    return Server("gunicorn", command, READY, workers, env, tmp)
 
 
 # -- the driver ------------------------------------------------------------------------------------
@@ -318,7 +274,7 @@ def main() -> None:
         f"{os.cpu_count()} CPUs",
         flush=True,
     )
-    server = Server(args.workers, env, tmp)
+    server = start_server(args.workers, env, tmp)
     try:
 
         def check(row: Row, body: str) -> None:
