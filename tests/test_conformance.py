@@ -299,6 +299,15 @@ def test_incr_ttl_applies_only_on_create(store: Store) -> None:
     assert store.get("forever") == 2
 
 
+@both_apis
+def test_incr_of_a_new_or_expired_key_returns_by(store: Store) -> None:
+    assert store.incr("fresh", 7) == 7
+    assert store.incr("gone", 3, ttl=TTL) == 3
+    wait_until(lambda: store.get("gone") is None)
+    assert store.incr("gone", -4) == -4  # expired counts as absent: starts again from 0
+    assert store.incr("gone", 2) == -2
+
+
 # -- ttl, batches, ping ------------------------------------------------------------------------
 # The contract adapters build on (cachelib, Django, limits): reading a key's expiry, a health
 # check, and get/set/delete of many keys in one round trip where the server allows it.

@@ -74,7 +74,7 @@ T = TypeVar("T")
 #: returns the result. ``SQLiteBackend`` sleeps through the waits (``_wait_in_thread``),
 #: ``AsyncSQLiteBackend`` awaits them (``_wait_in_loop``); nothing else differs.
 Steps = Generator[float, None, T]
-Op = Callable[[sqlite3.Connection], T]
+Op = Callable[["_Connection"], T]
 Params = Mapping[str, object] | tuple[object, ...]  # by name or, on the hot paths, by position
 
 _LIVE = "(expires_at IS NULL OR expires_at > :now)"
@@ -106,7 +106,7 @@ _LOOP_TIMER_RESOLUTION = 0.001  # seconds: asyncio's selector (epoll) waits whol
 
 FileIdentity = tuple[int, int]  # (st_dev, st_ino)
 #: A connection an ended thread left: (connection, pid that opened it, file identity, journal's).
-_Spare = tuple[sqlite3.Connection, int, FileIdentity | None, dict[str, FileIdentity | None]]
+_Spare = tuple["_Connection", int, FileIdentity | None, dict[str, FileIdentity | None]]
 
 
 class SQLiteBackend(Backend):
@@ -178,7 +178,7 @@ class SQLiteBackend(Backend):
 
     # -- connections -------------------------------------------------------------------------
 
-    def _connect_steps(self) -> Steps[sqlite3.Connection]:
+    def _connect_steps(self) -> Steps[_Connection]:
         directory = os.path.dirname(self.path)
         if not os.path.isdir(directory):
             raise BackendUnavailableError(
@@ -189,10 +189,12 @@ class SQLiteBackend(Backend):
         deadline = time.monotonic() + self.timeout
         delay = 0.001
         while True:
-            conn: sqlite3.Connection | None = None
+            conn: _Connection | None = None
             try:
                 # timeout=0: no busy handler; _run waits for the write lock itself (see there).
-                conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+                conn = sqlite3.connect(
+                    self.path, timeout=0, isolation_level=None, check_same_thread=False, factory=_Connection
+                )
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA mmap_size=67108864")  # reads straight from the page cache
@@ -239,7 +241,7 @@ class SQLiteBackend(Backend):
                 conn.execute("ROLLBACK")
             raise
 
-    def _ready_conn(self) -> sqlite3.Connection | None:
+    def _ready_conn(self) -> _Connection | None:
         """This thread's connection if it needs nothing done first (the hot path), else ``None``."""
         local = self._local
         conn = local.conn
@@ -247,7 +249,7 @@ class SQLiteBackend(Backend):
             return None
         return conn if time.monotonic() - local.checked_at < _CHECK_FILE_EVERY else None
 
-    def _conn_steps(self) -> Steps[sqlite3.Connection]:
+    def _conn_steps(self) -> Steps[_Connection]:
         """This thread's connection in this process; a fresh one after ``fork``, or when the file
         at the path is no longer the one it opened (checked at most every ``_CHECK_FILE_EVERY``)."""
         local = self._local
@@ -286,7 +288,7 @@ class SQLiteBackend(Backend):
             inherit(spare[0])  # the parent's, left before fork: never use, never close
         return None
 
-    def _checked_conn_steps(self, conn: sqlite3.Connection) -> Steps[sqlite3.Connection]:
+    def _checked_conn_steps(self, conn: _Connection) -> Steps[_Connection]:
         local = self._local
         local.checked_at = time.monotonic()
         if _identity(self.path) == local.identity:
@@ -479,9 +481,7 @@ class SQLiteBackend(Backend):
                     ) from exc
         return result
 
-    def _retry_steps(
-        self, conn: sqlite3.Connection, op: Op[T], exc: sqlite3.Error, deadline: float
-    ) -> Steps[T]:
+    def _retry_steps(self, conn: _Connection, op: Op[T], exc: sqlite3.Error, deadline: float) -> Steps[T]:
         delay = 0.00005
         while True:
             self._rollback(conn)  # before waiting: another task of this thread may use conn meanwhile
@@ -627,8 +627,17 @@ class SQLiteBackend(Backend):
     def _sweep_steps(self, limit: int) -> Steps[int]:
         if limit <= 0:
             return 0
+        # Nothing expired, the common case, told by one read on a ready connection: no write
+        # lock, and none of _run_steps's setting up (two statements setting the busy timeout).
+        # Measured with 4 processes incrementing one key: a sweep cost ~100 µs of CPU that way,
+        # about 1 µs per write.
+        conn = self._ready_conn()
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):  # then the full way below
+                if conn.execute(self._sql_any_expired, (time.time(),)).fetchone() is None:
+                    return 0
 
-        def op(conn: sqlite3.Connection) -> int:
+        def op(conn: _Connection) -> int:
             now = time.time()
             # A read first (the partial index on expires_at): with nothing expired, which is the
             # common case, no write lock is taken at all.
@@ -667,17 +676,23 @@ class SQLiteBackend(Backend):
         # Numbered parameters, bound by position (_incr_op): ?1 key, ?2 by, ?3 version, ?4 expiry,
         # ?5 now. Cheaper than by name on the hot path.
         expired_now = f"({t}.expires_at IS NOT NULL AND {t}.expires_at <= ?5)"
-        self._sql_incr = (
+        incr = (
             f"INSERT INTO {t} (key, value, version, expires_at)"
             " VALUES (?1, ?2, ?3, ?4)"
             " ON CONFLICT (key) DO UPDATE SET"
-            f" value = CASE WHEN {expired_now} THEN ?2 ELSE {t}.value + ?2 END,"
+            f" value = CASE WHEN {expired_now} THEN ?2 ELSE {{}} END,"
             " version = ?3,"
             f" expires_at = CASE WHEN {expired_now} THEN ?4 ELSE {t}.expires_at END"
             # Integer + integer outside 64 bits gives a REAL in SQLite: refused like a non-integer.
             f" WHERE (typeof({t}.value) = 'integer' AND typeof({t}.value + ?2) = 'integer') OR {expired_now}"
-            " RETURNING value"
         )
+        # The increment run alone (_incr_op, incr): it writes one row (rowcount 1) or none
+        # (refused); the sum it adds to a live integer goes through _INCR_RESULT, which keeps it
+        # in the connection's incr_result, else the row written holds ?2. Measured against
+        # RETURNING (which collects its rows in a temporary table): 1.8 µs less of a 15 µs write.
+        self._sql_incr_counted = incr.format(f"{_INCR_RESULT}({t}.value + ?2)")
+        # The same with RETURNING, for the increments of a group (AsyncSQLiteBackend).
+        self._sql_incr = incr.format(f"{t}.value + ?2") + " RETURNING value"
         self._sql_touch = f"UPDATE {t} SET expires_at = :expires_at WHERE key = :key AND {_LIVE}"
         self._sql_scan = (
             f"SELECT key FROM {t} WHERE key >= :start AND key < :before AND {_LIVE}"
@@ -757,49 +772,57 @@ class SQLiteBackend(Backend):
         return self._write(self._sql_delete_if, params) == 1
 
     def incr(self, key: str, by: int = 1, ttl: float | None = None) -> int:
-        # The hot path, inline: a connection of this process whose file was checked less than
-        # _CHECK_FILE_EVERY_WRITE ago runs the one statement; anything else (an error included:
-        # the statement, alone in its transaction, has written nothing) goes through _run.
+        # The hot path, inline: on a connection of this process, the one statement, after the
+        # file check when one is due (see _check_due; a file that looks replaced, like an error,
+        # goes through _run: the statement, alone in its transaction, has written nothing).
         local = self._local
         conn = local.conn
         started = time.monotonic()
-        fresh = conn is not None and started - local.checked_at < _CHECK_FILE_EVERY_WRITE
-        if fresh and local.pid == os.getpid():
-            assert conn is not None
+        if conn is not None and local.pid == os.getpid():
+            if started - local.checked_at >= _CHECK_FILE_EVERY_WRITE:
+                # Here rather than in _run: under contention it is due after every wait for the
+                # lock, and _run's way cost several µs more.
+                if not self._is_our_file():
+                    return _incr_result(key, self._run(self._incr_op(key, by, ttl), write=True))
+                local.checked_at = started
             now = time.time()
             params = (key, by, random_version(), None if ttl is None else now + ttl, now)
+            kept = conn.incr_result
+            kept.value = None
             try:
-                row = conn.execute(self._sql_incr, params).fetchone()
+                written = conn.execute(self._sql_incr_counted, params).rowcount
             except sqlite3.Error:
                 # Nothing written. The busy handler may have waited already: straight to the
                 # retries, which count the timeout from started.
                 result = _wait_in_thread(self._run_steps(self._incr_op(key, by, ttl), started))
                 self._after_write(started)
                 return _incr_result(key, result)
-            if row is not None:
+            if written == 1:
                 if self._writes < _SWEEP_EVERY_WRITES - 1:
                     self._writes += 1  # what _sweep_due counts; it runs at the last of them
                 else:
                     self._after_write(started)
-                value: int = row[0]
-                return value
+                value = kept.value
+                return by if value is None else value  # None: it wrote ?2 (a new or expired key)
         return _incr_result(key, self._run(self._incr_op(key, by, ttl), write=True))
 
     def _incr_op(self, key: str, by: int, ttl: float | None) -> Op[object]:
         now = time.time()
         params = (key, by, random_version(), None if ttl is None else now + ttl, now)
 
-        def op(conn: sqlite3.Connection) -> object:
-            # The statement refuses to leave an integer or the 64-bit range (no row returned), so
+        def op(conn: _Connection) -> object:
+            # The statement refuses to leave an integer or the 64-bit range (no row written), so
             # it may run alone (see _check_due): there is never anything to roll back.
+            kept = conn.incr_result
+            kept.value = None
             if self._check_due():
                 self._begin(conn)
-                row = conn.execute(self._sql_incr, params).fetchone()
+                written = conn.execute(self._sql_incr_counted, params).rowcount
                 conn.execute("COMMIT")
             else:
-                row = conn.execute(self._sql_incr, params).fetchone()
-            if row is not None:
-                return row[0]
+                written = conn.execute(self._sql_incr_counted, params).rowcount
+            if written == 1:
+                return by if kept.value is None else kept.value  # None: it wrote ?2
             # Refused: tell why from the value now (at the refusal it was live and not an integer,
             # or an integer that would overflow; either way nothing was applied).
             value = conn.execute(self._sql_get, (key, now)).fetchone()
@@ -1242,7 +1265,7 @@ class _ThreadConnection(threading.local):
     """Per-thread slot: the connection, the pid that opened it (checked on every use), the
     identity of the file it opened and when that was last compared with the file at the path."""
 
-    conn: sqlite3.Connection | None = None
+    conn: _Connection | None = None
     pid: int = 0
     identity: FileIdentity | None = None
     journal: dict[str, FileIdentity | None]  # identities of its -wal and -shm files
@@ -1258,6 +1281,37 @@ def _set_busy_timeout(conn: sqlite3.Connection, timeout: float) -> None:
     conn.execute(f"PRAGMA busy_timeout={min(int(timeout * 1000), 2**31 - 1)}")
 
 
+#: The SQL function through which ``_sql_incr_counted`` hands the sum it writes to Python.
+_INCR_RESULT = "sharedstate_incr_result"
+
+
+class _IncrResult:
+    """The value ``_INCR_RESULT`` was last called with on one connection (``None``: reset)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: int | None = None
+
+    def keep(self, value: int) -> int:
+        self.value = value
+        return value
+
+
+class _Connection(sqlite3.Connection):
+    """A connection with ``_INCR_RESULT``: an increment keeps its sum in ``incr_result``.
+
+    Used by one thread at a time (like every connection here), which reads ``incr_result``
+    right after the statement: no other statement can call the function in between.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.incr_result = _IncrResult()
+        # The function holds the _IncrResult, not the connection: no reference cycle.
+        self.create_function(_INCR_RESULT, 1, self.incr_result.keep)
+
+
 class _Recycler:
     """Held in a thread's slot: when the thread ends (its slot is freed), its connection goes to
     the backend's spares for the next new thread, unless that thread was forked away, the
@@ -1268,7 +1322,7 @@ class _Recycler:
     def __init__(
         self,
         spares: list[_Spare],
-        conn: sqlite3.Connection | None,
+        conn: _Connection | None,
         pid: int,
         identity: FileIdentity | None,
         journal: dict[str, FileIdentity | None],
