@@ -876,7 +876,7 @@ class PostgresBackend(_PostgresShared, Backend):
             return slot, conn
 
     def _run(self, op: Callable[[Conn], T], *, write: bool) -> T:
-        """Run ``op`` (autocommit statements, see incr) on a pooled connection, mapping failures.
+        """Run ``op`` (its statements, each autocommit) on a pooled connection, mapping failures.
 
         Reads are retried once on a fresh connection if theirs broke; writes are not (the server
         may have applied them), and say that their outcome is unknown.
@@ -1219,7 +1219,7 @@ class AsyncPostgresBackend(_PostgresShared, AsyncBackend):
             return slot, conn
 
     async def _run(self, op: Callable[[AConn], Awaitable[T]], *, write: bool) -> T:
-        """Run ``op`` (autocommit statements, see incr) on a pooled connection, mapping failures.
+        """Run ``op`` (its statements, each autocommit) on a pooled connection, mapping failures.
 
         As :meth:`PostgresBackend._run`: reads are retried once on a fresh connection if theirs
         broke; writes are not, and say that their outcome is unknown.
