@@ -7,10 +7,11 @@
 Subjects (each increments one key and awaits the new value):
 - ``sharedstate async redis://``: ``AsyncRedisBackend.incr`` (INCRBY through its own pool).
 - ``redis.asyncio INCR``: ``redis.asyncio.Redis.from_url(url).incr(key)``, through redis-py's pool.
-- ``sharedstate async postgresql://``: ``AsyncPostgresBackend.incr`` (an upsert ``RETURNING``).
+- ``sharedstate async postgresql://``: ``AsyncPostgresBackend.incr`` (an ``UPDATE ... RETURNING`` of
+  a live integer; the upsert only when that finds no such row).
 - ``psycopg async UPDATE RETURNING``: ``UPDATE t SET n = n + 1 WHERE k = %s RETURNING n`` on a
   psycopg_pool ``AsyncConnectionPool`` of the same size (10) in autocommit mode.
-- ``psycopg async, sharedstate's SQL``: that pool running sharedstate's own incr statement on its
+- ``psycopg async, sharedstate's SQL``: that pool running sharedstate's own incr statements on its
   table (not a peer: it splits the PostgreSQL gap into the statement's share and the Python path's).
 
 Workloads: ``1 task`` and ``16 tasks`` in one process; ``4 proc x 16 tasks`` (spawned processes,
@@ -130,7 +131,8 @@ class PeerPostgresOurSQL(PeerPostgres):
         super().__init__()
         from sharedstate.backends.postgres import _Statements
 
-        self.sql = _Statements(PG_TABLE).incr
+        statements = _Statements(PG_TABLE)
+        self.sql, self.upsert = statements.incr_live, statements.incr
 
     async def incr(self) -> int:
         if not self.opened:
@@ -138,7 +140,10 @@ class PeerPostgresOurSQL(PeerPostgres):
             self.opened = True
         params = {"key": "raw", "by": 1, "version": secrets.randbits(62) + 1, "ttl": None}
         async with self.pool.connection() as conn:
+            # As AsyncPostgresBackend.incr: the UPDATE of a live integer, else the upsert.
             row = await (await conn.execute(self.sql, params)).fetchone()
+            if row is None:
+                row = await (await conn.execute(self.upsert, params)).fetchone()
         return int(row[0])
 
 

@@ -7,6 +7,7 @@ on a free loopback port) so it can stop and start it without disturbing anyone e
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import logging
 import multiprocessing
@@ -303,6 +304,61 @@ def test_incr_overflow_raises_and_leaves_the_value(pg_url: str, table: str) -> N
         with pytest.raises(OverflowError):
             store.incr("n")
         assert store.get("n") == 2**63 - 1
+
+
+# What another client writes between incr's UPDATE (which found no live integer) and its upsert:
+# the upsert must take it in as if the incr had come after it. The first statement is replaced by
+# one that writes that row itself and returns nothing, so the interleaving is certain.
+_MEANWHILE = {
+    "an integer": ("NULL, 41, 1, NULL", 42, None),
+    "an expired integer": ("NULL, 41, 1, now() - interval '1 second'", 1, 60.0),
+    "a non-integer": ("'\\x78'::bytea, NULL, 1, NULL", TypeError, None),
+}
+
+
+@pytest.mark.parametrize("meanwhile", sorted(_MEANWHILE))
+@pytest.mark.parametrize("api", ["sync", "async"])
+def test_incr_upsert_takes_in_a_row_written_after_its_update(
+    pg_url: str, table: str, meanwhile: str, api: str
+) -> None:
+    from sharedstate.backends.postgres import AsyncPostgresBackend
+
+    columns, expected, ttl = _MEANWHILE[meanwhile]
+    writer = f'INSERT INTO "{table}" (key, value, num, version, expires_at) VALUES (%(key)s, {columns})'
+    url = _with(pg_url, f"table={table}")
+    _sql(pg_url, ddl(table))
+
+    def incr(backend: Any) -> int | type[BaseException]:
+        backend._sql.incr_live = f"WITH w AS ({writer}) SELECT 1 WHERE false"
+        if api == "sync":
+            try:
+                return int(backend.incr("n", ttl=ttl))
+            except TypeError:
+                return TypeError
+            finally:
+                backend.close()
+
+        async def run() -> int | type[BaseException]:
+            try:
+                return int(await backend.incr("n", ttl=ttl))
+            except TypeError:
+                return TypeError
+            finally:
+                await backend.aclose()
+
+        return asyncio.run(run())
+
+    backend_class = PostgresBackend if api == "sync" else AsyncPostgresBackend
+    assert incr(backend_class.from_url(url)) == expected
+    rows = _sql(
+        pg_url,
+        f'SELECT value, num, expires_at IS NOT NULL FROM "{table}" WHERE key = %s',
+        ("n",),
+    )
+    if expected is TypeError:
+        assert rows == [(b"x", None, False)]  # left as the other client wrote it
+    else:
+        assert rows == [(None, expected, ttl is not None)]
 
 
 def test_foreign_version_tokens_never_match(pg_url: str, table: str) -> None:

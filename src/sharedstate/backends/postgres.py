@@ -7,9 +7,12 @@ libpq. Needs ``pip install 'sharedstate[postgres]'`` (psycopg 3 and psycopg_pool
 
 How it stays correct:
 
-- Every operation is one statement in autocommit mode, so it is atomic by itself: upserts and
-  ``incr`` are ``INSERT ... ON CONFLICT ... RETURNING``, compare-and-set is ``UPDATE ... WHERE
-  version = ...``. Row locks taken by the statement serialize writers of one key, across machines.
+- Every operation takes effect in one statement in autocommit mode, so it is atomic by itself:
+  upserts are ``INSERT ... ON CONFLICT ... RETURNING``, compare-and-set is ``UPDATE ... WHERE
+  version = ...``, ``incr`` is ``UPDATE ... RETURNING`` of a live integer and, only when there is
+  none (absent, expired, not an integer), the upsert. Row locks taken by the statement serialize
+  writers of one key, across machines. A second statement (that upsert, or the read after a
+  refused compare-and-set) runs only when the first changed nothing, and sees every commit since.
 - Expiry is judged by the *server's* clock (``now()``), never the app's, so machines whose clocks
   disagree still agree on what has expired. Every query treats expired rows as absent; they are
   deleted lazily in small batches (``FOR UPDATE SKIP LOCKED``, so sweepers never wait on each other
@@ -268,6 +271,13 @@ class _Statements:
         # Removes an expired row too (it is garbage anyway) but reports only a live one.
         self.delete = f"DELETE FROM {t} AS t WHERE key = %(key)s RETURNING {live}"
         self.delete_if = f"DELETE FROM {t} AS t WHERE key = %(key)s AND version = %(old)s AND {live}"
+        # incr's common case, a live integer: a plain UPDATE, as cheap as a hand-written counter
+        # (the upsert below costs a speculative-insert check and a row-lock record more). No row
+        # back (absent, expired, not an integer): nothing changed, and incr runs the upsert.
+        self.incr_live = (
+            f"UPDATE {t} AS t SET num = t.num + %(by)s, version = %(version)s"
+            f" WHERE key = %(key)s AND t.num IS NOT NULL AND {live} RETURNING num"
+        )
         # A missing or expired row starts at 0 and takes the ttl; a live integer keeps its expiry;
         # a live non-integer fails the WHERE, so no row comes back and nothing changes.
         self.incr = (
@@ -746,8 +756,10 @@ class _PostgresShared:
 class PostgresBackend(_PostgresShared, Backend):
     """PostgreSQL storage; see the module docstring. Safe to share between threads; fork-safe.
 
-    Concurrency contract: each method is one autocommit statement, atomic and linearizable per key
-    across every process and machine using the same table. Expiry follows the server's clock.
+    Concurrency contract: each method takes effect in one autocommit statement, atomic and
+    linearizable per key across every process and machine using the same table (see the module
+    docstring for the second statement of ``incr`` and of a refused compare-and-set). Expiry
+    follows the server's clock.
 
     Lazy sweeping: after every ``sweep_every_writes`` writes in a process, or ``sweep_every_seconds``
     after the last sweep, the writing thread deletes expired rows in proportion to its writes: up to
@@ -864,7 +876,7 @@ class PostgresBackend(_PostgresShared, Backend):
             return slot, conn
 
     def _run(self, op: Callable[[Conn], T], *, write: bool) -> T:
-        """Run ``op`` (one autocommit statement) on a pooled connection, mapping failures.
+        """Run ``op`` (its statements, each autocommit) on a pooled connection, mapping failures.
 
         Reads are retried once on a fresh connection if theirs broke; writes are not (the server
         may have applied them), and say that their outcome is unknown.
@@ -987,9 +999,16 @@ class PostgresBackend(_PostgresShared, Backend):
 
     def incr(self, key: str, by: int = 1, ttl: float | None = None) -> int:
         params = self._incr_params(key, by, ttl)
-        sql = self._sql.incr
+        live, upsert = self._sql.incr_live, self._sql.incr
+
+        def op(conn: Conn) -> tuple[Any, ...] | None:
+            # Each statement is atomic; the first changes nothing unless it returns the row, so
+            # the upsert sees (and handles) whatever a concurrent writer left in between.
+            row = conn.execute(live, params).fetchone()
+            return row if row is not None else conn.execute(upsert, params).fetchone()
+
         try:
-            row = self._run(lambda c: c.execute(sql, params).fetchone(), write=True)
+            row = self._run(op, write=True)
         except OverflowError as exc:
             raise overflows(key) from exc
         self._maybe_sweep()
@@ -1072,10 +1091,11 @@ class AsyncPostgresBackend(_PostgresShared, AsyncBackend):
     """PostgreSQL storage for ``asyncio``: psycopg's ``AsyncConnection`` and ``AsyncConnectionPool``.
 
     The same URLs, table, statements, errors and lazy sweeping as :class:`PostgresBackend`; the two
-    can share one table. Concurrency contract: each method is one autocommit statement, atomic and
-    linearizable per key across every process and machine using the table. No call blocks the
-    event loop: waiting for a connection and for every reply is awaited, and every call ends
-    within ``timeout`` (:class:`AsyncDeadlineConnection`), also against a frozen server.
+    can share one table. Concurrency contract: each method takes effect in one autocommit
+    statement, atomic and linearizable per key across every process and machine using the table
+    (as :class:`PostgresBackend`). No call blocks the event loop: waiting for a connection and
+    for every reply is awaited, and every call ends within ``timeout``
+    (:class:`AsyncDeadlineConnection`), also against a frozen server.
 
     Pools are bound to an event loop, so the backend keeps one per running loop, opened on first
     use there: an instance made at import time (no loop yet) works under any loop, e.g. two
@@ -1199,7 +1219,7 @@ class AsyncPostgresBackend(_PostgresShared, AsyncBackend):
             return slot, conn
 
     async def _run(self, op: Callable[[AConn], Awaitable[T]], *, write: bool) -> T:
-        """Run ``op`` (one autocommit statement) on a pooled connection, mapping failures.
+        """Run ``op`` (its statements, each autocommit) on a pooled connection, mapping failures.
 
         As :meth:`PostgresBackend._run`: reads are retried once on a fresh connection if theirs
         broke; writes are not, and say that their outcome is unknown.
@@ -1323,8 +1343,15 @@ class AsyncPostgresBackend(_PostgresShared, AsyncBackend):
 
     async def incr(self, key: str, by: int = 1, ttl: float | None = None) -> int:
         params = self._incr_params(key, by, ttl)
+        live, upsert = self._sql.incr_live, self._sql.incr
+
+        async def op(conn: AConn) -> tuple[Any, ...] | None:
+            # As PostgresBackend.incr: the UPDATE of a live integer, else the upsert.
+            row = await (await conn.execute(live, params)).fetchone()
+            return row if row is not None else await (await conn.execute(upsert, params)).fetchone()
+
         try:
-            row = await self._fetchone(self._sql.incr, params, write=True)
+            row = await self._run(op, write=True)
         except OverflowError as exc:
             raise overflows(key) from exc
         await self._maybe_sweep()
