@@ -26,6 +26,10 @@ loaded with ``--factory``) with every row's route; each row is measured by the s
   when ``sharedstate.starlette`` cannot be imported.
   Both session routes are mounted the same way (a Starlette sub-app under ``/cookie`` and ``/ours``)
   and every request carries a cookie from one earlier login request.
+- ``session: cookie + raw SELECT``: the cookie route plus one ``SELECT`` of a small row by primary
+  key on the floor's plain ``sqlite3`` connection, for information: what one SQLite read adds to a
+  request here, the least a session kept in SQLite can cost over one kept in the cookie (ours also
+  skips the cookie's re-signing and JSON on every response, but decodes the entry it read).
 
 Load generator, rounds, medians, ratios and the server's CPU (from ``/proc``): ``_routebench.py``
 (shared with ``bench_wsgi_routes.py``). ``--generators`` processes (default 1), each a small asyncio
@@ -79,6 +83,7 @@ SECRET = "bench-asgi-routes-not-a-real-secret"
 HELLO_TARGET = 0.90  # counter sqlite:// rps >= 90 % of hello rps
 SESSION_TARGET = 1 / 1.1  # ours rps >= cookie rps / 1.1
 FLOOR = "floor: raw sqlite3 upsert"
+COOKIE_SELECT = "session: cookie + raw SELECT"
 
 
 # -- the app (runs in each uvicorn worker) ---------------------------------------------------------
@@ -155,8 +160,16 @@ def make_app() -> Any:
     async def read(request: Request) -> PlainTextResponse:
         return PlainTextResponse(str(request.session.get("user", "")))
 
+    raw_sqlite.execute("INSERT OR REPLACE INTO kv (key, value) VALUES ('session', 1)")
+
+    async def read_and_select(request: Request) -> PlainTextResponse:
+        raw_sqlite.execute("SELECT value FROM kv WHERE key = 'session'").fetchone()
+        return PlainTextResponse(str(request.session.get("user", "")))
+
     def session_app() -> Starlette:
-        return Starlette(routes=[Route("/login", login), Route("/read", read)])
+        return Starlette(
+            routes=[Route("/login", login), Route("/read", read), Route("/read-select", read_and_select)]
+        )
 
     app.mount("/cookie", CookieSessionMiddleware(session_app(), secret_key=SECRET))
     if os.environ.get(SESSIONS_ENV) == "1":
@@ -234,6 +247,7 @@ def main() -> None:
     rows += [Row(f"counter {b}://", f"/counter/{b}") for b in backends]
     rows.append(Row(FLOOR, "/floor/sqlite"))
     rows.append(Row("session: Starlette cookie", "/cookie/read", "/cookie/login"))
+    rows.append(Row(COOKIE_SELECT, "/cookie/read-select", "/cookie/login"))
     if ours:
         rows.append(Row("session: sharedstate", "/ours/read", "/ours/login"))
     rows = select_rows(rows, args.only)
@@ -316,6 +330,13 @@ def _report(
                 "(for information); by server CPU per request: "
                 f"{cpu_ratio(samples, f'counter {b}://', 'hello'):.2f}x"
             )
+    if {COOKIE_SELECT, "session: Starlette cookie"} <= samples.keys():
+        cookie = "session: Starlette cookie"
+        print(
+            f"  {COOKIE_SELECT} / Starlette cookie: {ratio(samples, COOKIE_SELECT, cookie):.2f}x "
+            "(for information: one SQLite read); by server CPU per request: "
+            f"{cpu_ratio(samples, COOKIE_SELECT, cookie):.2f}x"
+        )
     if {"session: sharedstate", "session: Starlette cookie"} <= samples.keys():
         session = ratio(samples, "session: sharedstate", "session: Starlette cookie")
         verdict = "PASS" if session >= SESSION_TARGET else "FAIL"
