@@ -11,6 +11,13 @@ loaded with ``--factory``) with every row's route; each row is measured by the s
 - ``counter sqlite://``: the route does ``await store.counter("hits").incr()`` on an ``AsyncStore``
   on an SQLite file. Target (issue 11): at least 90 % of the hello route's requests per second.
 - ``counter redis://`` and ``counter lmdb://``: the same on those backends, for information.
+- ``floor: raw sqlite3 upsert``: what SQLite alone costs, for information: a route doing one
+  autocommit ``INSERT ... ON CONFLICT DO UPDATE SET value = value + 1 RETURNING value`` on a plain
+  ``sqlite3`` connection (WAL, ``synchronous=NORMAL``, its own file, no namespace, codec, expiry or
+  version), synchronously on the event loop with SQLite's default busy handler (which, unlike
+  ``sqlite://``, sleeps on the loop while another worker holds the write lock). The least any
+  SQLite-backed increment can cost: the ceiling of ``counter sqlite://`` on this machine (the twin of
+  ``bench_wsgi_routes.py``'s floor row).
 - ``session: Starlette cookie``: ``request.session.get("user")`` under Starlette's own
   ``SessionMiddleware`` (the data signed into the cookie, re-signed and re-sent on every response).
 - ``session: sharedstate``: the same route under ``sharedstate.starlette.SessionMiddleware``
@@ -19,6 +26,10 @@ loaded with ``--factory``) with every row's route; each row is measured by the s
   when ``sharedstate.starlette`` cannot be imported.
   Both session routes are mounted the same way (a Starlette sub-app under ``/cookie`` and ``/ours``)
   and every request carries a cookie from one earlier login request.
+- ``session: cookie + raw SELECT``: the cookie route plus one ``SELECT`` of a small row by primary
+  key on the floor's plain ``sqlite3`` connection, for information: what one SQLite read adds to a
+  request here, the least a session kept in SQLite can cost over one kept in the cookie (ours also
+  skips the cookie's re-signing and JSON on every response, but decodes the entry it read).
 
 Load generator, rounds, medians, ratios and the server's CPU (from ``/proc``): ``_routebench.py``
 (shared with ``bench_wsgi_routes.py``). ``--generators`` processes (default 1), each a small asyncio
@@ -71,6 +82,8 @@ SESSIONS_ENV = "BENCH_ASGI_OUR_SESSIONS"
 SECRET = "bench-asgi-routes-not-a-real-secret"
 HELLO_TARGET = 0.90  # counter sqlite:// rps >= 90 % of hello rps
 SESSION_TARGET = 1 / 1.1  # ours rps >= cookie rps / 1.1
+FLOOR = "floor: raw sqlite3 upsert"
+COOKIE_SELECT = "session: cookie + raw SELECT"
 
 
 # -- the app (runs in each uvicorn worker) ---------------------------------------------------------
@@ -123,6 +136,23 @@ def make_app() -> Any:
     for name, store in stores.items():
         app.add_api_route(f"/counter/{name}", counter_route(store), methods=["GET"])
 
+    # The floor (see the module docstring): SQLite alone, inline on the loop.
+    import sqlite3
+
+    raw_sqlite = sqlite3.connect(f"{tmp}/floor.sqlite3", isolation_level=None, check_same_thread=False)
+    raw_sqlite.execute("PRAGMA journal_mode=WAL")
+    raw_sqlite.execute("PRAGMA synchronous=NORMAL")
+    raw_sqlite.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+
+    async def floor_sqlite() -> PlainTextResponse:
+        row = raw_sqlite.execute(
+            "INSERT INTO kv (key, value) VALUES ('hits', 1)"
+            " ON CONFLICT (key) DO UPDATE SET value = value + 1 RETURNING value"
+        ).fetchone()
+        return PlainTextResponse(str(row[0]))
+
+    app.add_api_route("/floor/sqlite", floor_sqlite, methods=["GET"])
+
     async def login(request: Request) -> PlainTextResponse:
         request.session["user"] = "alice"
         return PlainTextResponse("ok")
@@ -130,8 +160,16 @@ def make_app() -> Any:
     async def read(request: Request) -> PlainTextResponse:
         return PlainTextResponse(str(request.session.get("user", "")))
 
+    raw_sqlite.execute("INSERT OR REPLACE INTO kv (key, value) VALUES ('session', 1)")
+
+    async def read_and_select(request: Request) -> PlainTextResponse:
+        raw_sqlite.execute("SELECT value FROM kv WHERE key = 'session'").fetchone()
+        return PlainTextResponse(str(request.session.get("user", "")))
+
     def session_app() -> Starlette:
-        return Starlette(routes=[Route("/login", login), Route("/read", read)])
+        return Starlette(
+            routes=[Route("/login", login), Route("/read", read), Route("/read-select", read_and_select)]
+        )
 
     app.mount("/cookie", CookieSessionMiddleware(session_app(), secret_key=SECRET))
     if os.environ.get(SESSIONS_ENV) == "1":
@@ -207,7 +245,9 @@ def main() -> None:
     ours = _our_sessions_available()
     rows = [Row("hello", "/hello")]
     rows += [Row(f"counter {b}://", f"/counter/{b}") for b in backends]
+    rows.append(Row(FLOOR, "/floor/sqlite"))
     rows.append(Row("session: Starlette cookie", "/cookie/read", "/cookie/login"))
+    rows.append(Row(COOKIE_SELECT, "/cookie/read-select", "/cookie/login"))
     if ours:
         rows.append(Row("session: sharedstate", "/ours/read", "/ours/login"))
     rows = select_rows(rows, args.only)
@@ -272,6 +312,17 @@ def _report(
             f"  counter sqlite:// / hello: {sqlite:.2f}x (target >= {HELLO_TARGET:.2f}x) {verdict}; "
             f"by server CPU per request: {cpu_ratio(samples, 'counter sqlite://', 'hello'):.2f}x"
         )
+    if FLOOR in samples:
+        print(
+            f"  {FLOOR} / hello: {ratio(samples, FLOOR, 'hello'):.2f}x (for information: SQLite alone, "
+            "the ceiling of counter sqlite://); by server CPU per request: "
+            f"{cpu_ratio(samples, FLOOR, 'hello'):.2f}x"
+        )
+        if "counter sqlite://" in samples:
+            print(
+                f"  counter sqlite:// / {FLOOR}: {ratio(samples, 'counter sqlite://', FLOOR):.2f}x; "
+                f"by server CPU per request: {cpu_ratio(samples, 'counter sqlite://', FLOOR):.2f}x"
+            )
     for b in ("redis", "lmdb"):
         if f"counter {b}://" in samples:
             print(
@@ -279,6 +330,13 @@ def _report(
                 "(for information); by server CPU per request: "
                 f"{cpu_ratio(samples, f'counter {b}://', 'hello'):.2f}x"
             )
+    if {COOKIE_SELECT, "session: Starlette cookie"} <= samples.keys():
+        cookie = "session: Starlette cookie"
+        print(
+            f"  {COOKIE_SELECT} / Starlette cookie: {ratio(samples, COOKIE_SELECT, cookie):.2f}x "
+            "(for information: one SQLite read); by server CPU per request: "
+            f"{cpu_ratio(samples, COOKIE_SELECT, cookie):.2f}x"
+        )
     if {"session: sharedstate", "session: Starlette cookie"} <= samples.keys():
         session = ratio(samples, "session: sharedstate", "session: Starlette cookie")
         verdict = "PASS" if session >= SESSION_TARGET else "FAIL"

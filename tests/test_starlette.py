@@ -130,6 +130,33 @@ async def test_no_cookie_reads_nothing_and_read_only_writes_nothing(store: Async
         assert (await c.get("/get")).json() == {"a": "1", "x": {"items": ["1", "2"]}}
 
 
+@in_loop
+async def test_vary_cookie_joins_the_apps_own_vary(store: AsyncStore) -> None:
+    """A response that read the session varies on ``Cookie``, added to any ``Vary`` the app set."""
+
+    async def login(request: Request) -> PlainTextResponse:
+        request.session["user"] = "alice"
+        return PlainTextResponse("ok")
+
+    async def read(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(request.session.get("user", ""), headers={"Vary": "Accept-Encoding"})
+
+    async def read_plain(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(request.session.get("user", ""))
+
+    app = Starlette(
+        routes=[Route("/login", login), Route("/read", read), Route("/plain", read_plain)],
+        middleware=[Middleware(SessionMiddleware, store=store, secret_key="k" * 32)],
+    )
+    async with client(app) as c:
+        assert set_cookie(await c.get("/login"))
+        r = await c.get("/read")
+        assert r.text == "alice" and set_cookie(r) is None
+        assert r.headers.get_list("vary") == ["Accept-Encoding, Cookie"]
+        r = await c.get("/plain")
+        assert r.text == "alice" and r.headers.get_list("vary") == ["Cookie"]
+
+
 def create_on(store: AsyncStore, backend: Any, **options: Any) -> Starlette:
     """The test routes on ``store`` with its backend replaced by ``backend``."""
     from tests.apps.starlette_app import add_routes

@@ -355,6 +355,11 @@ class SessionMiddleware:
                 await state.release_lock()
         if not session.accessed and action.kind == "keep":
             return  # no header to add
+        if action.kind == "keep":  # the common read: only Vary to add, straight into the list
+            raw = message["headers"] = list(message.get("headers", ()))
+            if not any(name == b"vary" for name, _ in raw):
+                raw.append((b"vary", b"Cookie"))
+                return
         headers = MutableHeaders(scope=message)
         headers.add_vary_header("Cookie")
         if action.kind == "set":

@@ -102,6 +102,23 @@ class SessionState:
     only those keys are compared at save (see the module doc).
     """
 
+    # The immutable defaults live here: one state is made per request, and sets only what changes.
+    loaded = False
+    existed = False  # an entry was found (or created by incr)
+    base_version: Version | None = None  # version matching the data read, if known
+    dirty = False  # changed() was called: keys may have been added or removed
+    # Untracked: the entry's encoding as read (a read-only request re-encodes once and compares).
+    raw: bytes | int | None = None
+    _key_of: str | None = None  # the sid whose store key and digest are cached below
+    _digest = ""
+    _full = ""
+    regenerating = False
+    destroyed = False
+    issue_cookie = False  # incr created the entry: send its cookie at save
+    mutated = False
+    discard = False  # the app said "do not save": save nothing after the last change
+    lock: Lock | None = None
+
     def __init__(
         self,
         keyspace: Keyspace,
@@ -118,28 +135,14 @@ class SessionState:
         self.sid = sid  # the id from the cookie until loaded; None: none yet (a fresh one at save)
         self.issued_at = issued_at  # when the cookie was signed
         self.data: dict[str, Any] = {} if data is None else data
-        self.loaded = False
-        self.existed = False  # an entry was found (or created by incr)
-        self.base_version: Version | None = None  # version matching the data read, if known
         # Change detection, tracked: the stored keys not touched yet (unchanged by construction),
         # and for each touched stored key its value as read (immutable types) or its encoding as
         # read (_Encoded: a mutable value may be changed in place after it was handed out).
         self.untouched: set[str] = set()
         self.seen: dict[str, Any] = {}
-        self.dirty = False  # changed() was called: keys may have been added or removed
-        # Untracked: the entry's encoding as read (a read-only request re-encodes once and
-        # compares), and, computed only when something changed, each key's encoding as read.
-        self.raw: bytes | int | None = None
+        # Untracked: computed only when something changed, each key's encoding as read.
         self.snapshot: dict[str, bytes | int] | None = {}
-        self._key_of: str | None = None  # the sid whose store key and digest are cached below
-        self._digest = self._full = ""
         self.created = time.time()
-        self.regenerating = False
-        self.destroyed = False
-        self.issue_cookie = False  # incr created the entry: send its cookie at save
-        self.mutated = False
-        self.discard = False  # the app said "do not save": save nothing after the last change
-        self.lock: Lock | None = None
 
     # -- loading -------------------------------------------------------------------------------
 
