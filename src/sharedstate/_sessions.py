@@ -141,22 +141,9 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(ID_BYTES)
 
 
-#: The digests of the last ids seen (a browser sends the same id on every request): sid -> digest.
-#: The adapters call ``sid_digest`` only with ids from verified cookies or drawn here: a flood of
-#: forged cookies cannot fill it.
-_DIGESTS: dict[str, str] = {}
-_DIGESTS_MAX = 4096
-
-
 def sid_digest(sid: str) -> str:
     """The SHA-256 (hex) of a session id: what names its entry in the store."""
-    digest = _DIGESTS.get(sid)
-    if digest is None:
-        digest = hashlib.sha256(sid.encode("ascii")).hexdigest()
-        if len(_DIGESTS) >= _DIGESTS_MAX:
-            _DIGESTS.clear()  # (a lost race of threads: an entry is dropped, or stored twice)
-        _DIGESTS[sid] = digest
-    return digest
+    return hashlib.sha256(sid.encode("ascii")).hexdigest()
 
 
 def entry_key(keyspace: _Keyspace, sid: str) -> str:
