@@ -536,19 +536,29 @@ class SQLiteBackend(Backend):
         if conn.in_transaction:
             conn.execute("ROLLBACK")
 
-    def _write(self, statement: str, params: Params) -> int:
-        """Run one write statement (``_write_op``); return the number of rows it changed.
-
-        The hot path, inline as in ``incr``: on this thread's connection in this process, once
-        the file check passes (``_check_due``), the statement alone, with no closure and no
-        ``_run``. Anything else goes through ``_run``: a file that looks replaced (confirmed
-        under the write lock there), or an error (the statement, alone in its transaction, has
-        written nothing).
+    def _hot_conn(self) -> _Connection | None:
+        """The connection for a write run inline, without ``_run`` (``incr`` and ``_write``):
+        this thread's, opened in this process, once the file check passes (``_check_due``: under
+        contention it is due after every wait for the lock, and going through ``_run`` for it
+        cost several µs more). ``None``: the write goes through ``_run`` (no connection yet, a
+        fork, or a file that looks replaced, which ``_run`` confirms under the write lock).
         """
         local = self._local
         conn = local.conn
-        started = time.monotonic()
         if conn is None or local.pid != os.getpid() or self._check_due():
+            return None
+        return conn
+
+    def _write(self, statement: str, params: Params) -> int:
+        """Run one write statement (``_write_op``); return the number of rows it changed.
+
+        The hot path, inline as in ``incr`` (see ``_hot_conn``): the statement alone, with no
+        closure and no ``_run``; an error goes through the retries (the statement, alone in its
+        transaction, has written nothing).
+        """
+        started = time.monotonic()
+        conn = self._hot_conn()
+        if conn is None:
             return self._run(self._write_op(statement, params), write=True, started=started)
         try:
             changed: int = conn.execute(statement, params).rowcount
@@ -792,19 +802,11 @@ class SQLiteBackend(Backend):
         return self._write(self._sql_delete_if, params) == 1
 
     def incr(self, key: str, by: int = 1, ttl: float | None = None) -> int:
-        # The hot path, inline: on a connection of this process, the one statement, after the
-        # file check when one is due (see _check_due; a file that looks replaced, like an error,
-        # goes through _run: the statement, alone in its transaction, has written nothing).
-        local = self._local
-        conn = local.conn
+        # The hot path, inline (see _hot_conn); an error goes through the retries: the
+        # statement, alone in its transaction, has written nothing.
         started = time.monotonic()
-        if conn is not None and local.pid == os.getpid():
-            if started - local.checked_at >= _CHECK_FILE_EVERY_WRITE:
-                # Here rather than in _run: under contention it is due after every wait for the
-                # lock, and _run's way cost several µs more.
-                if not self._is_our_file():
-                    return _incr_result(key, self._run(self._incr_op(key, by, ttl), write=True))
-                local.checked_at = started
+        conn = self._hot_conn()
+        if conn is not None:
             now = time.time()
             params = (key, by, random_version(), None if ttl is None else now + ttl, now)
             kept = conn.incr_result
