@@ -433,3 +433,22 @@ if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "--load":
             asyncio.run(_load(int(_port), _path, _cookie, int(_conns), float(_start_at), float(_seconds)))
         )
     )
+
+
+#: The counter routes' floor (``floor: raw sqlite3 upsert``): one autocommit upsert adding 1.
+FLOOR_UPSERT = (
+    "INSERT INTO kv (key, value) VALUES ('hits', 1) ON CONFLICT (key) DO UPDATE SET value = value + 1"
+    " RETURNING value"
+)
+
+
+def open_floor_sqlite(path: str) -> Any:
+    """A plain ``sqlite3`` connection for the floor rows (WAL, ``synchronous=NORMAL``, autocommit,
+    SQLite's default busy handler) on a file with table ``kv``."""
+    import sqlite3
+
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+    return conn

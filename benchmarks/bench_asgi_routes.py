@@ -60,6 +60,7 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from _routebench import (
+    FLOOR_UPSERT,
     WARMUP_S,
     Row,
     Samples,
@@ -67,6 +68,7 @@ from _routebench import (
     add_load_arguments,
     check_rows,
     cpu_ratio,
+    open_floor_sqlite,
     print_generator_share,
     print_table,
     ratio,
@@ -137,18 +139,10 @@ def make_app() -> Any:
         app.add_api_route(f"/counter/{name}", counter_route(store), methods=["GET"])
 
     # The floor (see the module docstring): SQLite alone, inline on the loop.
-    import sqlite3
-
-    raw_sqlite = sqlite3.connect(f"{tmp}/floor.sqlite3", isolation_level=None, check_same_thread=False)
-    raw_sqlite.execute("PRAGMA journal_mode=WAL")
-    raw_sqlite.execute("PRAGMA synchronous=NORMAL")
-    raw_sqlite.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+    raw_sqlite = open_floor_sqlite(f"{tmp}/floor.sqlite3")
 
     async def floor_sqlite() -> PlainTextResponse:
-        row = raw_sqlite.execute(
-            "INSERT INTO kv (key, value) VALUES ('hits', 1)"
-            " ON CONFLICT (key) DO UPDATE SET value = value + 1 RETURNING value"
-        ).fetchone()
+        row = raw_sqlite.execute(FLOOR_UPSERT).fetchone()
         return PlainTextResponse(str(row[0]))
 
     app.add_api_route("/floor/sqlite", floor_sqlite, methods=["GET"])

@@ -63,6 +63,7 @@ from contextlib import suppress
 from typing import Any
 
 from _routebench import (
+    FLOOR_UPSERT,
     WARMUP_S,
     Row,
     Samples,
@@ -70,6 +71,7 @@ from _routebench import (
     add_load_arguments,
     check_rows,
     cpu_ratio,
+    open_floor_sqlite,
     print_generator_share,
     print_table,
     ratio,
@@ -129,19 +131,11 @@ def make_app() -> Any:
         return "hello"
 
     # The floors: the engines alone, in the same app as hello (see the module docstring).
-    import sqlite3
-
-    raw_sqlite = sqlite3.connect(f"{tmp}/floor.sqlite3", isolation_level=None, check_same_thread=False)
-    raw_sqlite.execute("PRAGMA journal_mode=WAL")
-    raw_sqlite.execute("PRAGMA synchronous=NORMAL")
-    raw_sqlite.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+    raw_sqlite = open_floor_sqlite(f"{tmp}/floor.sqlite3")
 
     @root.route("/floor/sqlite")
     def floor_sqlite() -> str:
-        row = raw_sqlite.execute(
-            "INSERT INTO kv (key, value) VALUES ('hits', 1)"
-            " ON CONFLICT (key) DO UPDATE SET value = value + 1 RETURNING value"
-        ).fetchone()
+        row = raw_sqlite.execute(FLOOR_UPSERT).fetchone()
         return str(row[0])
 
     if "lmdb" in os.environ[BACKENDS_ENV].split(","):

@@ -1,7 +1,8 @@
 """The ``dict`` face of a session, shared by the Flask, Quart and Starlette adapters.
 
 No web framework is imported here. Each adapter's session class derives from :class:`TrackedDict`
-(Starlette) or :class:`AccessedDict` (Flask, Quart: every read is noted) and provides the hooks:
+(Starlette) or :class:`FlaskStyleDict` (Flask, Quart: every read is noted, and Flask's
+``permanent`` and ``modified``) and provides the hooks:
 
 - ``_access()``: before any read of the data (Flask: load lazily; Quart: note the read).
 - ``_load()``: make the data present without noting a read (Flask: load lazily).
@@ -21,7 +22,7 @@ from typing import Any, SupportsIndex, TypeVar
 
 from sharedstate._sessions import check_key
 
-__all__ = ["AccessedDict", "TrackedDict"]
+__all__ = ["AccessedDict", "FlaskStyleDict", "TrackedDict"]
 
 _D = TypeVar("_D", bound="TrackedDict")
 
@@ -198,3 +199,37 @@ class AccessedDict(TrackedDict):
     def keys(self) -> KeysView[str]:  # type: ignore[override]
         self._access()
         return dict.keys(self)
+
+
+class FlaskStyleDict(AccessedDict):
+    """An :class:`AccessedDict` with the ``permanent`` and ``modified`` of Flask's and Quart's
+    ``SessionMixin``, over the adapter's ``_settings`` (``SessionSettings``) and ``_state``."""
+
+    _settings: Any
+
+    @property
+    def permanent(self) -> bool:
+        """``session["_permanent"]`` if set, else the app's ``SESSION_PERMANENT`` (default False).
+
+        A permanent session's cookie expires with the server-side idle lifetime; any other is a
+        browser-session cookie. The server-side lifetimes apply to both.
+        """
+        return bool(self.get("_permanent", self._settings.permanent))
+
+    @permanent.setter
+    def permanent(self, value: bool) -> None:
+        self["_permanent"] = bool(value)
+
+    @property
+    def modified(self) -> bool:
+        """Whether a mutating method was called (nested changes are found at save time anyway).
+
+        Set it to ``False`` to skip saving this request's changes (Flask's ``should_set_cookie``
+        behaves so); ``incr`` and ``destroy`` were applied at once and stay applied.
+        """
+        return bool(self._state.mutated)
+
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        self._state.mutated = bool(value)
+        self._state.discard = not value

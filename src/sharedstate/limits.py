@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from sharedstate._optional import require
 from sharedstate.errors import SharedStateError
@@ -66,10 +66,19 @@ class _Refused(Exception):
     """Raised from inside an update function: the hit is refused and nothing is written."""
 
 
-def _store_url(uri: str, prefix: str) -> str:
+_S = TypeVar("_S", Store, AsyncStore)
+
+
+def _open_store(cls: type[_S], uri: str, prefix: str, store: _S | None, options: dict[str, Any]) -> _S:
+    """``store`` if given (then no other option), else a ``cls`` opened from the URL after
+    ``prefix`` with the storage ``options``."""
+    if store is not None:
+        if options:
+            raise TypeError("store= excludes the other storage options")
+        return store
     if not uri.startswith(prefix):
         raise ValueError(f"a sharedstate limits storage URI starts with {prefix!r}")
-    return uri[len(prefix) :]
+    return cls(uri[len(prefix) :], **_store_options(options))
 
 
 def _store_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -191,11 +200,7 @@ class SharedStateStorage(Storage, MovingWindowSupport, SlidingWindowCounterSuppo
         **options: Any,
     ) -> None:
         super().__init__(uri, wrap_exceptions=wrap_exceptions)
-        if store is None:
-            store = Store(_store_url(uri, PREFIX), **_store_options(options))
-        elif options:
-            raise TypeError("store= excludes the other storage options")
-        self.store = store
+        self.store = _open_store(Store, uri, PREFIX, store, options)
 
     @property
     def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
@@ -292,11 +297,7 @@ class AsyncSharedStateStorage(
         **options: Any,
     ) -> None:
         super().__init__(uri, wrap_exceptions=wrap_exceptions)
-        if store is None:
-            store = AsyncStore(_store_url(uri, ASYNC_PREFIX), **_store_options(options))
-        elif options:
-            raise TypeError("store= excludes the other storage options")
-        self.store = store
+        self.store = _open_store(AsyncStore, uri, ASYNC_PREFIX, store, options)
 
     @property
     def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:

@@ -60,7 +60,7 @@ from sharedstate._async.objects import AsyncCounter, AsyncLock
 from sharedstate._async.sessions import AsyncSessionState
 from sharedstate._async.store import AsyncStore
 from sharedstate._optional import require
-from sharedstate._sessiondict import AccessedDict
+from sharedstate._sessiondict import FlaskStyleDict
 from sharedstate._sessions import DEFAULT_SALT, CookieSigner, SessionSettings
 from sharedstate._statecli import STATE_HELP, add_state_commands
 from sharedstate.errors import LockNotOwnedError
@@ -568,7 +568,7 @@ _HELD: contextvars.ContextVar[QuartSession | None] = contextvars.ContextVar(
 )
 
 
-class QuartSession(AccessedDict, SessionMixin):
+class QuartSession(FlaskStyleDict, SessionMixin):
     """The ``session`` of one Quart request: a ``dict`` of str keys, loaded when the request starts.
 
     The Quart face of the framework-free session engine
@@ -622,32 +622,6 @@ class QuartSession(AccessedDict, SessionMixin):
         """Whether no stored session backs this one (yet)."""
         return not self._state.existed
 
-    @property
-    def permanent(self) -> bool:
-        """``session["_permanent"]`` if set, else the app's ``SESSION_PERMANENT`` (default False).
-
-        A permanent session's cookie expires with the server-side idle lifetime; any other is a
-        browser-session cookie. The server-side lifetimes apply to both.
-        """
-        return bool(self.get("_permanent", self._settings.permanent))
-
-    @permanent.setter
-    def permanent(self, value: bool) -> None:
-        self["_permanent"] = bool(value)
-
-    @property
-    def modified(self) -> bool:
-        """Whether a mutating method was called (nested changes are found at save time anyway).
-
-        Set it to ``False`` to skip saving this request's changes; ``incr`` and ``destroy`` were
-        applied at once and stay applied.
-        """
-        return self._state.mutated
-
-    @modified.setter
-    def modified(self, value: bool) -> None:
-        self._state.mutated = bool(value)
-        self._state.discard = not value
 
     # -- atomic operations -------------------------------------------------------------------
 

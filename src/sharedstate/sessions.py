@@ -66,7 +66,7 @@ from flask.sessions import SessionInterface, SessionMixin
 
 from sharedstate import _sessions
 from sharedstate._appconfig import CookieSigners, SessionSettingsCache, read_session_settings
-from sharedstate._sessiondict import AccessedDict
+from sharedstate._sessiondict import FlaskStyleDict
 from sharedstate._sessions import (
     LOCK_PREFIX,
     SESSION_PREFIX,
@@ -116,7 +116,7 @@ def entry_key(store: Store, sid: str) -> str:
     return _sessions.entry_key(store._keyspace, sid)
 
 
-class SharedStateSession(AccessedDict, SessionMixin):
+class SharedStateSession(FlaskStyleDict, SessionMixin):
     """The ``session`` of one request: a ``dict`` of str keys, loaded on first use. See the module doc.
 
     A real ``dict`` subclass, as Flask's and Flask-Session's sessions are: ``isinstance(session,
@@ -196,32 +196,6 @@ class SharedStateSession(AccessedDict, SessionMixin):
         self._load()
         return not self._state.existed
 
-    @property
-    def permanent(self) -> bool:
-        """``session["_permanent"]`` if set, else the app's ``SESSION_PERMANENT`` (default False).
-
-        A permanent session's cookie expires with the server-side idle lifetime; any other is a
-        browser-session cookie. The server-side lifetimes apply to both.
-        """
-        return bool(self.get("_permanent", self._settings.permanent))
-
-    @permanent.setter
-    def permanent(self, value: bool) -> None:
-        self["_permanent"] = bool(value)
-
-    @property
-    def modified(self) -> bool:
-        """Whether a mutating method was called (nested changes are found at save time anyway).
-
-        Set it to ``False`` to skip saving this request's changes (Flask's ``should_set_cookie``
-        behaves so); ``session.incr`` and ``destroy`` were applied at once and stay applied.
-        """
-        return self._state.mutated
-
-    @modified.setter
-    def modified(self, value: bool) -> None:
-        self._state.mutated = bool(value)
-        self._state.discard = not value
 
     # -- atomic operations -------------------------------------------------------------------
 
