@@ -40,6 +40,7 @@ test: install memcached
 check: install
 	$(BIN)/python scripts/unasync.py --check
 	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(BIN)/mypy src
 
 # The guides (Markdown) and the API reference (from the docstrings) into docs/_build/html. Any

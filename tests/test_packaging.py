@@ -32,9 +32,7 @@ class Sdist:
         with tarfile.open(archive) as tar:
             top = tar.getnames()[0].split("/")[0]
             self.top = top
-            self.files = {
-                name[len(top) + 1 :] for name in tar.getnames() if tar.getmember(name).isfile()
-            }
+            self.files = {name[len(top) + 1 :] for name in tar.getnames() if tar.getmember(name).isfile()}
             member = tar.extractfile(f"{top}/PKG-INFO")
             assert member is not None
             self.metadata = email.parser.Parser().parsestr(member.read().decode("utf-8"))
@@ -86,7 +84,9 @@ def _suite_files(root: Path) -> set[str]:
     return {
         path.relative_to(root).as_posix()
         for path in (root / "tests").rglob("*")
-        if path.is_file() and "__pycache__" not in path.parts and ".hypothesis" not in path.parts
+        if path.is_file()
+        and "__pycache__" not in path.parts
+        and ".hypothesis" not in path.parts
         and not path.name.endswith((".pyc", ".pyo"))
     }
 

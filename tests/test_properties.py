@@ -690,9 +690,9 @@ def _password() -> st.SearchStrategy[str]:
 
 #: Path and query text: no surrogates (a URL is text that can be sent), no "/", "." or "\\", so a
 #: relative sqlite path stays a file name in the working directory (tmp_path).
-_URL_PART = st.text(
-    st.characters(exclude_categories=("Cs",), exclude_characters="/.\\"), max_size=12
-).map(lambda text: quote(text, safe=""))
+_URL_PART = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="/.\\"), max_size=12).map(
+    lambda text: quote(text, safe="")
+)
 
 
 def _ports(backend: str, real_url: str) -> st.SearchStrategy[str | None]:

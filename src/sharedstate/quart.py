@@ -622,7 +622,6 @@ class QuartSession(FlaskStyleDict, SessionMixin):
         """Whether no stored session backs this one (yet)."""
         return not self._state.existed
 
-
     # -- atomic operations -------------------------------------------------------------------
 
     async def incr(self, key: str, by: int = 1) -> int:

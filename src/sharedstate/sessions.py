@@ -196,7 +196,6 @@ class SharedStateSession(FlaskStyleDict, SessionMixin):
         self._load()
         return not self._state.existed
 
-
     # -- atomic operations -------------------------------------------------------------------
 
     def incr(self, key: str, by: int = 1) -> int:
