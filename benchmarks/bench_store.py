@@ -7,7 +7,9 @@
 
 Workloads, the same for every subject:
 - incr: 4 processes (``--processes``) increment one key K times each; ops/s over the whole run,
-  and lost updates (expected minus the final value; above 0 is a correctness bug of that subject).
+  and lost updates (expected minus the final value; above 0 is a correctness bug of that subject),
+  and the workers' CPU time per op (user + system: the client side only, so a server's work is not
+  in it). Under contention ops/s swings with the lock's hand-offs; CPU per op moves far less.
 - rmw: 4 processes read-modify-write one small JSON object (``n += 1``) the way a user of that
   library would write it; ops/s and lost updates.
 - get / set: one process, median latency in microseconds of single operations (warmed up).
@@ -458,13 +460,16 @@ def _worker(subject: Subject, workload: str, key: str, ops: int, ready: Any, sta
     op(key + "-warmup")  # connect before the clock starts
     ready.put(os.getpid())
     start.wait()
+    cpu = time.process_time()
     for _ in range(ops):
         op(key)
-    done.put(os.getpid())
+    done.put(time.process_time() - cpu)
 
 
-def multiprocess_cell(subject: Subject, workload: str, ops: int, processes: int) -> tuple[float, int]:
-    """(ops/s, lost updates) for ``processes`` processes doing ``ops`` operations each on one key."""
+def multiprocess_cell(subject: Subject, workload: str, ops: int, processes: int) -> tuple[float, int, float]:
+    """(ops/s, lost updates, client CPU µs per op) for ``processes`` processes doing ``ops``
+    operations each on one key. The CPU is the workers' own (user + system), the client side only:
+    a server's work (redis, postgres, memcached) is not in it; an embedded store's is."""
     ctx = mp.get_context("spawn")
     key = f"{workload}-{uuid.uuid4().hex[:8]}"
     ready, start, done = ctx.Queue(), ctx.Event(), ctx.Queue()
@@ -481,14 +486,13 @@ def multiprocess_cell(subject: Subject, workload: str, ops: int, processes: int)
         ready.get(timeout=300)
     began = time.perf_counter()
     start.set()
-    for _ in procs:
-        done.get(timeout=300)
+    cpu_seconds = sum(done.get(timeout=300) for _ in procs)
     elapsed = time.perf_counter() - began
     for p in procs:
         p.join(30)
     client = subject.opener(subject.config)
     final = client.count(key) if workload == "incr" else client.object_n(key)
-    return processes * ops / elapsed, processes * ops - final
+    return processes * ops / elapsed, processes * ops - final, cpu_seconds * 1e6 / (processes * ops)
 
 
 def latency_cell(subject: Subject, ops: int) -> tuple[float, float]:
@@ -632,9 +636,12 @@ def main(argv: list[str] | None = None) -> int:
                             continue
                         processes = subject.processes or args.processes
                         total = ops * args.processes  # the same work, however many processes
-                        rate, lost = multiprocess_cell(subject, workload, total // processes, processes)
+                        rate, lost, cpu_us = multiprocess_cell(
+                            subject, workload, total // processes, processes
+                        )
                         cells[f"{workload}_ops"].append(rate)
                         cells[f"{workload}_lost"].append(lost)
+                        cells[f"{workload}_cpu_us"].append(cpu_us)
                 if subject.latency:
                     get_us, set_us = latency_cell(subject, lat_ops)
                     cells["get_us"].append(get_us)
@@ -682,16 +689,18 @@ def fmt(value: Any, kind: str) -> str:
 def print_table(results: dict[str, dict[str, Any]], incr_ops: int, rmw_ops: int, processes: int) -> None:
     header = (
         f"| subject | incr ops/s ({processes} proc) | incr lost (of {processes * incr_ops}) "
-        f"| rmw ops/s ({processes} proc) | rmw lost (of {processes * rmw_ops}) | get µs (median) "
-        "| set µs (median) |"
+        f"| incr client CPU µs/op | rmw ops/s ({processes} proc) | rmw lost (of {processes * rmw_ops}) "
+        "| rmw client CPU µs/op | get µs (median) | set µs (median) |"
     )
     print()
     print(header)
-    print("|" + "---|" * 7)
+    print("|" + "---|" * 9)
     for name, row in results.items():
         print(
             f"| {name} | {fmt(row.get('incr_ops'), 'ops')} | {fmt(row.get('incr_lost'), 'lost')} "
+            f"| {fmt(row.get('incr_cpu_us'), 'us')} "
             f"| {fmt(row.get('rmw_ops'), 'ops')} | {fmt(row.get('rmw_lost'), 'lost')} "
+            f"| {fmt(row.get('rmw_cpu_us'), 'us')} "
             f"| {fmt(row.get('get_us'), 'us')} | {fmt(row.get('set_us'), 'us')} |"
         )
 
@@ -802,9 +811,15 @@ def print_ratios(results: dict[str, dict[str, Any]], runs: dict[str, dict[str, l
         ratios = paired_ratios(runs, ours, peer, metric)
         ratio = statistics.median(ratios)
         ok = ratio >= target if direction == ">=" else ratio <= target
+        cpu_metric = metric.replace("_ops", "_cpu_us")
+        by_cpu = ""
+        if metric.endswith("_ops") and cpu_metric in results[peer]:
+            # Work per op, peer / ours: above 1 means ours spends less CPU per operation.
+            cpu_ratio = statistics.median(paired_ratios(runs, peer, ours, cpu_metric))
+            by_cpu = f"; client CPU per op, peer's / ours: {cpu_ratio:.2f}x"
         print(
             f"  {label}: {ratio:.2f}x ({min(ratios):.2f}-{max(ratios):.2f} over {len(ratios)} rounds) "
-            f"(target {direction} {target}x) {'PASS' if ok else 'FAIL'}"
+            f"(target {direction} {target}x) {'PASS' if ok else 'FAIL'}{by_cpu}"
         )
     for name, row in results.items():
         for metric in ("incr_lost", "rmw_lost"):
