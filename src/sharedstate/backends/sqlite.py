@@ -60,6 +60,7 @@ from sharedstate.backends.kit import (
     random_version,
     results_as_alone,
     successor,
+    version_bits,
 )
 from sharedstate.errors import BackendUnavailableError
 from sharedstate.urls import mask_url, query_options, split_url
@@ -822,7 +823,7 @@ class SQLiteBackend(Backend):
         ):
             cursor, kept = hot
             now = time.time()
-            params = (key, by, random_version(), None if ttl is None else now + ttl, now)
+            params = (key, by, version_bits(62) + 1, None if ttl is None else now + ttl, now)
             kept.value = None
             try:
                 written = cursor.execute(self._sql_incr_counted, params).rowcount
