@@ -104,6 +104,12 @@ _CHECK_FILE_EVERY = 0.1
 _MAX_SPARE_CONNECTIONS = 8
 _JOURNAL_SUFFIXES = ("-wal", "-shm")
 _LOOP_TIMER_RESOLUTION = 0.001  # seconds: asyncio's selector (epoll) waits whole milliseconds
+# How long SQLite's busy handler waits for a lock before the statement fails "locked" and
+# _run_steps runs it again, until ``timeout`` (seconds). The handler sleeps 1, 2, 5, 10, 15, 20,
+# 25... ms, so a process that has waited a while sleeps 25 to 100 ms at a time and can miss the
+# lock freed meanwhile (4 processes on one key: the first finished in a third of the time of the
+# last). In slices of 8 ms, it sleeps 1, 2, 5 ms, again and again (see _run_steps).
+_BUSY_SLICE = 0.008
 
 FileIdentity = tuple[int, int]  # (st_dev, st_ino)
 #: A connection an ended thread left: (connection, pid that opened it, file identity, journal's).
@@ -206,7 +212,7 @@ class SQLiteBackend(Backend):
                     self._create_schema(conn)
                     self._schema_ready = True
                 if self.wait_in_sqlite:
-                    _set_busy_timeout(conn, self.timeout)
+                    _set_busy_timeout(conn, self._busy_slice())
                 return conn
             except sqlite3.Error as exc:
                 if conn is not None:
@@ -455,7 +461,9 @@ class SQLiteBackend(Backend):
         against this loop's retries (benchmarks/bench_sqlite_wait.py, 2 and 4 processes on one
         key), it gives more increments per second for less CPU: a retry costs a Python round trip,
         a rollback and a context switch, and on a busy machine the waiters' CPU is the writers'.
-        This loop then only counts the time left to each attempt. Without it (the async class,
+        The handler waits in slices of ``_BUSY_SLICE`` (its first sleeps, 1, 2 and 5 ms, never its
+        later 25 to 100 ms ones); a statement that fails "locked" at the end of a slice is run
+        again here, until the time left to each attempt runs out. Without it (the async class,
         whose thread is the event loop's), the statement fails at once and this loop waits:
         jittered, from tens of microseconds growing to 5 ms, yielding each wait to the caller.
 
@@ -513,16 +521,23 @@ class SQLiteBackend(Backend):
     @contextlib.contextmanager
     def _busy_wait_until(self, conn: sqlite3.Connection, deadline: float) -> Iterator[None]:
         """With ``wait_in_sqlite``: let SQLite's busy handler wait only until ``deadline`` in the
-        statements run meanwhile (a retry must not wait a whole ``timeout`` again)."""
-        if not self.wait_in_sqlite:
+        statements run meanwhile (a retry must not wait past the timeout). The connection's busy
+        timeout, ``_busy_slice``, is changed only when less than that is left."""
+        left = deadline - time.monotonic()
+        if not self.wait_in_sqlite or left >= self._busy_slice():
             yield
             return
-        _set_busy_timeout(conn, max(0.0, deadline - time.monotonic()))
+        _set_busy_timeout(conn, max(0.0, left))
         try:
             yield
         finally:
             with contextlib.suppress(sqlite3.Error):
-                _set_busy_timeout(conn, self.timeout)
+                _set_busy_timeout(conn, self._busy_slice())
+
+    def _busy_slice(self) -> float:
+        """The busy timeout of this backend's connections (seconds): ``_BUSY_SLICE``, or less if
+        ``timeout`` is shorter."""
+        return min(self.timeout, _BUSY_SLICE)
 
     @contextlib.contextmanager
     def _no_busy_wait(self, conn: sqlite3.Connection) -> Iterator[None]:
@@ -535,7 +550,7 @@ class SQLiteBackend(Backend):
             yield
         finally:
             with contextlib.suppress(sqlite3.Error):
-                _set_busy_timeout(conn, self.timeout)
+                _set_busy_timeout(conn, self._busy_slice())
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:
