@@ -103,6 +103,20 @@ class AsyncKeyspace:
 
     # -- the nested-update guard ---------------------------------------------------------------
 
+    def write_key(self, key: str, what: str) -> str:
+        """``full_key(key)`` for a write, refused by ``guard_write`` too: the two in one call, for
+        the hot paths (``Store.incr``, ``set``...), where every Python frame shows."""
+        # full_key's common case, inline; anything else goes through full_key itself.
+        plain = type(key) is str and key.isascii() and "\0" not in key
+        if plain and key and not key.startswith(RESERVED_PREFIX):
+            full = self.prefix + key
+        else:
+            full = self.full_key(key)
+        busy = _BUSY_KEYS.get()
+        if busy and (id(self.backend), full) in busy:
+            raise self._nested(full, what)
+        return full
+
     def guard_write(self, full: str, what: str) -> None:
         """Refuse a write (``what``: ``"set"``, ``"dict item write"``) to a key that this thread or
         task is updating or editing: the outer update could never save (see :class:`NestedUpdateError`)."""

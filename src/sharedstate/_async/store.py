@@ -106,22 +106,19 @@ class AsyncStore:
     async def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` at ``key`` (replacing it); it expires after ``ttl`` seconds if given."""
         ks = self._keyspace
-        full = ks.full_key(key)
-        ks.guard_write(full, "set()")
+        full = ks.write_key(key, "set()")
         await ks.backend.set(full, ks.encode(full, value), None if ttl is None else seconds("ttl", ttl))
 
     async def add(self, key: str, value: Any, ttl: float | None = None) -> bool:
         """Store ``value`` only if ``key`` is absent; return whether it was stored. Atomic."""
         ks = self._keyspace
-        full = ks.full_key(key)
-        ks.guard_write(full, "add()")
+        full = ks.write_key(key, "add()")
         return await ks.backend.add(full, ks.encode(full, value), seconds("ttl", ttl, optional=True))
 
     async def delete(self, key: str) -> bool:
         """Remove ``key``; return whether it existed."""
         ks = self._keyspace
-        full = ks.full_key(key)
-        ks.guard_write(full, "delete()")
+        full = ks.write_key(key, "delete()")
         return await ks.backend.delete(full)
 
     async def incr(self, key: str, by: int = 1, ttl: float | None = None) -> int:
@@ -133,15 +130,13 @@ class AsyncStore:
         if type(by) is not int:
             raise TypeError(f"by must be an int, got {type(by).__name__}")
         ks = self._keyspace
-        full = ks.full_key(key)
-        ks.guard_write(full, "incr()")
+        full = ks.write_key(key, "incr()")
         return await ks.backend.incr(full, by, None if ttl is None else seconds("ttl", ttl))
 
     async def touch(self, key: str, ttl: float | None) -> bool:
         """Give ``key`` a new expiry (``None``: never) without rewriting it; whether it existed."""
         ks = self._keyspace
-        full = ks.full_key(key)
-        ks.guard_write(full, "touch()")
+        full = ks.write_key(key, "touch()")
         return await ks.backend.touch(full, seconds("ttl", ttl, optional=True))
 
     async def ttl(self, key: str) -> float | None:

@@ -108,22 +108,19 @@ class Store:
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` at ``key`` (replacing it); it expires after ``ttl`` seconds if given."""
         ks = self._keyspace
-        full = ks.full_key(key)
-        ks.guard_write(full, "set()")
+        full = ks.write_key(key, "set()")
         ks.backend.set(full, ks.encode(full, value), None if ttl is None else seconds("ttl", ttl))
 
     def add(self, key: str, value: Any, ttl: float | None = None) -> bool:
         """Store ``value`` only if ``key`` is absent; return whether it was stored. Atomic."""
         ks = self._keyspace
-        full = ks.full_key(key)
-        ks.guard_write(full, "add()")
+        full = ks.write_key(key, "add()")
         return ks.backend.add(full, ks.encode(full, value), seconds("ttl", ttl, optional=True))
 
     def delete(self, key: str) -> bool:
         """Remove ``key``; return whether it existed."""
         ks = self._keyspace
-        full = ks.full_key(key)
-        ks.guard_write(full, "delete()")
+        full = ks.write_key(key, "delete()")
         return ks.backend.delete(full)
 
     def incr(self, key: str, by: int = 1, ttl: float | None = None) -> int:
@@ -135,15 +132,13 @@ class Store:
         if type(by) is not int:
             raise TypeError(f"by must be an int, got {type(by).__name__}")
         ks = self._keyspace
-        full = ks.full_key(key)
-        ks.guard_write(full, "incr()")
+        full = ks.write_key(key, "incr()")
         return ks.backend.incr(full, by, None if ttl is None else seconds("ttl", ttl))
 
     def touch(self, key: str, ttl: float | None) -> bool:
         """Give ``key`` a new expiry (``None``: never) without rewriting it; whether it existed."""
         ks = self._keyspace
-        full = ks.full_key(key)
-        ks.guard_write(full, "touch()")
+        full = ks.write_key(key, "touch()")
         return ks.backend.touch(full, seconds("ttl", ttl, optional=True))
 
     def ttl(self, key: str) -> float | None:

@@ -147,6 +147,11 @@ def random_version() -> int:
     return _VERSIONS.getrandbits(62) + 1
 
 
+#: ``random_version`` without the call, for hot paths: ``version_bits(62) + 1``. The same
+#: generator (reseeded in place in a forked child, so this bound method stays valid).
+version_bits = _VERSIONS.getrandbits
+
+
 # -- fork safety -----------------------------------------------------------------------------
 
 _INHERITED: list[object] = []

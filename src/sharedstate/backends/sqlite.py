@@ -60,6 +60,7 @@ from sharedstate.backends.kit import (
     random_version,
     results_as_alone,
     successor,
+    version_bits,
 )
 from sharedstate.errors import BackendUnavailableError
 from sharedstate.urls import mask_url, query_options, split_url
@@ -103,6 +104,12 @@ _CHECK_FILE_EVERY = 0.1
 _MAX_SPARE_CONNECTIONS = 8
 _JOURNAL_SUFFIXES = ("-wal", "-shm")
 _LOOP_TIMER_RESOLUTION = 0.001  # seconds: asyncio's selector (epoll) waits whole milliseconds
+# How long SQLite's busy handler waits for a lock before the statement fails "locked" and
+# _run_steps runs it again, until ``timeout`` (seconds). The handler sleeps 1, 2, 5, 10, 15, 20,
+# 25... ms, so a process that has waited a while sleeps 25 to 100 ms at a time and can miss the
+# lock freed meanwhile (4 processes on one key: the first finished in a third of the time of the
+# last). In slices of 8 ms, it sleeps 1, 2, 5 ms, again and again (see _run_steps).
+_BUSY_SLICE = 0.008
 
 FileIdentity = tuple[int, int]  # (st_dev, st_ino)
 #: A connection an ended thread left: (connection, pid that opened it, file identity, journal's).
@@ -205,7 +212,7 @@ class SQLiteBackend(Backend):
                     self._create_schema(conn)
                     self._schema_ready = True
                 if self.wait_in_sqlite:
-                    _set_busy_timeout(conn, self.timeout)
+                    _set_busy_timeout(conn, self._busy_slice())
                 return conn
             except sqlite3.Error as exc:
                 if conn is not None:
@@ -263,11 +270,11 @@ class SQLiteBackend(Backend):
         spare = self._take_spare()
         if spare is not None:  # an ended thread's: checked against the file at the path first
             conn, local.pid, local.identity, local.journal = spare
-            local.conn, local.checked_at = conn, 0.0
+            local.conn, local.hot, local.checked_at = conn, _hot(conn), 0.0
             local.recycler = _Recycler(self._spares, conn, local.pid, local.identity, local.journal)
             return (yield from self._checked_conn_steps(conn))
         conn = yield from self._connect_steps()
-        local.conn, local.pid, local.checked_at = conn, os.getpid(), time.monotonic()
+        local.conn, local.hot, local.pid, local.checked_at = conn, _hot(conn), os.getpid(), time.monotonic()
         # After the first statement (journal_mode), so the -wal and -shm files exist.
         local.identity = _identity(self.path)
         local.journal = {suffix: _identity(self.path + suffix) for suffix in _JOURNAL_SUFFIXES}
@@ -322,7 +329,7 @@ class SQLiteBackend(Backend):
         self._leave_replaced_file(conn)
         raise _FileReplaced
 
-    def _check_due(self) -> bool:
+    def _check_due(self, now: float | None = None) -> bool:
         """Whether the next write must run in ``BEGIN IMMEDIATE`` to check its file (``_begin``).
 
         Not when this thread compared the file at the path with its connection's less than
@@ -335,15 +342,20 @@ class SQLiteBackend(Backend):
 
         Measured (4 processes incrementing one key): taking the write lock for the check, every
         millisecond, cost a quarter of the increments per second.
+
+        ``now``: a ``time.monotonic()`` reading the caller has just taken (default: read now).
         """
-        local = self._local
-        now = time.monotonic()
-        if now - local.checked_at < _CHECK_FILE_EVERY_WRITE:
-            return False
+        if now is None:
+            now = time.monotonic()
+        return now - self._local.checked_at >= _CHECK_FILE_EVERY_WRITE and not self._file_unchanged(now)
+
+    def _file_unchanged(self, now: float) -> bool:
+        """Compare the file at the path with this thread's connection's now (one ``stat``, read at
+        ``now``, a ``time.monotonic()`` reading); whether it is unchanged."""
         if self._is_our_file():
-            local.checked_at = now
-            return False
-        return True
+            self._local.checked_at = now
+            return True
+        return False
 
     def _confirm_file(self, conn: sqlite3.Connection) -> None:
         self._local.checked_at = 0.0  # check now, whenever the last check was
@@ -390,7 +402,7 @@ class SQLiteBackend(Backend):
         """
         local = self._local
         _forget_recycler(local)
-        conn, local.conn, local.identity, local.journal = local.conn, None, None, {}
+        conn, local.conn, local.hot, local.identity, local.journal = local.conn, None, None, None, {}
         self._schema_ready = False  # the file now at the path may have no table (deleted: a new file)
         if conn is not None:
             conn.close()
@@ -449,7 +461,9 @@ class SQLiteBackend(Backend):
         against this loop's retries (benchmarks/bench_sqlite_wait.py, 2 and 4 processes on one
         key), it gives more increments per second for less CPU: a retry costs a Python round trip,
         a rollback and a context switch, and on a busy machine the waiters' CPU is the writers'.
-        This loop then only counts the time left to each attempt. Without it (the async class,
+        The handler waits in slices of ``_BUSY_SLICE`` (its first sleeps, 1, 2 and 5 ms, never its
+        later 25 to 100 ms ones); a statement that fails "locked" at the end of a slice is run
+        again here, until the time left to each attempt runs out. Without it (the async class,
         whose thread is the event loop's), the statement fails at once and this loop waits:
         jittered, from tens of microseconds growing to 5 ms, yielding each wait to the caller.
 
@@ -507,16 +521,23 @@ class SQLiteBackend(Backend):
     @contextlib.contextmanager
     def _busy_wait_until(self, conn: sqlite3.Connection, deadline: float) -> Iterator[None]:
         """With ``wait_in_sqlite``: let SQLite's busy handler wait only until ``deadline`` in the
-        statements run meanwhile (a retry must not wait a whole ``timeout`` again)."""
-        if not self.wait_in_sqlite:
+        statements run meanwhile (a retry must not wait past the timeout). The connection's busy
+        timeout, ``_busy_slice``, is changed only when less than that is left."""
+        left = deadline - time.monotonic()
+        if not self.wait_in_sqlite or left >= self._busy_slice():
             yield
             return
-        _set_busy_timeout(conn, max(0.0, deadline - time.monotonic()))
+        _set_busy_timeout(conn, max(0.0, left))
         try:
             yield
         finally:
             with contextlib.suppress(sqlite3.Error):
-                _set_busy_timeout(conn, self.timeout)
+                _set_busy_timeout(conn, self._busy_slice())
+
+    def _busy_slice(self) -> float:
+        """The busy timeout of this backend's connections (seconds): ``_BUSY_SLICE``, or less if
+        ``timeout`` is shorter."""
+        return min(self.timeout, _BUSY_SLICE)
 
     @contextlib.contextmanager
     def _no_busy_wait(self, conn: sqlite3.Connection) -> Iterator[None]:
@@ -529,7 +550,7 @@ class SQLiteBackend(Backend):
             yield
         finally:
             with contextlib.suppress(sqlite3.Error):
-                _set_busy_timeout(conn, self.timeout)
+                _set_busy_timeout(conn, self._busy_slice())
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:
@@ -802,17 +823,25 @@ class SQLiteBackend(Backend):
         return self._write(self._sql_delete_if, params) == 1
 
     def incr(self, key: str, by: int = 1, ttl: float | None = None) -> int:
-        # The hot path, inline (see _hot_conn); an error goes through the retries: the
-        # statement, alone in its transaction, has written nothing.
+        # The hot path, inline, with no call of our own in between unless the 1 ms file check is
+        # due (the checks of _hot_conn, on this thread's reused cursor, see _ThreadConnection.hot):
+        # measured, every frame and clock reading here shows about twice as large under
+        # contention. An error goes through the retries: the statement, alone in its
+        # transaction, has written nothing.
+        local = self._local
+        hot = local.hot
         started = time.monotonic()
-        conn = self._hot_conn()
-        if conn is not None:
+        if (
+            hot is not None
+            and local.pid == os.getpid()
+            and (started - local.checked_at < _CHECK_FILE_EVERY_WRITE or self._file_unchanged(started))
+        ):
+            cursor, kept = hot
             now = time.time()
-            params = (key, by, random_version(), None if ttl is None else now + ttl, now)
-            kept = conn.incr_result
+            params = (key, by, version_bits(62) + 1, None if ttl is None else now + ttl, now)
             kept.value = None
             try:
-                written = conn.execute(self._sql_incr_counted, params).rowcount
+                written = cursor.execute(self._sql_incr_counted, params).rowcount
             except sqlite3.Error:
                 # Nothing written. The busy handler may have waited already: straight to the
                 # retries, which count the timeout from started.
@@ -948,7 +977,7 @@ class SQLiteBackend(Backend):
         close when those threads end)."""
         local = self._local
         _forget_recycler(local)
-        conn, local.conn, local.identity, local.journal = local.conn, None, None, {}
+        conn, local.conn, local.hot, local.identity, local.journal = local.conn, None, None, None, {}
         if conn is not None and local.pid == os.getpid():
             conn.close()
         elif conn is not None:
@@ -1293,9 +1322,18 @@ class _ThreadConnection(threading.local):
     journal: dict[str, FileIdentity | None]  # identities of its -wal and -shm files
     checked_at: float = 0.0
     recycler: _Recycler | None = None  # gives the connection to a new thread when this one ends
+    #: What ``incr``'s hot path runs on, set and cleared with ``conn`` (see ``_hot``).
+    hot: tuple[sqlite3.Cursor, _IncrResult] | None = None
 
     def __init__(self) -> None:
         self.journal = {}
+
+
+def _hot(conn: _Connection) -> tuple[sqlite3.Cursor, _IncrResult]:
+    """A thread's cursor on its connection, reused by ``incr`` (measured: a new cursor per
+    statement, what ``conn.execute`` makes, cost ~0.1 µs), and the connection's ``incr_result``.
+    Only the thread that owns the slot uses them, one statement at a time, like the connection."""
+    return conn.cursor(), conn.incr_result
 
 
 def _set_busy_timeout(conn: sqlite3.Connection, timeout: float) -> None:
