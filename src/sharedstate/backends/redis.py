@@ -53,6 +53,9 @@ import asyncio
 import contextlib
 import hashlib
 import math
+import socket
+import struct
+import sys
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -455,42 +458,102 @@ class RedisBackend(_RedisShared, Backend):
         """Send ``commands`` in one write and read one reply each: a single round trip.
 
         Error replies are returned in the list as ``ResponseError`` instances, after every reply
-        has been read, so the connection stays in step. Every read waits at most ``timeout``
-        (redis-py's ``socket_timeout``), so a server that stops answering, even one that keeps
-        the connection open, raises within ``timeout``; the connection is then closed, so its
-        late reply can never be read as the answer to a later command.
+        has been read, so the connection stays in step. Every read waits at most ``timeout``, so a
+        server that stops answering, even one that keeps the connection open, raises within
+        ``timeout``; the connection is then closed, so its late reply can never be read as the
+        answer to a later command.
         """
+        try:
+            link, state = self._pool.acquire()
+        except (self._redis.RedisError, OSError) as exc:
+            raise self._connect_error(exc) from exc
+        try:
+            if link.reader is not None:
+                return self._exchange(link, commands)
+            return self._exchange_through_driver(link.conn, commands)
+        finally:
+            self._pool.release(link, state)
+
+    def _exchange(self, link: _Link, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
+        """:meth:`_execute` on a plain socket: packed by hiredis, written and read directly.
+
+        The socket is blocking with the kernel enforcing ``timeout`` (``SO_RCVTIMEO``,
+        ``SO_SNDTIMEO``), so a round trip is one ``sendto`` and one ``recvfrom``: no ``poll``
+        before each, which Python's own socket timeouts add. A timeout surfaces as
+        ``BlockingIOError`` (``EAGAIN``) and is reported as redis-py's ``TimeoutError``.
+        """
+        r = self._redis
+        sock = link.sock
+        try:
+            data = b"".join([_pack_command(command) for command in commands])
+        except TypeError as exc:  # what redis-py raises for an argument it cannot send
+            raise r.DataError(str(exc)) from exc
+        try:
+            if len(data) <= _DIRECT_SEND_MAX:
+                sock.sendall(data)  # fits the empty send buffer: returns at once
+            else:
+                _send_within(sock, data, self.timeout)
+        except BaseException as exc:
+            # The server never got a complete command to execute: a partial one is discarded
+            # with the connection.
+            link.close()
+            if isinstance(exc, OSError):
+                cause = _network_error(r, exc, "writing to")
+                raise self._unavailable("sending the command failed", cause, applied=False) from cause
+            raise
+        reader, buffer, not_enough = link.reader, link.buffer, link.not_enough
+        replies: list[Any] = []
+        try:
+            while len(replies) < len(commands):
+                reply = reader.gets()
+                if reply is not_enough:
+                    received = sock.recv_into(buffer)
+                    if not received:
+                        raise r.ConnectionError("Connection closed by server.")
+                    reader.feed(buffer, 0, received)
+                elif isinstance(reply, r.ConnectionError):  # LOADING, max clients: redis-py raises these
+                    raise reply
+                else:
+                    replies.append(reply)  # error replies (ResponseError) included
+        except r.exceptions.BusyLoadingError as exc:  # the server answered "not yet"
+            link.close()
+            raise self._unavailable("the server is loading its data", exc, applied=False) from exc
+        except BaseException as exc:  # timeout, broken connection, garbage, KeyboardInterrupt
+            link.close()
+            if isinstance(exc, OSError):
+                cause = _network_error(r, exc, "reading from")
+                raise self._broken(cause) from cause
+            if isinstance(exc, r.RedisError):
+                raise self._broken(exc) from exc
+            raise
+        return replies
+
+    def _exchange_through_driver(self, conn: Any, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
+        """:meth:`_execute` through redis-py's connection (TLS, or no hiredis)."""
         r = self._redis
         network_errors = (r.ConnectionError, r.TimeoutError, OSError)
         try:
-            conn = self._pool.acquire()
-        except (r.RedisError, OSError) as exc:
-            raise self._connect_error(exc) from exc
-        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+        except network_errors as exc:
+            # sendall() failed, so the server never got a complete command to execute.
+            conn.disconnect()
+            raise self._unavailable("sending the command failed", exc, applied=False) from exc
+        replies: list[Any] = []
+        for _ in commands:
             try:
-                conn.send_packed_command(conn.pack_commands(commands))
-            except network_errors as exc:
-                # sendall() failed, so the server never got a complete command to execute.
+                replies.append(conn.read_response())
+            except r.exceptions.BusyLoadingError as exc:  # the server answered "not yet"
                 conn.disconnect()
-                raise self._unavailable("sending the command failed", exc, applied=False) from exc
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(conn.read_response())
-                except r.exceptions.BusyLoadingError as exc:  # the server answered "not yet"
-                    conn.disconnect()
-                    raise self._unavailable("the server is loading its data", exc, applied=False) from exc
-                except r.ResponseError as exc:
-                    replies.append(exc)
-                except (r.RedisError, OSError) as exc:  # timeout, broken connection, garbage
-                    conn.disconnect()
-                    raise self._broken(exc) from exc
-                except BaseException:
-                    conn.disconnect()  # e.g. KeyboardInterrupt mid-reply: the stream is out of step
-                    raise
-            return replies
-        finally:
-            self._pool.release(conn)
+                raise self._unavailable("the server is loading its data", exc, applied=False) from exc
+            except r.ResponseError as exc:
+                replies.append(exc)
+            except (r.RedisError, OSError) as exc:  # timeout, broken connection, garbage
+                conn.disconnect()
+                raise self._broken(exc) from exc
+            except BaseException:
+                conn.disconnect()  # e.g. KeyboardInterrupt mid-reply: the stream is out of step
+                raise
+        return replies
 
     def _call(self, key: str, *args: Any) -> object:
         """Run one command about ``key`` and return its reply; error replies are raised."""
@@ -792,6 +855,49 @@ class _PoolSettings:
         )
 
 
+class _Link:
+    """One pooled connection: redis-py's ``Connection`` (which connects, sets the session up and
+    closes) and, on a plain TCP or Unix socket with hiredis, what :meth:`RedisBackend._exchange`
+    reads and writes with directly: the socket, a hiredis reader and its receive buffer.
+
+    ``reader`` is None for a connection that goes through redis-py for each command (TLS, or
+    hiredis missing) and while it is not connected.
+    """
+
+    __slots__ = ("buffer", "conn", "not_enough", "reader", "sock")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.sock: Any = None
+        self.reader: Any = None
+        self.buffer = bytearray()
+        self.not_enough: object = False
+
+    def wire(self, timeout: float) -> None:
+        """After ``conn`` has connected: take its socket for direct use if it is a plain one.
+
+        The socket becomes blocking and the kernel enforces ``timeout`` on each read and write,
+        so a round trip costs no ``poll``; a TLS socket keeps redis-py's path and its timeouts.
+        """
+        sock = self.conn._sock
+        self.sock = self.reader = None
+        if _hiredis is None or type(sock) is not socket.socket or not _KERNEL_TIMEOUTS:
+            return
+        timeval = _timeval(timeout)
+        sock.settimeout(None)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        self.reader, self.not_enough = _new_reader(self.conn._parser.parse_error)
+        if not self.buffer:
+            self.buffer = bytearray(_RECEIVE_BUFFER)
+        self.sock = sock
+
+    def close(self) -> None:
+        """Close the connection (reconnected when next lent): its stream may be out of step."""
+        self.sock = self.reader = None
+        self.conn.disconnect()
+
+
 class _Pool(_PoolSettings):
     """This process's connections to one server; the most recently used idle one is lent first.
 
@@ -808,34 +914,44 @@ class _Pool(_PoolSettings):
         slots = None if self.max_connections is None else threading.Semaphore(self.max_connections)
         return deque(), slots
 
-    def acquire(self) -> Any:
-        """A connected connection; raises redis-py's ``ConnectionError`` (or ``OSError``) if none."""
-        idle, slots = self._state.get()
+    def acquire(self) -> tuple[_Link, _PoolState]:
+        """A connected connection and the state to give it back to (:meth:`release`).
+
+        Raises redis-py's ``ConnectionError`` (or ``OSError``) if none.
+        """
+        state = self._state.get()
+        idle, slots = state
         if slots is not None and not slots.acquire(timeout=self.timeout):
             raise self._all_busy()
         try:
             try:
-                conn = idle.pop()
+                link = idle.pop()
             except IndexError:
-                conn = self._new_connection()
-            else:
-                if _has_unread_data(conn):
-                    # The server closed it (restart, idle timeout) or sent something unasked:
-                    # start afresh rather than fail or misread the next reply.
-                    conn.disconnect()
-            conn.connect()  # no-op when connected
+                link = _Link(self._new_connection())
+            sock = link.conn._sock
+            if sock is not None and has_pending_input(sock):
+                # The server closed it (restart, idle timeout) or sent something unasked:
+                # start afresh rather than fail or misread the next reply.
+                link.close()
+                sock = None
+            if sock is None:
+                link.conn.connect()
+                try:
+                    link.wire(self.timeout)
+                except BaseException:
+                    link.close()
+                    raise
         except BaseException:
             if slots is not None:
                 slots.release()
             raise
-        return conn
+        return link, state
 
-    def release(self, conn: Any) -> None:
-        state = self._state.current()
-        if state is None:
+    def release(self, link: _Link, state: _PoolState) -> None:
+        if self._state.current() is None:
             return  # lent before a fork, returned in the child: not ours to keep
         idle, slots = state
-        idle.append(conn)
+        idle.append(link)
         if slots is not None:
             slots.release()
 
@@ -848,18 +964,69 @@ class _Pool(_PoolSettings):
         idle = state[0]
         while True:
             try:
-                conn = idle.pop()
+                link = idle.pop()
             except IndexError:
                 return
-            conn.disconnect()
+            link.close()
 
 
-def _has_unread_data(conn: Any) -> bool:
-    """Whether the server has sent anything (data or end of stream) on an idle connection."""
-    sock = getattr(conn, "_sock", None)
-    if sock is None:
-        return False  # not connected: connect() will open it
-    return has_pending_input(sock)
+# The direct path (_Link.wire): hiredis packs commands and parses replies; the kernel bounds each
+# socket read and write (SO_RCVTIMEO, SO_SNDTIMEO take a struct timeval on Linux and macOS).
+def _load_hiredis() -> Any:
+    """The hiredis module if it can pack commands (2.1 and later), else None."""
+    try:
+        import hiredis
+    except ImportError:  # pragma: no cover - hiredis comes with the redis extra
+        return None
+    return hiredis if hasattr(hiredis, "pack_command") else None
+
+
+_hiredis: Any = _load_hiredis()
+_pack_command: Any = None if _hiredis is None else _hiredis.pack_command
+_KERNEL_TIMEOUTS = sys.platform.startswith(("linux", "darwin")) and hasattr(socket, "SO_RCVTIMEO")
+_RECEIVE_BUFFER = 65536  # as redis-py's socket_read_size
+# Commands up to this size are written with one blocking sendall(): a connection's send buffer is
+# empty between round trips and holds at least this much, so it returns at once and the send
+# timeout never splits it. Larger ones are written under Python's deadline for the whole write.
+_DIRECT_SEND_MAX = 8192
+
+
+def _timeval(timeout: float) -> bytes:
+    """``timeout`` as a ``struct timeval``, at least 1 µs (zero would mean "wait forever")."""
+    micros = max(1, math.ceil(timeout * 1_000_000))
+    return struct.pack("@ll", micros // 1_000_000, micros % 1_000_000)
+
+
+def _new_reader(parse_error: Any) -> tuple[Any, object]:
+    """A hiredis reader whose error replies are redis-py's exception classes, and its marker for
+    "not enough data yet" (``False`` for hiredis < 3, which RESP2 replies never are)."""
+    assert _hiredis is not None
+    invalid = require("redis", "redis").exceptions.InvalidResponse
+    marker = object()
+    try:
+        reader = _hiredis.Reader(protocolError=invalid, replyError=parse_error, notEnoughData=marker)
+    except TypeError:  # pragma: no cover - hiredis < 3
+        return _hiredis.Reader(protocolError=invalid, replyError=parse_error), False
+    return reader, marker
+
+
+def _send_within(sock: socket.socket, data: bytes, timeout: float) -> None:
+    """Write ``data`` with Python's deadline for the whole write, not the kernel's per call."""
+    sock.settimeout(timeout)
+    try:
+        sock.sendall(data)
+    finally:
+        sock.settimeout(None)
+
+
+def _network_error(r: Any, exc: OSError, doing: str) -> Exception:
+    """redis-py's exception for a socket error of the direct path (the cause of ours)."""
+    if isinstance(exc, (BlockingIOError, TimeoutError)):  # the kernel's or Python's timeout
+        error: Exception = r.TimeoutError(f"Timeout {doing} socket")
+    else:
+        error = r.ConnectionError(f"Error while {doing} socket: {exc}")
+    error.__cause__ = exc
+    return error
 
 
 def _connect_failure(r: Any, exc: BaseException) -> str:
