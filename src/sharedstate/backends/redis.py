@@ -484,8 +484,12 @@ class RedisBackend(_RedisShared, Backend):
         """
         r = self._redis
         sock = link.sock
+        count = len(commands)
         try:
-            data = b"".join([_pack_command(command) for command in commands])
+            if count == 1:
+                data = _pack_command(commands[0])
+            else:
+                data = b"".join([_pack_command(command) for command in commands])
         except TypeError as exc:  # what redis-py raises for an argument it cannot send
             raise r.DataError(str(exc)) from exc
         try:
@@ -504,7 +508,7 @@ class RedisBackend(_RedisShared, Backend):
         reader, buffer, not_enough = link.reader, link.buffer, link.not_enough
         replies: list[Any] = []
         try:
-            while len(replies) < len(commands):
+            while len(replies) < count:
                 reply = reader.gets()
                 if reply is not_enough:
                     received = sock.recv_into(buffer)
@@ -948,9 +952,16 @@ class _Pool(_PoolSettings):
         return link, state
 
     def release(self, link: _Link, state: _PoolState) -> None:
-        if self._state.current() is None:
-            return  # lent before a fork, returned in the child: not ours to keep
+        """Give ``link`` back to ``state``, the state :meth:`acquire` took it from.
+
+        No fork check on the unbounded pool (``acquire`` made the one ``getpid``): a connection
+        lent before a fork and given back in the child goes to the parent's deque, which the
+        child has set aside and never lends from (:class:`~sharedstate.backends.kit.PerProcess`).
+        A bounded pool checks: the parent's semaphore may have been locked at the fork.
+        """
         idle, slots = state
+        if slots is not None and self._state.current() is not state:
+            return  # lent before a fork, given back in the child: not ours to keep
         idle.append(link)
         if slots is not None:
             slots.release()
