@@ -21,7 +21,9 @@ still linearizable: the new value was computed from a value equal to the current
 needs "nobody wrote since I read" must make values unique (locks do: each holds a random token).
 
 **Failures.** Connecting and each socket read or write are bounded by ``timeout`` (default 5 s),
-also against a server that keeps the connection open but stops answering (frozen, overloaded).
+also against a server that keeps the connection open but stops answering (frozen, overloaded);
+a command larger than ``_DIRECT_SEND_MAX`` is written under one deadline for the whole write. (A
+kernel timeout restarts when a signal handler that does not raise interrupts the wait.)
 A server that is down, unreachable, silent, refuses the connection's setup (wrong password, a
 database number it does not have) or does not speak Redis's protocol raises
 ``BackendUnavailableError`` naming the URL with its password masked, with ``applied`` False when
@@ -35,7 +37,13 @@ works again when the server is back.
 not redis-py's ``ConnectionPool``: before lending a connection, that pool checks that the server
 has sent nothing unasked by switching the socket to non-blocking, trying a read and switching it
 back, three system calls per command, which on a loopback server cost more than a tenth of the
-round trip. ``_Pool`` checks the same with one ``poll``.
+round trip. ``_Pool`` checks the same with one ``poll``. redis-py connects and sets up the session
+(AUTH, SELECT, CLIENT SETINFO); after that, on a plain socket, commands are packed by hiredis and
+replies parsed by a hiredis reader on the socket directly (:meth:`RedisBackend._exchange`), and the
+socket is blocking, its ``timeout`` enforced by the kernel (``SO_RCVTIMEO``, ``SO_SNDTIMEO``):
+Python's own socket timeout costs a ``poll`` before every send and every receive. A round trip is
+then one ``sendto`` and one ``recvfrom``. TLS sockets, and installs without hiredis, go through
+redis-py's connection as before.
 
 **Fork.** The pool remembers the pid that filled it. In a forked child it starts empty, so the
 child never uses the parent's sockets; it drops the inherited connections without closing them
