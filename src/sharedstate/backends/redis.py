@@ -493,13 +493,7 @@ class RedisBackend(_RedisShared, Backend):
         r = self._redis
         sock = link.sock
         count = len(commands)
-        try:
-            if count == 1:
-                data = _pack_command(commands[0])
-            else:
-                data = b"".join([_pack_command(command) for command in commands])
-        except TypeError as exc:  # what redis-py raises for an argument it cannot send
-            raise r.DataError(str(exc)) from exc
+        data = _packed(r, commands)
         try:
             if len(data) <= _DIRECT_SEND_MAX:
                 sock.sendall(data)  # fits the empty send buffer: returns at once
@@ -723,7 +717,8 @@ class AsyncRedisBackend(_RedisShared, AsyncBackend):
             raise self._connect_error(exc) from exc
         try:
             try:
-                await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                packed = conn.pack_commands(commands) if _pack_command is None else _packed(r, commands)
+                await conn.send_packed_command(packed, check_health=False)
             except (r.ConnectionError, r.TimeoutError, OSError) as exc:
                 # The write failed (redis-py closed the connection), so the server never got a
                 # complete command to execute.
@@ -1027,6 +1022,20 @@ def _new_reader(parse_error: Any) -> tuple[Any, object]:
     except TypeError:  # pragma: no cover - hiredis < 3
         return _hiredis.Reader(protocolError=invalid, replyError=parse_error), False
     return reader, marker
+
+
+def _packed(r: Any, commands: tuple[tuple[Any, ...], ...]) -> bytes:
+    """``commands`` in Redis's protocol, each packed by hiredis in one C call.
+
+    redis-py packs the same bytes with more Python around it (its asyncio connection in pure
+    Python). An argument it cannot send raises redis-py's ``DataError``, as redis-py would.
+    """
+    try:
+        if len(commands) == 1:
+            return _pack_command(commands[0])  # type: ignore[no-any-return]
+        return b"".join([_pack_command(command) for command in commands])
+    except TypeError as exc:
+        raise r.DataError(str(exc)) from exc
 
 
 def _send_within(sock: socket.socket, data: bytes, timeout: float) -> None:
