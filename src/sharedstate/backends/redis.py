@@ -61,12 +61,13 @@ import asyncio
 import contextlib
 import hashlib
 import math
+import select
 import socket
 import struct
 import sys
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote
 
@@ -871,7 +872,7 @@ class _Link:
     hiredis missing) and while it is not connected.
     """
 
-    __slots__ = ("buffer", "conn", "not_enough", "reader", "sock")
+    __slots__ = ("buffer", "conn", "not_enough", "poll", "reader", "sock")
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
@@ -879,6 +880,9 @@ class _Link:
         self.reader: Any = None
         self.buffer = bytearray()
         self.not_enough: object = False
+        # poll(0): whether anything came on the idle connection (see _Pool.acquire), on a
+        # poller made once per socket: half the cost of kit.has_pending_input's fresh one.
+        self.poll: Callable[[int], object] | None = None
 
     def wire(self, timeout: float) -> None:
         """After ``conn`` has connected: take its socket for direct use if it is a plain one.
@@ -888,6 +892,7 @@ class _Link:
         """
         sock = self.conn._sock
         self.sock = self.reader = None
+        self.poll = _poller(sock)
         if _hiredis is None or type(sock) is not socket.socket or not _KERNEL_TIMEOUTS:
             return
         timeval = _timeval(timeout)
@@ -901,7 +906,7 @@ class _Link:
 
     def close(self) -> None:
         """Close the connection (reconnected when next lent): its stream may be out of step."""
-        self.sock = self.reader = None
+        self.sock = self.reader = self.poll = None
         self.conn.disconnect()
 
 
@@ -936,7 +941,9 @@ class _Pool(_PoolSettings):
             except IndexError:
                 link = _Link(self._new_connection())
             sock = link.conn._sock
-            if sock is not None and has_pending_input(sock):
+            # A socket redis-py closed (the driver path's errors) reads as None here; one that
+            # is not None is the one wire() saw, so its poller watches the right descriptor.
+            if sock is not None and (link.poll is None or link.poll(0)):
                 # The server closed it (restart, idle timeout) or sent something unasked:
                 # start afresh rather than fail or misread the next reply.
                 link.close()
@@ -1022,6 +1029,16 @@ def _new_reader(parse_error: Any) -> tuple[Any, object]:
     except TypeError:  # pragma: no cover - hiredis < 3
         return _hiredis.Reader(protocolError=invalid, replyError=parse_error), False
     return reader, marker
+
+
+def _poller(sock: Any) -> Callable[[int], object]:
+    """``poll(0)`` for ``sock`` alone: truthy when anything (data or end of stream) waits on it,
+    as :func:`~sharedstate.backends.kit.has_pending_input` answers, with the poller made once."""
+    if not hasattr(select, "poll"):  # pragma: no cover - Windows
+        return lambda _timeout: has_pending_input(sock)
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return poller.poll
 
 
 def _packed(r: Any, commands: tuple[tuple[Any, ...], ...]) -> bytes:
