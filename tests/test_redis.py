@@ -553,6 +553,21 @@ def test_large_values_and_batches_cross_the_direct_path(shared_redis_url: str) -
         backend.close()
 
 
+def test_resp3_push_messages_are_not_taken_for_replies(shared_redis_url: str) -> None:
+    """redis-py speaks RESP3: an out-of-band push (here a client-tracking invalidation the
+    connection gets for its own SET) is skipped, and the replies stay in step."""
+    backend = RedisBackend(shared_redis_url, timeout=5)
+    key = f"{_namespace()}/tracked"
+    try:
+        tracking = ("CLIENT", "TRACKING", "ON")
+        replies = backend._execute(tracking, ("GET", key), ("SET", key, b"v"), ("GET", key))
+        assert replies[1:] == [None, b"OK", b"v"]
+        assert backend.get(key) == (b"v", version_of(b"v"))  # an invalidation may wait: reconnected
+        assert backend.delete(key)
+    finally:
+        backend.close()
+
+
 def test_the_driver_path_still_serves_without_hiredis(
     shared_redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -520,7 +520,7 @@ class RedisBackend(_RedisShared, Backend):
                     reader.feed(buffer, 0, received)
                 elif isinstance(reply, r.ConnectionError):  # LOADING, max clients: redis-py raises these
                     raise reply
-                else:
+                elif type(reply) is not _PUSH:
                     replies.append(reply)  # error replies (ResponseError) included
         except r.exceptions.BusyLoadingError as exc:  # the server answered "not yet"
             link.close()
@@ -994,16 +994,21 @@ class _Pool(_PoolSettings):
 # The direct path (_Link.wire): hiredis packs commands and parses replies; the kernel bounds each
 # socket read and write (SO_RCVTIMEO, SO_SNDTIMEO take a struct timeval on Linux and macOS).
 def _load_hiredis() -> Any:
-    """The hiredis module if it can pack commands (2.1 and later), else None."""
+    """The hiredis module if redis-py parses with it too (the version it trusts for RESP3, which it
+    speaks by default) and it can pack commands, else None."""
     try:
         import hiredis
+        from redis.utils import HIREDIS_AVAILABLE
     except ImportError:  # pragma: no cover - hiredis comes with the redis extra
         return None
-    return hiredis if hasattr(hiredis, "pack_command") else None
+    return hiredis if HIREDIS_AVAILABLE and hasattr(hiredis, "pack_command") else None
 
 
 _hiredis: Any = _load_hiredis()
 _pack_command: Any = None if _hiredis is None else _hiredis.pack_command
+# A RESP3 out-of-band message (client tracking, pub/sub; none of which sharedstate turns on): not
+# the reply to a command, skipped as redis-py's parser does.
+_PUSH: Any = getattr(_hiredis, "PushNotification", None)
 _KERNEL_TIMEOUTS = sys.platform.startswith(("linux", "darwin")) and hasattr(socket, "SO_RCVTIMEO")
 _RECEIVE_BUFFER = 65536  # as redis-py's socket_read_size
 # Commands up to this size are written with one blocking sendall(): a connection's send buffer is
@@ -1020,7 +1025,8 @@ def _timeval(timeout: float) -> bytes:
 
 def _new_reader(parse_error: Any) -> tuple[Any, object]:
     """A hiredis reader whose error replies are redis-py's exception classes, and its marker for
-    "not enough data yet" (``False`` for hiredis < 3, which RESP2 replies never are)."""
+    "not enough data yet" (``False`` for a hiredis without ``notEnoughData``, a reply that none of
+    sharedstate's commands gets)."""
     assert _hiredis is not None
     invalid = require("redis", "redis").exceptions.InvalidResponse
     marker = object()
