@@ -11,12 +11,14 @@ import multiprocessing
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -25,6 +27,7 @@ from sharedstate import Store
 from sharedstate.backends import backend_from_url
 from sharedstate.errors import BackendUnavailableError
 from tests import servers
+from tests.freeze_proxy import FreezeProxy
 
 redis = pytest.importorskip("redis")
 from redis.backoff import NoBackoff  # noqa: E402
@@ -277,6 +280,8 @@ def test_lost_reply_is_reported_as_unknown_and_never_applied_twice(tmp_path: Pat
             with pytest.raises(BackendUnavailableError) as info:
                 store.incr("n")
             assert info.value.applied is None
+            assert "no reply within 0.5s" in str(info.value)
+            assert isinstance(info.value.__cause__, redis.TimeoutError)
             sleeper.join(10)
             # The server ran the INCRBY it had received once it woke up: applied exactly once,
             # because nothing was retried behind the caller's back.
@@ -507,6 +512,110 @@ def test_bounded_pool_serves_many_threads(shared_redis_url: str) -> None:
         for t in threads:
             t.join(50)
         assert sorted(results) == list(range(1, 801))
+
+
+# -- the direct path: plain sockets, kernel timeouts ----------------------------------------
+
+
+def _idle_link(store: Store) -> object:
+    """The connection the store's backend lends next (its pool's most recently used idle one)."""
+    idle, _slots = store.backend._pool._state.get()  # type: ignore[attr-defined]
+    return idle[-1]
+
+
+def test_plain_connections_are_blocking_with_kernel_timeouts(shared_redis_url: str) -> None:
+    with Store(f"{shared_redis_url}?timeout=2.5", namespace=_namespace()) as store:
+        store.set("k", 1)
+        link: Any = _idle_link(store)
+        assert link.reader is not None  # the direct path
+        sock = link.conn._sock
+        assert sock is link.sock
+        assert sock.gettimeout() is None  # no poll before each send and receive
+        for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+            seconds, micros = struct.unpack("@ll", sock.getsockopt(socket.SOL_SOCKET, option, 16))
+            assert (seconds, micros) == (2, 500_000)
+
+
+def test_large_values_and_batches_cross_the_direct_path(shared_redis_url: str) -> None:
+    backend = RedisBackend(shared_redis_url, timeout=5)
+    prefix = _namespace()
+    try:
+        big = os.urandom(3 * 1024 * 1024)  # written under a deadline, read in many receives
+        backend.set(f"{prefix}/big", big)
+        entry = backend.get(f"{prefix}/big")
+        assert entry is not None and entry.value == big
+        assert backend.compare_and_set(f"{prefix}/big", entry.version, big[::-1]).stored
+        items = {f"{prefix}/{i}": b"v%d" % i for i in range(2500)}  # several MSETs in one write
+        backend.set_many(items)
+        assert backend.get_many(list(items)) == {k: (v, version_of(v)) for k, v in items.items()}
+        assert backend.delete_many([*items, f"{prefix}/big"]) == 2501
+    finally:
+        backend.close()
+
+
+def test_resp3_push_messages_are_not_taken_for_replies(shared_redis_url: str) -> None:
+    """redis-py speaks RESP3: an out-of-band push (here a client-tracking invalidation the
+    connection gets for its own SET) is skipped, and the replies stay in step."""
+    backend = RedisBackend(shared_redis_url, timeout=5)
+    key = f"{_namespace()}/tracked"
+    try:
+        tracking = ("CLIENT", "TRACKING", "ON")
+        replies = backend._execute(tracking, ("GET", key), ("SET", key, b"v"), ("GET", key))
+        assert replies[1:] == [None, b"OK", b"v"]
+        assert backend.get(key) == (b"v", version_of(b"v"))  # an invalidation may wait: reconnected
+        assert backend.delete(key)
+    finally:
+        backend.close()
+
+
+def test_the_driver_path_still_serves_without_hiredis(
+    shared_redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without hiredis (or over TLS) every command goes through redis-py's connection."""
+    monkeypatch.setattr("sharedstate.backends.redis._hiredis", None)
+    with Store(shared_redis_url, namespace=_namespace()) as store:
+        store.set("k", {"a": 1})
+        assert store.update("k", lambda v: {**v, "a": v["a"] + 1}) == {"a": 2}
+        assert store.incr("n", ttl=30) == 1
+        assert store.get_many(["k", "missing"]) == {"k": {"a": 2}}
+        assert store.keys() == ["k", "n"]
+        link: Any = _idle_link(store)
+        assert link.reader is None
+        assert link.conn._sock.gettimeout() == 5.0  # redis-py's own socket timeout
+        raw = redis.Redis.from_url(shared_redis_url)
+        try:
+            raw.lpush(store._keyspace.full_key("list"), "x")
+        finally:
+            raw.close()
+        with pytest.raises(TypeError):
+            store.incr("list")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.timing
+def test_a_large_write_to_a_frozen_server_fails_within_the_timeout(shared_redis_url: str) -> None:
+    """A command too large for the socket's buffers blocks on a frozen server: the whole write
+    is bounded by ``timeout`` (not each ``send``), and the partial command is never applied."""
+    parts = urlsplit(shared_redis_url)
+    proxy = FreezeProxy(parts.hostname or "127.0.0.1", parts.port or 6379)
+    backend = RedisBackend(f"redis://127.0.0.1:{proxy.port}{parts.path}", timeout=1)
+    key = f"{_namespace()}/big"
+    try:
+        backend.set(key, b"before")
+        with proxy.frozen():
+            started = time.monotonic()
+            with pytest.raises(BackendUnavailableError) as info:
+                backend.set(key, b"x" * (64 * 1024 * 1024))
+            assert time.monotonic() - started < 2.5
+            assert info.value.applied is False
+            assert isinstance(info.value.__cause__, redis.TimeoutError)
+        time.sleep(0.3)  # the held part reaches the server, then the end of the closed connection
+        entry = backend.get(key)
+        assert entry is not None and entry.value == b"before"
+        backend.delete(key)
+    finally:
+        backend.close()
+        proxy.close()
 
 
 # -- errors from outside the hierarchy are wrapped -------------------------------------------

@@ -21,7 +21,9 @@ still linearizable: the new value was computed from a value equal to the current
 needs "nobody wrote since I read" must make values unique (locks do: each holds a random token).
 
 **Failures.** Connecting and each socket read or write are bounded by ``timeout`` (default 5 s),
-also against a server that keeps the connection open but stops answering (frozen, overloaded).
+also against a server that keeps the connection open but stops answering (frozen, overloaded);
+a command larger than ``_DIRECT_SEND_MAX`` is written under one deadline for the whole write. (A
+kernel timeout restarts when a signal handler that does not raise interrupts the wait.)
 A server that is down, unreachable, silent, refuses the connection's setup (wrong password, a
 database number it does not have) or does not speak Redis's protocol raises
 ``BackendUnavailableError`` naming the URL with its password masked, with ``applied`` False when
@@ -35,7 +37,13 @@ works again when the server is back.
 not redis-py's ``ConnectionPool``: before lending a connection, that pool checks that the server
 has sent nothing unasked by switching the socket to non-blocking, trying a read and switching it
 back, three system calls per command, which on a loopback server cost more than a tenth of the
-round trip. ``_Pool`` checks the same with one ``poll``.
+round trip. ``_Pool`` checks the same with one ``poll``. redis-py connects and sets up the session
+(AUTH, SELECT, CLIENT SETINFO); after that, on a plain socket, commands are packed by hiredis and
+replies parsed by a hiredis reader on the socket directly (:meth:`RedisBackend._exchange`), and the
+socket is blocking, its ``timeout`` enforced by the kernel (``SO_RCVTIMEO``, ``SO_SNDTIMEO``):
+Python's own socket timeout costs a ``poll`` before every send and every receive. A round trip is
+then one ``sendto`` and one ``recvfrom``. TLS sockets, and installs without hiredis, go through
+redis-py's connection as before.
 
 **Fork.** The pool remembers the pid that filled it. In a forked child it starts empty, so the
 child never uses the parent's sockets; it drops the inherited connections without closing them
@@ -53,9 +61,13 @@ import asyncio
 import contextlib
 import hashlib
 import math
+import select
+import socket
+import struct
+import sys
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote
 
@@ -455,42 +467,100 @@ class RedisBackend(_RedisShared, Backend):
         """Send ``commands`` in one write and read one reply each: a single round trip.
 
         Error replies are returned in the list as ``ResponseError`` instances, after every reply
-        has been read, so the connection stays in step. Every read waits at most ``timeout``
-        (redis-py's ``socket_timeout``), so a server that stops answering, even one that keeps
-        the connection open, raises within ``timeout``; the connection is then closed, so its
-        late reply can never be read as the answer to a later command.
+        has been read, so the connection stays in step. Every read waits at most ``timeout``, so a
+        server that stops answering, even one that keeps the connection open, raises within
+        ``timeout``; the connection is then closed, so its late reply can never be read as the
+        answer to a later command.
         """
+        try:
+            link, state = self._pool.acquire()
+        except (self._redis.RedisError, OSError) as exc:
+            raise self._connect_error(exc) from exc
+        try:
+            if link.reader is not None:
+                return self._exchange(link, commands)
+            return self._exchange_through_driver(link.conn, commands)
+        finally:
+            self._pool.release(link, state)
+
+    def _exchange(self, link: _Link, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
+        """:meth:`_execute` on a plain socket: packed by hiredis, written and read directly.
+
+        The socket is blocking with the kernel enforcing ``timeout`` (``SO_RCVTIMEO``,
+        ``SO_SNDTIMEO``), so a round trip is one ``sendto`` and one ``recvfrom``: no ``poll``
+        before each, which Python's own socket timeouts add. A timeout surfaces as
+        ``BlockingIOError`` (``EAGAIN``) and is reported as redis-py's ``TimeoutError``.
+        """
+        r = self._redis
+        sock = link.sock
+        count = len(commands)
+        data = _packed(r, commands)
+        try:
+            if len(data) <= _DIRECT_SEND_MAX:
+                sock.sendall(data)  # fits the empty send buffer: returns at once
+            else:
+                _send_within(sock, data, self.timeout)
+        except BaseException as exc:
+            # The server never got a complete command to execute: a partial one is discarded
+            # with the connection.
+            link.close()
+            if isinstance(exc, OSError):
+                cause = _network_error(r, exc, "writing to")
+                raise self._unavailable("sending the command failed", cause, applied=False) from cause
+            raise
+        reader, buffer, not_enough = link.reader, link.buffer, link.not_enough
+        replies: list[Any] = []
+        try:
+            while len(replies) < count:
+                reply = reader.gets()
+                if reply is not_enough:
+                    received = sock.recv_into(buffer)
+                    if not received:
+                        raise r.ConnectionError("Connection closed by server.")
+                    reader.feed(buffer, 0, received)
+                elif isinstance(reply, r.ConnectionError):  # LOADING, max clients: redis-py raises these
+                    raise reply
+                elif type(reply) is not _PUSH:
+                    replies.append(reply)  # error replies (ResponseError) included
+        except r.exceptions.BusyLoadingError as exc:  # the server answered "not yet"
+            link.close()
+            raise self._unavailable("the server is loading its data", exc, applied=False) from exc
+        except BaseException as exc:  # timeout, broken connection, garbage, KeyboardInterrupt
+            link.close()
+            if isinstance(exc, OSError):
+                cause = _network_error(r, exc, "reading from")
+                raise self._broken(cause) from cause
+            if isinstance(exc, r.RedisError):
+                raise self._broken(exc) from exc
+            raise
+        return replies
+
+    def _exchange_through_driver(self, conn: Any, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
+        """:meth:`_execute` through redis-py's connection (TLS, or no hiredis)."""
         r = self._redis
         network_errors = (r.ConnectionError, r.TimeoutError, OSError)
         try:
-            conn = self._pool.acquire()
-        except (r.RedisError, OSError) as exc:
-            raise self._connect_error(exc) from exc
-        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+        except network_errors as exc:
+            # sendall() failed, so the server never got a complete command to execute.
+            conn.disconnect()
+            raise self._unavailable("sending the command failed", exc, applied=False) from exc
+        replies: list[Any] = []
+        for _ in commands:
             try:
-                conn.send_packed_command(conn.pack_commands(commands))
-            except network_errors as exc:
-                # sendall() failed, so the server never got a complete command to execute.
+                replies.append(conn.read_response())
+            except r.exceptions.BusyLoadingError as exc:  # the server answered "not yet"
                 conn.disconnect()
-                raise self._unavailable("sending the command failed", exc, applied=False) from exc
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(conn.read_response())
-                except r.exceptions.BusyLoadingError as exc:  # the server answered "not yet"
-                    conn.disconnect()
-                    raise self._unavailable("the server is loading its data", exc, applied=False) from exc
-                except r.ResponseError as exc:
-                    replies.append(exc)
-                except (r.RedisError, OSError) as exc:  # timeout, broken connection, garbage
-                    conn.disconnect()
-                    raise self._broken(exc) from exc
-                except BaseException:
-                    conn.disconnect()  # e.g. KeyboardInterrupt mid-reply: the stream is out of step
-                    raise
-            return replies
-        finally:
-            self._pool.release(conn)
+                raise self._unavailable("the server is loading its data", exc, applied=False) from exc
+            except r.ResponseError as exc:
+                replies.append(exc)
+            except (r.RedisError, OSError) as exc:  # timeout, broken connection, garbage
+                conn.disconnect()
+                raise self._broken(exc) from exc
+            except BaseException:
+                conn.disconnect()  # e.g. KeyboardInterrupt mid-reply: the stream is out of step
+                raise
+        return replies
 
     def _call(self, key: str, *args: Any) -> object:
         """Run one command about ``key`` and return its reply; error replies are raised."""
@@ -648,7 +718,8 @@ class AsyncRedisBackend(_RedisShared, AsyncBackend):
             raise self._connect_error(exc) from exc
         try:
             try:
-                await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                packed = conn.pack_commands(commands) if _pack_command is None else _packed(r, commands)
+                await conn.send_packed_command(packed, check_health=False)
             except (r.ConnectionError, r.TimeoutError, OSError) as exc:
                 # The write failed (redis-py closed the connection), so the server never got a
                 # complete command to execute.
@@ -792,6 +863,53 @@ class _PoolSettings:
         )
 
 
+class _Link:
+    """One pooled connection: redis-py's ``Connection`` (which connects, sets the session up and
+    closes) and, on a plain TCP or Unix socket with hiredis, what :meth:`RedisBackend._exchange`
+    reads and writes with directly: the socket, a hiredis reader and its receive buffer.
+
+    ``reader`` is None for a connection that goes through redis-py for each command (TLS, or
+    hiredis missing) and while it is not connected.
+    """
+
+    __slots__ = ("buffer", "conn", "not_enough", "poll", "reader", "sock")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.sock: Any = None
+        self.reader: Any = None
+        self.buffer = bytearray()
+        self.not_enough: object = False
+        # poll(0): whether anything came on the idle connection (see _Pool.acquire), on a
+        # poller made once per socket: half the cost of kit.has_pending_input's fresh one.
+        self.poll: Callable[[int], object] | None = None
+
+    def wire(self, timeout: float) -> None:
+        """After ``conn`` has connected: take its socket for direct use if it is a plain one.
+
+        The socket becomes blocking and the kernel enforces ``timeout`` on each read and write,
+        so a round trip costs no ``poll``; a TLS socket keeps redis-py's path and its timeouts.
+        """
+        sock = self.conn._sock
+        self.sock = self.reader = None
+        self.poll = _poller(sock)
+        if _hiredis is None or type(sock) is not socket.socket or not _KERNEL_TIMEOUTS:
+            return
+        timeval = _timeval(timeout)
+        sock.settimeout(None)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        self.reader, self.not_enough = _new_reader(self.conn._parser.parse_error)
+        if not self.buffer:
+            self.buffer = bytearray(_RECEIVE_BUFFER)
+        self.sock = sock
+
+    def close(self) -> None:
+        """Close the connection (reconnected when next lent): its stream may be out of step."""
+        self.sock = self.reader = self.poll = None
+        self.conn.disconnect()
+
+
 class _Pool(_PoolSettings):
     """This process's connections to one server; the most recently used idle one is lent first.
 
@@ -808,34 +926,53 @@ class _Pool(_PoolSettings):
         slots = None if self.max_connections is None else threading.Semaphore(self.max_connections)
         return deque(), slots
 
-    def acquire(self) -> Any:
-        """A connected connection; raises redis-py's ``ConnectionError`` (or ``OSError``) if none."""
-        idle, slots = self._state.get()
+    def acquire(self) -> tuple[_Link, _PoolState]:
+        """A connected connection and the state to give it back to (:meth:`release`).
+
+        Raises redis-py's ``ConnectionError`` (or ``OSError``) if none.
+        """
+        state = self._state.get()
+        idle, slots = state
         if slots is not None and not slots.acquire(timeout=self.timeout):
             raise self._all_busy()
         try:
             try:
-                conn = idle.pop()
+                link = idle.pop()
             except IndexError:
-                conn = self._new_connection()
-            else:
-                if _has_unread_data(conn):
-                    # The server closed it (restart, idle timeout) or sent something unasked:
-                    # start afresh rather than fail or misread the next reply.
-                    conn.disconnect()
-            conn.connect()  # no-op when connected
+                link = _Link(self._new_connection())
+            sock = link.conn._sock
+            # A socket redis-py closed (the driver path's errors) reads as None here; one that
+            # is not None is the one wire() saw, so its poller watches the right descriptor.
+            if sock is not None and (link.poll is None or link.poll(0)):
+                # The server closed it (restart, idle timeout) or sent something unasked:
+                # start afresh rather than fail or misread the next reply.
+                link.close()
+                sock = None
+            if sock is None:
+                link.conn.connect()
+                try:
+                    link.wire(self.timeout)
+                except BaseException:
+                    link.close()
+                    raise
         except BaseException:
             if slots is not None:
                 slots.release()
             raise
-        return conn
+        return link, state
 
-    def release(self, conn: Any) -> None:
-        state = self._state.current()
-        if state is None:
-            return  # lent before a fork, returned in the child: not ours to keep
+    def release(self, link: _Link, state: _PoolState) -> None:
+        """Give ``link`` back to ``state``, the state :meth:`acquire` took it from.
+
+        No fork check on the unbounded pool (``acquire`` made the one ``getpid``): a connection
+        lent before a fork and given back in the child goes to the parent's deque, which the
+        child has set aside and never lends from (:class:`~sharedstate.backends.kit.PerProcess`).
+        A bounded pool checks: the parent's semaphore may have been locked at the fork.
+        """
         idle, slots = state
-        idle.append(conn)
+        if slots is not None and self._state.current() is not state:
+            return  # lent before a fork, given back in the child: not ours to keep
+        idle.append(link)
         if slots is not None:
             slots.release()
 
@@ -848,18 +985,99 @@ class _Pool(_PoolSettings):
         idle = state[0]
         while True:
             try:
-                conn = idle.pop()
+                link = idle.pop()
             except IndexError:
                 return
-            conn.disconnect()
+            link.close()
 
 
-def _has_unread_data(conn: Any) -> bool:
-    """Whether the server has sent anything (data or end of stream) on an idle connection."""
-    sock = getattr(conn, "_sock", None)
-    if sock is None:
-        return False  # not connected: connect() will open it
-    return has_pending_input(sock)
+# The direct path (_Link.wire): hiredis packs commands and parses replies; the kernel bounds each
+# socket read and write (SO_RCVTIMEO, SO_SNDTIMEO take a struct timeval on Linux and macOS).
+def _load_hiredis() -> Any:
+    """The hiredis module if redis-py parses with it too (the version it trusts for RESP3, which it
+    speaks by default) and it can pack commands, else None."""
+    try:
+        import hiredis
+        from redis.utils import HIREDIS_AVAILABLE
+    except ImportError:  # pragma: no cover - hiredis comes with the redis extra
+        return None
+    return hiredis if HIREDIS_AVAILABLE and hasattr(hiredis, "pack_command") else None
+
+
+_hiredis: Any = _load_hiredis()
+_pack_command: Any = None if _hiredis is None else _hiredis.pack_command
+# A RESP3 out-of-band message (client tracking, pub/sub; none of which sharedstate turns on): not
+# the reply to a command, skipped as redis-py's parser does.
+_PUSH: Any = getattr(_hiredis, "PushNotification", None)
+_KERNEL_TIMEOUTS = sys.platform.startswith(("linux", "darwin")) and hasattr(socket, "SO_RCVTIMEO")
+_RECEIVE_BUFFER = 65536  # as redis-py's socket_read_size
+# Commands up to this size are written with one blocking sendall(): a connection's send buffer is
+# empty between round trips and holds at least this much, so it returns at once and the send
+# timeout never splits it. Larger ones are written under Python's deadline for the whole write.
+_DIRECT_SEND_MAX = 8192
+
+
+def _timeval(timeout: float) -> bytes:
+    """``timeout`` as a ``struct timeval``, at least 1 µs (zero would mean "wait forever")."""
+    micros = max(1, math.ceil(timeout * 1_000_000))
+    return struct.pack("@ll", micros // 1_000_000, micros % 1_000_000)
+
+
+def _new_reader(parse_error: Any) -> tuple[Any, object]:
+    """A hiredis reader whose error replies are redis-py's exception classes, and its marker for
+    "not enough data yet" (``False`` for a hiredis without ``notEnoughData``, a reply that none of
+    sharedstate's commands gets)."""
+    assert _hiredis is not None
+    invalid = require("redis", "redis").exceptions.InvalidResponse
+    marker = object()
+    try:
+        reader = _hiredis.Reader(protocolError=invalid, replyError=parse_error, notEnoughData=marker)
+    except TypeError:  # pragma: no cover - hiredis < 3
+        return _hiredis.Reader(protocolError=invalid, replyError=parse_error), False
+    return reader, marker
+
+
+def _poller(sock: Any) -> Callable[[int], object]:
+    """``poll(0)`` for ``sock`` alone: truthy when anything (data or end of stream) waits on it,
+    as :func:`~sharedstate.backends.kit.has_pending_input` answers, with the poller made once."""
+    if not hasattr(select, "poll"):  # pragma: no cover - Windows
+        return lambda _timeout: has_pending_input(sock)
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return poller.poll
+
+
+def _packed(r: Any, commands: tuple[tuple[Any, ...], ...]) -> bytes:
+    """``commands`` in Redis's protocol, each packed by hiredis in one C call.
+
+    redis-py packs the same bytes with more Python around it (its asyncio connection in pure
+    Python). An argument it cannot send raises redis-py's ``DataError``, as redis-py would.
+    """
+    try:
+        if len(commands) == 1:
+            return _pack_command(commands[0])  # type: ignore[no-any-return]
+        return b"".join([_pack_command(command) for command in commands])
+    except TypeError as exc:
+        raise r.DataError(str(exc)) from exc
+
+
+def _send_within(sock: socket.socket, data: bytes, timeout: float) -> None:
+    """Write ``data`` with Python's deadline for the whole write, not the kernel's per call."""
+    sock.settimeout(timeout)
+    try:
+        sock.sendall(data)
+    finally:
+        sock.settimeout(None)
+
+
+def _network_error(r: Any, exc: OSError, doing: str) -> Exception:
+    """redis-py's exception for a socket error of the direct path (the cause of ours)."""
+    if isinstance(exc, (BlockingIOError, TimeoutError)):  # the kernel's or Python's timeout
+        error: Exception = r.TimeoutError(f"Timeout {doing} socket")
+    else:
+        error = r.ConnectionError(f"Error while {doing} socket: {exc}")
+    error.__cause__ = exc
+    return error
 
 
 def _connect_failure(r: Any, exc: BaseException) -> str:
