@@ -22,6 +22,8 @@ way (``SHAREDSTATE_URL``; one store per app), so every request passes the same d
   ``synchronous=NORMAL``, its own file, the default busy handler), resp. one ``lmdb`` write
   transaction (``get`` then ``put`` of an 8-byte integer, ``sync=False`` like ``lmdb://``). No
   namespace, codec, expiry or versions: the ceiling of the counter rows on this machine.
+  ``floor: raw lmdb write txn + flock``: the same transaction inside an ``flock`` on a lock file, as
+  ``lmdb://`` takes for its kill -9 guarantee: the ceiling of ``counter lmdb://`` with it.
 - ``session: Flask cookie``: ``session.get("user")`` under Flask's own signed-cookie session (an app
   under ``/cookie``).
 - ``session: sharedstate``: the same route on an app with ``SHAREDSTATE_SESSIONS = True`` on the
@@ -143,13 +145,28 @@ def make_app() -> Any:
 
         raw_lmdb = lmdb.open(f"{tmp}/floor.lmdb", map_size=1 << 26, sync=False, metasync=False)
 
-        @root.route("/floor/lmdb")
-        def floor_lmdb() -> str:
+        def lmdb_increment() -> int:
             with raw_lmdb.begin(write=True) as txn:
                 raw = txn.get(b"hits")
                 value = int.from_bytes(raw, "little", signed=True) + 1 if raw else 1
                 txn.put(b"hits", value.to_bytes(8, "little", signed=True))
-            return str(value)
+            return value
+
+        @root.route("/floor/lmdb")
+        def floor_lmdb() -> str:
+            return str(lmdb_increment())
+
+        import fcntl
+
+        lock_fd = os.open(f"{tmp}/floor.lmdb/write.lock", os.O_RDWR | os.O_CREAT, 0o600)
+
+        @root.route("/floor/lmdb-flock")
+        def floor_lmdb_flock() -> str:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)  # lmdb://'s write lock (its kill -9 guarantee)
+            try:
+                return str(lmdb_increment())
+            finally:
+                fcntl.flock(lock_fd, fcntl.LOCK_UN)
 
     def login() -> str:
         session["user"] = "alice"
@@ -243,6 +260,7 @@ def main() -> None:
             rows.append(Row(f"counter {b}://", f"/{b}/counter"))
         if b == "lmdb":
             rows.append(Row("floor: raw lmdb write txn", "/floor/lmdb"))
+            rows.append(Row("floor: raw lmdb write txn + flock", "/floor/lmdb-flock"))
     rows.append(Row("session: Flask cookie", "/cookie/read", "/cookie/login"))
     rows.append(Row("session: sharedstate", "/ours/read", "/ours/login"))
     rows = select_rows(rows, args.only)
@@ -379,6 +397,7 @@ def _report(rows: list[Row], samples: Samples, missing: list[str], args: argpars
         "counter redis://",
         "floor: raw sqlite3 upsert",
         "floor: raw lmdb write txn",
+        "floor: raw lmdb write txn + flock",
     ):
         if name not in samples:
             continue
