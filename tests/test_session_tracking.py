@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import hashlib
 import json
 import time
@@ -234,6 +235,27 @@ class Counting:
     def encode(self, full_key: str, value: Any, **kwargs: Any) -> bytes | int:
         self.encoded.append(value)
         return self.keyspace.encode(full_key, value, **kwargs)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("framework", list(RUNS))
+def test_a_session_is_freed_by_reference_counting(framework: str) -> None:
+    """No reference cycle between a session and its engine state: each request's session is freed
+    when the request ends, not left for the cyclic garbage collector (whose collections it made
+    more frequent, and costlier under a multi-process server)."""
+    from sharedstate._sessiondict import TrackedDict
+    from sharedstate._sync.sessions import SessionState
+
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        RUNS[framework]("only reads")
+        gc.collect()
+        kinds = (TrackedDict, SessionState, AsyncSessionState)
+        kept = [o for o in gc.garbage if issubclass(type(o), kinds)]  # type(): garbage has dead proxies
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert kept == []
 
 
 def test_only_touched_values_are_encoded_and_a_read_writes_nothing(tmp_path: Path) -> None:

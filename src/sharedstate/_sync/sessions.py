@@ -51,6 +51,8 @@ from __future__ import annotations
 
 import contextlib
 import time
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from sharedstate import engine
@@ -90,6 +92,10 @@ class _Encoded:
         self.raw = raw
 
 
+def _strong(data: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+    return lambda: data
+
+
 class SessionState:
     """The store side of one request's session: load, changes, merge-save, incr, lock, moves.
 
@@ -99,7 +105,9 @@ class SessionState:
     session's keys (a new one if not given); the adapter's readers and writers use it directly
     after :meth:`load` and call :meth:`changed` on every mutation. ``tracked=True``: the adapter
     calls :meth:`touch` / :meth:`touch_all` before handing out, replacing or removing a value, so
-    only those keys are compared at save (see the module doc).
+    only those keys are compared at save (see the module doc). A ``data`` that is an adapter's
+    session object (a ``dict`` subclass) is held by a weak reference, so that the session and its
+    state make no reference cycle: the adapter keeps its session alive while it uses the state.
     """
 
     # The immutable defaults live here: one state is made per request, and sets only what changes.
@@ -134,7 +142,19 @@ class SessionState:
         self.settings = settings
         self.sid = sid  # the id from the cookie until loaded; None: none yet (a fresh one at save)
         self.issued_at = issued_at  # when the cookie was signed
-        self.data: dict[str, Any] = {} if data is None else data
+        # An adapter's session object is ``data`` and holds this state: a strong reference back
+        # would make a reference cycle per request, freed only by the cyclic garbage collector
+        # (more frequent young collections, and the objects they find alive promoted towards
+        # full ones). Weak, the session is freed by reference counting when its request ends.
+        # A plain dict cannot be weakly referenced, and holds no state: it is held strongly.
+        self._data: Callable[[], dict[str, Any] | None]
+        if data is None or type(data) is dict:
+            self._data = _strong({} if data is None else data)
+        else:
+            try:
+                self._data = weakref.ref(data)
+            except TypeError:  # a subclass without weak references (__slots__): held strongly
+                self._data = _strong(data)
         # Change detection, tracked: the stored keys not touched yet (unchanged by construction),
         # and for each touched stored key its value as read (immutable types) or its encoding as
         # read (_Encoded: a mutable value may be changed in place after it was handed out).
@@ -143,6 +163,14 @@ class SessionState:
         # Untracked: computed only when something changed, each key's encoding as read.
         self.snapshot: dict[str, bytes | int] | None = {}
         self.created = time.time()
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The dict that holds the session's keys (the adapter's session object, if it gave one)."""
+        data = self._data()
+        if data is None:
+            raise ReferenceError("the session object of this state no longer exists")
+        return data
 
     # -- loading -------------------------------------------------------------------------------
 
