@@ -329,7 +329,7 @@ class SQLiteBackend(Backend):
         self._leave_replaced_file(conn)
         raise _FileReplaced
 
-    def _check_due(self, now: float | None = None) -> bool:
+    def _check_due(self) -> bool:
         """Whether the next write must run in ``BEGIN IMMEDIATE`` to check its file (``_begin``).
 
         Not when this thread compared the file at the path with its connection's less than
@@ -342,11 +342,8 @@ class SQLiteBackend(Backend):
 
         Measured (4 processes incrementing one key): taking the write lock for the check, every
         millisecond, cost a quarter of the increments per second.
-
-        ``now``: a ``time.monotonic()`` reading the caller has just taken (default: read now).
         """
-        if now is None:
-            now = time.monotonic()
+        now = time.monotonic()
         return now - self._local.checked_at >= _CHECK_FILE_EVERY_WRITE and not self._file_unchanged(now)
 
     def _file_unchanged(self, now: float) -> bool:
